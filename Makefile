@@ -1,0 +1,47 @@
+# Two commands set everything up on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SERVE_ARGS ?=
+
+.PHONY: serve test install install-test services lint bench bench-full clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+serve: install
+	$(BIN)/sluice serve $(SERVE_ARGS)
+
+# PostgreSQL and MariaDB must be up: tests never mock a database and never skip a missing one.
+services:
+	@bash tests/ensure_services.sh
+
+test: install-test services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install-test
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run --quick
+
+bench-full: install-test
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run --full
+
+clean:
+	rm -rf $(VENV) .sluice .pytest_cache

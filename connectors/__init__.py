@@ -1,0 +1,1 @@
+"""Connectors: one module per database behind the protocol in `connectors.base`."""

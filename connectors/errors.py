@@ -1,0 +1,48 @@
+"""Errors raised by connectors. No driver exception crosses into engine/; each is mapped here."""
+
+from __future__ import annotations
+
+from sluice.errors import SluiceError
+
+
+class ConnectorError(SluiceError):
+    """Base of every connector failure (the database said no, or could not be reached)."""
+
+    code = "connector_error"
+
+    def __init__(self, database: str, message: str, *, suggestion: str | None = None) -> None:
+        super().__init__(f"{database}: {message}", suggestion=suggestion)
+        self.database = database
+        self.detail = message
+
+
+class ConnectorUnavailable(ConnectorError):
+    """Raised when the database cannot be reached (connect refused, DNS, auth, pool closed)."""
+
+    code = "database_unavailable"
+
+
+class QueryFailed(ConnectorError):
+    """Raised when the database rejected or aborted a statement; message is the database's."""
+
+    code = "query_failed"
+
+
+class QueryTimedOut(ConnectorError):
+    """Raised when a statement ran past its timeout and was stopped on the server."""
+
+    code = "query_timeout"
+
+    def __init__(self, database: str, seconds: float) -> None:
+        super().__init__(
+            database,
+            f"query ran past its timeout of {seconds:g}s and was cancelled on the server",
+            suggestion="narrow the query (filters, LIMIT) or raise query_timeout_seconds",
+        )
+        self.seconds = seconds
+
+
+class UnknownConnector(SluiceError, LookupError):
+    """Raised when a config names a database type with no registered connector."""
+
+    code = "unknown_connector"

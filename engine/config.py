@@ -1,0 +1,331 @@
+"""sluice.yaml: read with ruamel.yaml, `${VAR}` interpolation, validated into msgspec Structs.
+
+Errors name the file, the line, the key and what is allowed; every section is checked so one
+run of `sluice validate` reports all the problems it can find, not only the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from connectors.config import DATABASE_TYPES, Base, DatabaseConfig, PositiveFloat, PositiveInt
+from engine.errors import ConfigError
+
+Level = Literal["R", "W", "RW", "RA", "RWA", "A", "none"]
+DenyPolicy = Literal["PARTIAL", "BLOCK"]
+
+
+class TablePolicy(Base):
+    """A per-table override: its level and the columns it may never read or filter on."""
+
+    level: Level = "R"
+    deny_columns: list[str] = msgspec.field(default_factory=list)
+
+
+class DatabasePolicy(Base):
+    """A database baseline plus per-table overrides. A table covered by neither is denied."""
+
+    level: Level = "none"
+    tables: dict[str, Level | TablePolicy] = msgspec.field(default_factory=dict)
+
+
+PermissionSet = dict[str, DatabasePolicy]
+
+
+class Permissions(Base):
+    """`default` applies to requests without a principal of their own (no auth configured)."""
+
+    default: PermissionSet = msgspec.field(default_factory=dict)
+    principals: dict[str, PermissionSet] = msgspec.field(default_factory=dict)
+
+
+class TokenConfig(Base):
+    """A bearer token (or its sha256 hex) naming a principal, with an optional rate limit."""
+
+    principal: str
+    token: str | None = None
+    token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    requests_per_minute: PositiveInt | None = None
+
+
+class AuthConfig(Base):
+    tokens: list[TokenConfig] = msgspec.field(default_factory=list)
+
+
+class SafetyConfig(Base):
+    max_rows_per_query: PositiveInt = 10_000
+    inline_rows: PositiveInt = 1_000
+    query_timeout_seconds: PositiveFloat = 30.0
+    max_query_chars: PositiveInt = 100_000
+    max_link_values_per_batch: PositiveInt = 2_000
+    link_batches_in_flight: PositiveInt = 3
+    deny_policy: DenyPolicy = "PARTIAL"
+
+
+class ServerConfig(Base):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
+    data_dir: str = ".sluice"
+    body_limit_bytes: PositiveInt = 1_048_576
+    result_ttl_seconds: PositiveFloat = 900.0
+    max_results: PositiveInt = 1_000
+    max_result_bytes: PositiveInt = 2 * 1024**3
+    discovery_ttl_seconds: PositiveFloat = 300.0
+    audit_log: str | None = None  # default: <data_dir>/audit.jsonl
+    max_concurrent_queries_per_database: PositiveInt = 64
+
+
+class Config(Base):
+    databases: list[DatabaseConfig] = msgspec.field(default_factory=list)
+    safety: SafetyConfig = msgspec.field(default_factory=SafetyConfig)
+    permissions: Permissions = msgspec.field(default_factory=Permissions)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    source: str = "<defaults>"  # the file it came from, for messages
+
+    def database(self, name: str) -> DatabaseConfig | None:
+        for db in self.databases:
+            if db.name == name:
+                return db
+        return None
+
+
+# One settings table: (key, default, help). tests/test_docs.py checks each is in the README.
+SECTIONS: dict[str, type[Base]] = {
+    "safety": SafetyConfig,
+    "permissions": Permissions,
+    "auth": AuthConfig,
+    "server": ServerConfig,
+}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Problems:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, line: int | None, key: str, message: str) -> None:
+        where = f"line {line}: " if line is not None else ""
+        self.items.append(f"{where}{key}: {message}")
+
+
+def _line_of(node: Any, key: Any) -> int | None:
+    try:
+        if isinstance(node, CommentedMap):
+            return int(node.lc.key(key)[0]) + 1
+        if isinstance(node, CommentedSeq):
+            return int(node.lc.item(key)[0]) + 1
+    except (KeyError, IndexError, TypeError):
+        return None
+    return None
+
+
+def _interpolate(node: Any, problems: _Problems, env: Mapping[str, str], where: str) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string scalar, keeping line info."""
+    if isinstance(node, CommentedMap):
+        for key in list(node):
+            node[key] = _interpolate(node[key], problems, env, f"{where}.{key}".lstrip("."))
+        return node
+    if isinstance(node, CommentedSeq):
+        for i, item in enumerate(node):
+            node[i] = _interpolate(item, problems, env, f"{where}[{i}]")
+        return node
+    if isinstance(node, str) and "${" in node:
+        missing: list[str] = []
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append(name)
+            return ""
+
+        value = _VAR.sub(sub, node)
+        if missing:
+            problems.add(None, where, f"environment variable {missing[0]} is not set "
+                         f"(write ${{{missing[0]}:-default}} to give a default)")
+        if _VAR.fullmatch(node.strip()):
+            # a whole-scalar reference is typed like YAML would type the value itself
+            typed = YAML(typ="safe").load(value) if value.strip() else None
+            return typed if isinstance(typed, int | float | bool) else value
+        return value
+    return node
+
+
+def _allowed_fields(tp: Any) -> list[str]:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return [f.name for f in msgspec.structs.fields(tp)]
+    return []
+
+
+def _explain(err: msgspec.ValidationError, doc: Any, tp: Any, prefix: str) -> tuple[int | None, str, str]:
+    """Turn msgspec's `... - at `$.a[0].b`` into (line, key path, message with what is allowed)."""
+    text = str(err)
+    msg, _, path = text.rpartition(" - at `")
+    if not _:
+        msg, path = text, "$"
+    path = path.rstrip("`")
+    tokens = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path[1:])
+    node, line, cur_tp = doc, None, tp
+    keys: list[str] = [prefix] if prefix else []
+    for name, index in tokens:
+        key: Any = int(index) if index else name
+        line = _line_of(node, key) or line
+        keys.append(f"[{key}]" if index else str(key))
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+        cur_tp = _field_type(cur_tp, key)
+    m = re.search(r"unknown field `([^`]+)`", msg)
+    if m:
+        bad = m.group(1)
+        line = _line_of(node, bad) or line
+        keys.append(bad)
+        allowed = _allowed_fields(cur_tp)
+        msg = f"unknown key {bad!r}; allowed keys: {', '.join(allowed)}" if allowed else msg
+    key_path = ".".join(keys).replace(".[", "[")
+    if "Invalid enum value" in msg and keys and keys[-1] == "type":
+        msg = f"{msg}; allowed types: {', '.join(DATABASE_TYPES)}"
+    return line, key_path or "(top level)", msg
+
+
+def _field_type(tp: Any, key: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        return _strip(hints.get(str(key)))
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is list and args:
+        return _strip(args[0])
+    if origin is dict and len(args) == 2:
+        return _strip(args[1])
+    return None
+
+
+def _strip(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType")) and args:
+        structs = [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
+        return structs[0] if structs else args[0]
+    return tp
+
+
+def load_config_text(text: str, source: str = "sluice.yaml",
+                     env: Mapping[str, str] | None = None) -> Config:
+    """Parse and validate config text. Raises ConfigError listing every problem found."""
+    problems = _Problems(source)
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problems.add(line, "(yaml)", f"{exc.problem or exc.context}")
+        raise ConfigError(source, problems.items) from exc
+    if doc is None:
+        doc = CommentedMap()
+    if not isinstance(doc, CommentedMap):
+        raise ConfigError(source, ["(top level): expected a mapping of sections "
+                                   "(databases, safety, permissions, auth, server)"])
+    doc = _interpolate(doc, problems, os.environ if env is None else env, "")
+
+    allowed_top = ["databases", *SECTIONS]
+    for key in doc:
+        if key not in allowed_top:
+            problems.add(_line_of(doc, key), str(key),
+                         f"unknown section; allowed sections: {', '.join(allowed_top)}")
+
+    values: dict[str, Any] = {}
+    for section, tp in SECTIONS.items():
+        if section not in doc:
+            continue
+        try:
+            values[section] = msgspec.convert(doc[section], tp)
+        except msgspec.ValidationError as err:
+            line, key, msg = _explain(err, doc[section], tp, section)
+            problems.add(line or _line_of(doc, section), key, msg)
+
+    databases: list[DatabaseConfig] = []
+    raw_dbs = doc.get("databases")
+    if raw_dbs is not None and not isinstance(raw_dbs, CommentedSeq):
+        problems.add(_line_of(doc, "databases"), "databases",
+                     "expected a list of databases (each item starts with '- name: ...')")
+    else:
+        seen: dict[str, int | None] = {}
+        for i, item in enumerate(raw_dbs or []):
+            try:
+                db = msgspec.convert(item, DatabaseConfig)
+            except msgspec.ValidationError as err:
+                line, key, msg = _explain(err, item, DatabaseConfig, f"databases[{i}]")
+                problems.add(line or _line_of(raw_dbs, i), key, msg)
+                continue
+            line = _line_of(raw_dbs, i)
+            if db.name in seen:
+                problems.add(line, f"databases[{i}].name",
+                             f"duplicate database name {db.name!r} (first defined on line "
+                             f"{seen[db.name]}); names must be unique")
+                continue
+            seen[db.name] = line
+            problem = _connection_problem(db)
+            if problem:
+                problems.add(line, f"databases[{i}]", problem)
+            databases.append(db)
+
+    if problems.items:
+        raise ConfigError(source, problems.items)
+    return Config(databases=databases, source=source, **values)
+
+
+def _connection_problem(db: DatabaseConfig) -> str | None:
+    if db.type in ("sqlite", "duckdb"):
+        if not db.path:
+            return f"a {db.type} database needs `path` (the database file)"
+        if db.dsn or db.host:
+            return f"a {db.type} database is a file: give `path` only, not `dsn` or `host`"
+        return None
+    if db.path:
+        return f"a {db.type} database is a server: give `dsn` or `host`/`port`, not `path`"
+    if db.dsn and (db.host or db.port):
+        return "give either `dsn` or `host`/`port`, not both"
+    return None
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a sluice.yaml file; relative file paths resolve against its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror}"]) from exc
+    config = load_config_text(text, str(p), env)
+    return _resolve_paths(config, p.parent)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def fix(value: str) -> str:
+        return value if os.path.isabs(value) else str((base / value).resolve())
+
+    dbs = [msgspec.structs.replace(db, path=fix(db.path)) if db.path else db
+           for db in config.databases]
+    server = msgspec.structs.replace(config.server, data_dir=fix(config.server.data_dir))
+    if server.audit_log:
+        server = msgspec.structs.replace(server, audit_log=fix(server.audit_log))
+    return msgspec.structs.replace(config, databases=dbs, server=server)
