@@ -1,0 +1,89 @@
+"""What the safety pipeline reads and what it returns. The API builds a `CheckRequest`,
+`safety.pipeline.check()` returns a `SafetyOutcome`; the engine executes only the
+`CheckedStep`s in it (what is checked is exactly what runs).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Operation = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "DDL"]
+StageName = Literal["PROMPT_GUARD", "RBAC_GATE", "AST_CHECKER", "INJECTION_ANALYSER", "GUARDRAILS"]
+
+
+class StepInput(msgspec.Struct, frozen=True, kw_only=True):
+    """One step as the client sent it. `db_type` is the connector type from the config
+    (postgresql, mysql, sqlite, duckdb, mongodb): language and dialect come from it, never
+    from the database's name. `language` is what the client asked for (None = infer)."""
+
+    step_id: str | None
+    database: str
+    db_type: str
+    table: str
+    query: str
+    language: str | None = None
+
+
+class CheckRequest(msgspec.Struct, frozen=True, kw_only=True):
+    steps: list[StepInput]
+    principal: str | None = None  # None: the `permissions.default` set applies
+    transport: str = "rest/local"
+    client: str | None = None
+    body_bytes: int = 0  # size of the HTTP body, for PROMPT_GUARD's limit
+
+
+class CheckedStep(msgspec.Struct, kw_only=True):
+    """A step that passed: the rewritten native text the connector must run, unchanged.
+
+    `row_cap` is the cap the client sees; the text fetches `row_cap + 1` rows so truncation
+    is detectable. `readonly` is False only when the policy granted the write it needs.
+    """
+
+    step_id: str | None
+    database: str
+    table: str
+    language: str
+    dialect: str
+    operation: Operation
+    original: str
+    text: str
+    row_cap: int | None
+    timeout: float
+    readonly: bool = True
+    tables: list[str] = msgspec.field(default_factory=list)  # every table it touches
+
+
+class StageVerdict(msgspec.Struct, kw_only=True):
+    """One stage's verdict on one step, for the audit log (policy = the entry that decided)."""
+
+    stage: StageName
+    outcome: Literal["pass", "warn", "block"]
+    step_id: str | None = None
+    reason: str | None = None
+    policy: str | None = None
+
+
+class Block(msgspec.Struct, kw_only=True):
+    stage: StageName
+    reason: str
+    suggestion: str | None = None
+    step_id: str | None = None
+
+
+class SafetyOutcome(msgspec.Struct, kw_only=True):
+    """`block` is set when the request must be refused (403). Under deny_policy PARTIAL a
+    federated request may pass with some steps stripped (`stripped` names them, and a warning
+    says so); `steps` then holds only the steps that run."""
+
+    stages_passed: list[StageName] = msgspec.field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
+    block: Block | None = None
+    steps: list[CheckedStep] = msgspec.field(default_factory=list)
+    stripped: list[str] = msgspec.field(default_factory=list)
+    verdicts: list[StageVerdict] = msgspec.field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return self.block is None
