@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -172,7 +173,9 @@ def _allowed_fields(tp: Any) -> list[str]:
     return []
 
 
-def _explain(err: msgspec.ValidationError, doc: Any, tp: Any, prefix: str) -> tuple[int | None, str, str]:
+def _explain(
+    err: msgspec.ValidationError, doc: Any, tp: Any, prefix: str
+) -> tuple[int | None, str, str]:
     """Turn msgspec's `... - at `$.a[0].b`` into (line, key path, message with what is allowed)."""
     text = str(err)
     msg, _, path = text.rpartition(" - at `")
@@ -221,7 +224,7 @@ def _strip(tp: Any) -> Any:
     while typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType")) and args:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and args:
         structs = [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
         return structs[0] if structs else args[0]
     return tp

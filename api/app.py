@@ -1,0 +1,98 @@
+"""create_app(config): the Starlette app. The lifespan opens every database (unreachable ones
+are listed and retried, never fatal), starts the audit writer, and closes it all on exit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
+from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
+from api.openapi import build_openapi
+from api.responses import MsgspecResponse
+from api.routes import ENDPOINTS, Endpoint, routes
+from api.service import QueryService
+from engine.catalog import Catalog
+from engine.config import Config
+
+log = logging.getLogger("sluice.api")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Framework errors (unknown route, wrong method...) as the same JSON envelope."""
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail
+    suggestion = None
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+        suggestion = "GET /openapi.json lists every route"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    body = ErrorEnvelope(request_id=request_id_of(request.scope), status="error",
+                         error=ErrorBody(code=code, message=str(message), suggestion=suggestion))
+    return MsgspecResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(config: Config, *, startup_wait: float | None = None,
+               endpoints: list[Endpoint] | None = None) -> ASGIApp:
+    endpoints = endpoints if endpoints is not None else ENDPOINTS
+    Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(config.databases, ttl_seconds=config.server.discovery_ttl_seconds,
+                      max_concurrent_queries=config.server.max_concurrent_queries_per_database)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        audit = _audit_log(config)
+        app.state.service = QueryService(config, catalog, audit)
+        try:
+            async with anyio.create_task_group() as tg:
+                if audit is not None:
+                    await tg.start(audit.serve)
+                await tg.start(lambda task_status: catalog.serve(startup_wait=startup_wait,
+                                                                 task_status=task_status))
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            await catalog.close()
+
+    app = Starlette(routes=routes(endpoints), lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error})
+    app.state.config = config
+    app.state.catalog = catalog
+    app.state.openapi = ENCODER.encode(build_openapi(endpoints))
+
+    wrapped: ASGIApp = app
+    auth = _auth_middleware()
+    if auth is not None:
+        wrapped = auth(wrapped, config)
+    wrapped = BodyLimitMiddleware(wrapped, config.server.body_limit_bytes)
+    return RequestIdMiddleware(wrapped)
+
+
+def _audit_log(config: Config):  # type: ignore[no-untyped-def]
+    try:
+        from safety.audit import AuditLog
+    except ImportError:  # the audit writer lands with the safety pipeline
+        return None
+    path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
+    return AuditLog(path, config=config)
+
+
+def _auth_middleware():  # type: ignore[no-untyped-def]
+    try:
+        from api.auth import BearerAuth
+    except ImportError:
+        return None
+    return BearerAuth

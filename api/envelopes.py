@@ -1,0 +1,162 @@
+"""Every request body and response envelope as a msgspec Struct; one encoder, decoders built
+once per body type. Shapes follow reference/query-api-endpoints.txt exactly; fields we add
+(truncated, rows_affected, dry_run, result_pages) are additive."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from connectors.base import TableInfo
+from safety.types import StageName
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Request bodies reject unknown fields, so a typo is a 400 naming it."""
+
+
+class SimpleQueryRequest(Body):
+    database: str
+    table: str
+    query: str
+    language: str | None = None
+    dry_run: bool = False
+
+
+class Pagination(msgspec.Struct, kw_only=True):
+    page: int
+    size: int
+    total_databases: int
+    total_pages: int
+    has_more: bool
+
+
+class DatabaseEntry(msgspec.Struct, kw_only=True):
+    name: str
+    type: str
+    database: str
+    reachable: bool
+    tables: list[TableInfo]
+    error: str | None
+
+
+class DatabasesResponse(msgspec.Struct, kw_only=True):
+    databases: list[DatabaseEntry]
+    pagination: Pagination
+
+
+class HealthResponse(msgspec.Struct, kw_only=True):
+    status: str
+    version: str
+    databases_connected: int
+
+
+class Data(msgspec.Struct, kw_only=True, omit_defaults=True):
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    row_count: int
+    truncated: bool = False
+    rows_affected: int | None = None
+
+
+class SafetyReport(msgspec.Struct, kw_only=True):
+    stages_passed: list[StageName]
+    warnings: list[str]
+
+
+class StepMetadata(msgspec.Struct, kw_only=True):
+    step_id: str
+    database: str
+    rows_returned: int
+    batches: int
+    native_queries: int
+    latency_ms: float
+    first_batch_ms: float | None
+    status: str = "ok"
+
+
+class ResultPages(msgspec.Struct, kw_only=True):
+    path: str
+    total_rows: int
+    page_size: int
+    total_pages: int
+
+
+class Metadata(msgspec.Struct, kw_only=True):
+    database: str | None
+    execution_time_ms: float
+    transport: str
+    steps: list[StepMetadata]
+    merge_latency_ms: float | None
+    result_pages: ResultPages | None = None
+
+
+class DryRunStep(msgspec.Struct, kw_only=True):
+    step_id: str | None
+    database: str
+    table: str
+    language: str
+    operation: str
+    original: str
+    rewritten: str
+    row_cap: int | None
+    timeout_seconds: float
+
+
+class QuerySuccess(msgspec.Struct, kw_only=True):
+    request_id: str
+    status: Literal["ok"]
+    data: Data
+    safety: SafetyReport
+    metadata: Metadata
+
+
+class DryRunResponse(msgspec.Struct, kw_only=True):
+    request_id: str
+    status: Literal["dry_run"]
+    safety: SafetyReport
+    steps: list[DryRunStep]
+    plan: str | None = None
+
+
+class BlockedError(msgspec.Struct, kw_only=True):
+    stage: StageName
+    reason: str
+    suggestion: str | None
+
+
+class QueryBlocked(msgspec.Struct, kw_only=True):
+    request_id: str
+    status: Literal["blocked"]
+    error: BlockedError
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    suggestion: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class ErrorEnvelope(msgspec.Struct, kw_only=True):
+    """Every non-2xx response that is not a safety block (which has its own shape)."""
+
+    request_id: str
+    status: Literal["error"]
+    error: ErrorBody
+
+
+class ResultPage(msgspec.Struct, kw_only=True):
+    request_id: str
+    page: int
+    size: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    has_more: bool
+    total_rows: int
+
+
+# decimals as JSON numbers (exact digits), bytes as base64, datetimes ISO-8601, UUIDs as text
+ENCODER = msgspec.json.Encoder(decimal_format="number")
+SIMPLE_DECODER = msgspec.json.Decoder(SimpleQueryRequest)

@@ -1,0 +1,55 @@
+"""In-process use without HTTP: `async with Sluice(config) as s: await s.simple(...)`.
+
+The CLI and Python scripts take the same QueryService path as the HTTP handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from api.envelopes import DryRunResponse, QuerySuccess, SimpleQueryRequest
+from api.middleware import new_request_id
+from api.service import QueryService, RequestContext
+from engine.catalog import Catalog
+from engine.config import Config
+
+
+@contextlib.asynccontextmanager
+async def open_service(config: Config, *, startup_wait: float | None = None,
+                       principal: str | None = None) -> AsyncIterator[LocalSession]:
+    catalog = Catalog(config.databases, ttl_seconds=config.server.discovery_ttl_seconds,
+                      max_concurrent_queries=config.server.max_concurrent_queries_per_database)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: catalog.serve(startup_wait=startup_wait,
+                                                             task_status=task_status))
+            yield LocalSession(QueryService(config, catalog), principal)
+            tg.cancel_scope.cancel()
+    finally:
+        await catalog.close()
+
+
+class LocalSession:
+    def __init__(self, service: QueryService, principal: str | None) -> None:
+        self.service = service
+        self.principal = principal
+
+    def context(self) -> RequestContext:
+        return RequestContext(request_id=new_request_id(), principal=self.principal,
+                              transport="python")
+
+    async def simple(self, database: str, table: str, query: str, *,
+                     language: str | None = None, dry_run: bool = False,
+                     ) -> QuerySuccess | DryRunResponse:
+        req = SimpleQueryRequest(database=database, table=table, query=query,
+                                 language=language, dry_run=dry_run)
+        return await self.service.simple(req, self.context())
+
+    async def rows(self, database: str, table: str, query: str) -> list[dict[str, Any]]:
+        result = await self.simple(database, table, query)
+        assert isinstance(result, QuerySuccess)
+        return result.data.rows

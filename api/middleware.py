@@ -1,0 +1,124 @@
+"""Pure ASGI middleware (not BaseHTTPMiddleware, which costs throughput): request id,
+body size limit, and a last-resort guard so every error is a JSON envelope."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
+
+log = logging.getLogger("sluice.api")
+
+
+def new_request_id() -> str:
+    return f"req_{secrets.token_hex(6)}"
+
+
+def request_id_of(scope: Scope) -> str:
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if rid is None:
+        rid = state["request_id"] = new_request_id()
+    return str(rid)
+
+
+async def send_envelope(send: Send, status: int, request_id: str, code: str, message: str,
+                        suggestion: str | None = None,
+                        headers: dict[str, str] | None = None) -> None:
+    body = ENCODER.encode(ErrorEnvelope(
+        request_id=request_id, status="error",
+        error=ErrorBody(code=code, message=message, suggestion=suggestion)))
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+           (b"x-request-id", request_id.encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestIdMiddleware:
+    """Gives every request a `req_` + 12 hex id, echoes it as X-Request-ID, and turns any
+    exception that escaped the app into a 500 envelope (never an HTML page or a trace)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id_of(scope)
+        header = (b"x-request-id", rid.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append(header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in request %s", rid)
+            if not started:
+                await send_envelope(send, 500, rid, "internal_error",
+                                    f"internal error; see the server log for request {rid}")
+
+
+class BodyLimitMiddleware:
+    """413 envelope for a body over the limit, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = 0
+                if length > self.limit:
+                    await self._too_large(scope, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLarge:
+            await self._too_large(scope, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        await send_envelope(send, 413, request_id_of(scope), "body_too_large",
+                            f"request body exceeds the limit of {self.limit} bytes",
+                            suggestion="send a smaller body, or raise server.body_limit_bytes")
+
+
+class BodyTooLarge(Exception):
+    """Raised inside receive() when the streamed body passes the limit."""
+
+
+def client_host(scope: Scope) -> str | None:
+    client: Any = scope.get("client")
+    return client[0] if client else None

@@ -1,0 +1,207 @@
+"""The route table: one list of Endpoint(...) drives both the router and /openapi.json."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import sluice
+from api import envelopes as env
+from api.errors import ApiError, envelope_for
+from api.middleware import client_host, request_id_of
+from api.responses import MsgspecResponse
+from api.service import QueryBlocked, RequestContext
+from connectors.base import TableInfo
+from engine.errors import UnknownDatabase, UnknownTable
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    response: type | None = None
+    body: type | None = None
+    query: tuple[tuple[str, str, int | None], ...] = ()  # (name, description, default)
+    errors: tuple[int, ...] = ()
+    status: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
+    """Wrap a handler: encode its Struct result, turn any exception into the envelope."""
+
+    @functools.wraps(func)
+    async def wrapper(request: Request) -> Response:
+        rid = request_id_of(request.scope)
+        try:
+            result = await func(request)
+        except QueryBlocked as exc:
+            b = exc.block
+            return MsgspecResponse(env.QueryBlocked(
+                request_id=rid, status="blocked",
+                error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
+            ), status_code=403)
+        except Exception as exc:
+            status, envelope = envelope_for(exc, rid)
+            headers = exc.headers if isinstance(exc, ApiError) else None
+            return MsgspecResponse(envelope, status_code=status, headers=headers)
+        if isinstance(result, Response):
+            return result
+        return MsgspecResponse(result)
+
+    return wrapper
+
+
+def int_param(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise ApiError(400, "invalid_parameter",
+                       f"query parameter {name!r} must be an integer from {lo} to {hi}, "
+                       f"got {raw!r}")
+    return value
+
+
+def request_context(request: Request, body_bytes: int = 0) -> RequestContext:
+    host = client_host(request.scope)
+    return RequestContext(
+        request_id=request_id_of(request.scope),
+        principal=request.scope.get("state", {}).get("principal"),
+        transport="rest/local" if _is_loopback(host) else "rest/remote",
+        client=host,
+        body_bytes=body_bytes,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def until_disconnect(request: Request, scope: anyio.CancelScope) -> None:
+    """Cancel the request's work when the client goes away (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `work` under one cancel scope that a client disconnect cancels."""
+    result: Any = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(until_disconnect, request, tg.cancel_scope)
+
+        async def go() -> None:
+            nonlocal result
+            result = await work()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(go)
+    if result is None:
+        raise ApiError(499, "client_closed", "the client closed the connection")
+    return result
+
+
+# -- handlers ---------------------------------------------------------------------------------
+@json_endpoint
+async def health(request: Request) -> env.HealthResponse:
+    catalog = request.app.state.catalog
+    return env.HealthResponse(status="ok", version=sluice.__version__,
+                              databases_connected=catalog.reachable_count)
+
+
+@json_endpoint
+async def databases(request: Request) -> env.DatabasesResponse:
+    page = int_param(request, "page", 1, lo=1, hi=1_000_000)
+    size = int_param(request, "size", 4, lo=1, hi=100)
+    states, total, pages = request.app.state.catalog.page(page, size)
+    entries = [
+        env.DatabaseEntry(name=s.config.name, type=s.config.type,
+                          database=s.config.display_database, reachable=s.reachable,
+                          tables=s.tables, error=s.error)
+        for s in states
+    ]
+    return env.DatabasesResponse(
+        databases=entries,
+        pagination=env.Pagination(page=page, size=size, total_databases=total,
+                                  total_pages=max(1, math.ceil(total / size)),
+                                  has_more=page < pages),
+    )
+
+
+@json_endpoint
+async def table_detail(request: Request) -> TableInfo:
+    catalog = request.app.state.catalog
+    name, table = request.path_params["db"], request.path_params["table"]
+    state = catalog.get(name)
+    if state is None:
+        raise UnknownDatabase(name, catalog.names())
+    found = await catalog.find_table(state, table)
+    if found is None:
+        raise UnknownTable(name, table, [t.name for t in state.tables])
+    return found
+
+
+@json_endpoint
+async def query_simple(request: Request) -> Any:
+    body = await request.body()
+    req = env.SIMPLE_DECODER.decode(body)
+    ctx = request_context(request, len(body))
+    service = request.app.state.service
+    return await run_cancellable(request, lambda: service.simple(req, ctx))
+
+
+async def openapi(request: Request) -> Response:
+    return Response(request.app.state.openapi, media_type="application/json")
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("GET", "/v1/health", health, "Liveness probe; never pings a database.",
+             response=env.HealthResponse),
+    Endpoint("GET", "/v1/databases", databases,
+             "Paginated list of configured databases with their discovered schemas.",
+             response=env.DatabasesResponse,
+             query=(("page", "1-indexed page number", 1),
+                    ("size", "databases per page, max 100", 4)),
+             errors=(400,)),
+    Endpoint("GET", "/v1/databases/{db}/tables/{table}", table_detail,
+             "One table's schema with per-field distributions.", response=TableInfo,
+             errors=(404,)),
+    Endpoint("POST", "/v1/query/simple", query_simple,
+             "One query on one database, through the safety pipeline.",
+             response=env.QuerySuccess, body=env.SimpleQueryRequest,
+             errors=(400, 403, 404, 413, 500, 503, 504)),
+]
+
+
+def routes(endpoints: list[Endpoint]) -> list[Route]:
+    table = [Route(e.path, e.handler, methods=[e.method]) for e in endpoints]
+    table.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))
+    return table
+
+

@@ -1,0 +1,75 @@
+"""Serve the app with hypercorn (uvloop workers). Several workers each build the app from
+the config path in SLUICE_CONFIG, so state shared across workers lives in the stores."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.run import run
+from starlette.types import ASGIApp
+
+from engine.config import Config, load_config
+
+log = logging.getLogger("sluice.server")
+
+CONFIG_ENV = "SLUICE_CONFIG"
+
+OFF_LOOPBACK_WARNING = (
+    "warning: binding {host!r} exposes sluice off-loopback without bearer tokens.\n"
+    "         Configure auth.tokens in sluice.yaml (each names a principal with its own\n"
+    "         permissions), or put a reverse proxy with your own auth in front."
+)
+
+
+class RefusedToStart(SystemExit):
+    """Raised when the server must not start (off-loopback without auth, bad config)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(config: Config, host: str, insecure_no_auth: bool) -> None:
+    """No tokens configured: loopback only, unless --insecure-no-auth (then warn loudly)."""
+    if is_loopback(host) or config.auth.tokens:
+        return
+    if not insecure_no_auth:
+        raise RefusedToStart(
+            f"refusing to bind {host!r} without auth: no auth.tokens are configured.\n"
+            "Add tokens under `auth:` in sluice.yaml, bind 127.0.0.1, or pass "
+            "--insecure-no-auth to accept the risk."
+        )
+    print(OFF_LOOPBACK_WARNING.format(host=host), file=sys.stderr)  # noqa: T201
+
+
+def app_from_env() -> ASGIApp:
+    """Hypercorn worker entry point: build the app from the config file in SLUICE_CONFIG."""
+    from api.app import create_app
+
+    return create_app(load_config(os.environ[CONFIG_ENV]))
+
+
+def serve(config_path: str, host: str, port: int, *, workers: int = 1,
+          insecure_no_auth: bool = False, access_log: bool = False) -> int:
+    config = load_config(config_path)
+    check_bind(config, host, insecure_no_auth)
+    os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    hc = HypercornConfig()
+    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hc.application_path = "api.server:app_from_env()"
+    hc.workers = workers
+    hc.worker_class = "uvloop"
+    hc.accesslog = "-" if access_log else None
+    hc.errorlog = "-"
+    hc.graceful_timeout = 10
+    hc.keep_alive_timeout = 30
+    return run(hc)

@@ -1,0 +1,133 @@
+"""The embedded demo: a SQLite shop and a DuckDB analytics file with related sample data,
+so `sluice serve` with no config lets a newcomer query and federate at once."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+DEMO_VERSION = "1"
+
+COUNTRIES = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "NL", "ES", "CA"]
+FIRST = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances",
+         "Edsger", "Radia", "John", "Katherine", "Donald", "Sophie", "Tim"]
+LAST = ["Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Thompson", "Hamilton",
+        "Ritchie", "Allen", "Dijkstra", "Perlman", "Backus", "Johnson", "Knuth", "Wilson"]
+PRODUCTS = [("Espresso beans 1kg", "coffee", "18.90"), ("Filter papers", "coffee", "3.50"),
+            ("Hand grinder", "equipment", "64.00"), ("Moka pot", "equipment", "32.00"),
+            ("Green tea 250g", "tea", "9.80"), ("Kettle", "equipment", "45.50"),
+            ("Oolong 100g", "tea", "12.40"), ("Mug", "accessories", "8.00"),
+            ("Scale", "equipment", "27.90"), ("Decaf beans 500g", "coffee", "11.20"),
+            ("Chai mix", "tea", "6.30"), ("Travel cup", "accessories", "15.00")]
+STATUSES = ["paid", "paid", "paid", "shipped", "shipped", "delivered", "refunded"]
+PAGES = ["/", "/products", "/products/{}", "/cart", "/checkout", "/blog", "/support"]
+
+CONFIG_TEMPLATE = """\
+# The embedded demo, written by `sluice serve` when no sluice.yaml is given.
+databases:
+  - name: shop
+    type: sqlite
+    path: shop.sqlite
+    description: customers, products and orders of a small coffee shop
+  - name: analytics
+    type: duckdb
+    path: analytics.duckdb
+    description: page views of the shop's website, by customer
+permissions:
+  default:
+    shop:
+      level: R
+    analytics:
+      level: R
+server:
+  data_dir: state
+"""
+
+
+def ensure_demo(folder: str | Path) -> Path:
+    """Create the demo files once (idempotent); returns the path of its sluice.yaml."""
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f".demo-v{DEMO_VERSION}"
+    config = root / "sluice.yaml"
+    if not marker.exists():
+        for name in ("shop.sqlite", "analytics.duckdb"):
+            (root / name).unlink(missing_ok=True)
+        rng = random.Random(42)  # noqa: S311 - deterministic sample data, not secrets
+        customers = _make_shop(root / "shop.sqlite", rng)
+        _make_analytics(root / "analytics.duckdb", rng, customers)
+        config.write_text(CONFIG_TEMPLATE, encoding="utf-8")
+        marker.touch()
+    return config
+
+
+def _make_shop(path: Path, rng: random.Random) -> int:
+    n_customers, n_orders = 800, 3000
+    con = sqlite3.connect(path)
+    try:
+        con.executescript("""
+            CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                email TEXT NOT NULL UNIQUE, country TEXT NOT NULL, signup_date DATE NOT NULL);
+            CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                category TEXT NOT NULL, price DECIMAL(10,2) NOT NULL);
+            CREATE TABLE orders (id INTEGER PRIMARY KEY,
+                customer_id INTEGER NOT NULL REFERENCES customers(id),
+                ordered_at TIMESTAMP NOT NULL, status TEXT NOT NULL, total DECIMAL(10,2));
+            CREATE TABLE order_items (order_id INTEGER NOT NULL REFERENCES orders(id),
+                product_id INTEGER NOT NULL REFERENCES products(id),
+                quantity INTEGER NOT NULL, unit_price DECIMAL(10,2) NOT NULL,
+                PRIMARY KEY (order_id, product_id));
+            CREATE INDEX orders_customer ON orders(customer_id);
+        """)
+        start = date(2024, 1, 1)
+        customers = []
+        for i in range(1, n_customers + 1):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            customers.append((i, f"{first} {last}", f"{first}.{last}.{i}@example.com".lower(),
+                              rng.choice(COUNTRIES),
+                              (start + timedelta(days=rng.randrange(600))).isoformat()))
+        con.executemany("INSERT INTO customers VALUES (?,?,?,?,?)", customers)
+        con.executemany("INSERT INTO products VALUES (?,?,?,?)",
+                        [(i, n, c, p) for i, (n, c, p) in enumerate(PRODUCTS, 1)])
+        orders, items = [], []
+        for oid in range(1, n_orders + 1):
+            when = datetime(2024, 3, 1) + timedelta(minutes=rng.randrange(900 * 24 * 60))
+            picks = rng.sample(range(1, len(PRODUCTS) + 1), rng.randint(1, 4))
+            total = 0.0
+            for pid in picks:
+                qty = rng.randint(1, 3)
+                price = float(PRODUCTS[pid - 1][2])
+                total += qty * price
+                items.append((oid, pid, qty, PRODUCTS[pid - 1][2]))
+            orders.append((oid, rng.randint(1, n_customers), when.isoformat(sep=" "),
+                           rng.choice(STATUSES), f"{total:.2f}"))
+        con.executemany("INSERT INTO orders VALUES (?,?,?,?,?)", orders)
+        con.executemany("INSERT INTO order_items VALUES (?,?,?,?)", items)
+        con.commit()
+        con.execute("ANALYZE")
+    finally:
+        con.close()
+    return n_customers
+
+
+def _make_analytics(path: Path, rng: random.Random, n_customers: int) -> None:
+    rows = []
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    for i in range(1, 6001):
+        page = rng.choice(PAGES).format(rng.randint(1, len(PRODUCTS)))
+        customer = rng.randint(1, n_customers) if rng.random() > 0.15 else None
+        rows.append((i, customer, page, base + timedelta(seconds=rng.randrange(300 * 86400)),
+                     rng.randint(200, 120_000), rng.choice(["web", "ios", "android"])))
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("""
+            CREATE TABLE page_views (id BIGINT PRIMARY KEY, customer_id BIGINT, url VARCHAR,
+                viewed_at TIMESTAMPTZ, duration_ms INTEGER, device VARCHAR)
+        """)
+        con.executemany("INSERT INTO page_views VALUES (?,?,?,?,?,?)", rows)
+    finally:
+        con.close()

@@ -1,0 +1,26 @@
+"""CheckedStep (what the safety pipeline approved) -> Statement (what a connector runs).
+
+The one place that turns a verdict into executable form, so the simple path and the
+federated engine can never run something other than what was checked.
+"""
+
+from __future__ import annotations
+
+from connectors.base import Statement
+from safety.types import CheckedStep
+
+DEFAULT_BATCH_ROWS = 10_000
+
+
+def to_statement(step: CheckedStep, *, bulk: bool = False,
+                 batch_size: int = DEFAULT_BATCH_ROWS) -> Statement:
+    """The connector statement for a checked step; `row_cap + 1` rows so truncation shows."""
+    return Statement(
+        text=step.text,
+        timeout=step.timeout,
+        readonly=step.readonly,
+        max_rows=None if step.row_cap is None else step.row_cap + 1,
+        batch_size=batch_size,
+        bulk=bulk,
+        options={"collection": step.table},
+    )
