@@ -10,7 +10,9 @@ import httpx
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{12}$")
 
 
-def assert_error_envelope(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+def assert_error_envelope(
+    resp: httpx.Response, status: int, code: str | None = None
+) -> dict[str, Any]:
     """Every error is a JSON envelope {request_id, status: "error", error: {code, message,
     suggestion, details}} whose request_id matches the X-Request-ID header."""
     assert resp.status_code == status, (resp.status_code, resp.text)
