@@ -1,0 +1,43 @@
+"""The federated request as the client sends it: steps forming a DAG, plus an optional merge.
+
+Decoded straight from HTTP bodies (and DAG files) with the module-level `DECODER`; unknown
+fields are rejected so a typo (`depend_on`) fails with msgspec's `$.path` instead of being
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One step: a native query on one database, optionally fed by a parent's link values.
+
+    `link_from` names the parent's column (qualified `s0.col` when the step has several
+    parents); `link_to` names this step's column that must equal one of those values.
+    """
+
+    step_id: str
+    database: str
+    table: str
+    query: str
+    language: str | None = None
+    depends_on: list[str] = msgspec.field(default_factory=list)
+    link_from: str | None = None
+    link_to: str | None = None
+
+
+class FederatedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A DAG of steps; `merge` is DuckDB SQL over the step tables (named by step_id)."""
+
+    steps: list[StepSpec]
+    merge: str | None = None
+    dry_run: bool = False
+
+
+DECODER = msgspec.json.Decoder(FederatedQuery)
+
+
+def decode(body: bytes | str) -> FederatedQuery:
+    """Decode a JSON body; raises msgspec.ValidationError / DecodeError naming the path."""
+    return DECODER.decode(body)
