@@ -72,3 +72,75 @@ class ResultNotFound(SluiceError, LookupError):
             f"no stored result for {request_id!r}: it never existed or has expired",
             suggestion="results are kept for server.result_ttl_seconds; run the query again",
         )
+
+
+class InvalidQuery(InvalidRequest):
+    """Raised when a federated request's DAG is invalid (cycle, duplicate or unknown step,
+    ambiguous link, a merge naming an unknown step); the message names the step."""
+
+    code = "invalid_query"
+
+    def __init__(
+        self, message: str, *, step_id: str | None = None, suggestion: str | None = None
+    ) -> None:
+        super().__init__(message, suggestion=suggestion)
+        self.step_id = step_id
+
+
+class MergeBlocked(InvalidRequest):
+    """Raised when the merge SQL does something other than read the step tables (a file
+    reader, a table function, PRAGMA/ATTACH/COPY/SET/INSTALL/LOAD/CALL, several statements)."""
+
+    code = "merge_blocked"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"merge blocked: {reason}",
+            suggestion="a merge is one SELECT (or WITH/UNION) over the step tables only",
+        )
+        self.reason = reason
+
+
+class MergeFailed(SluiceError):
+    """Raised when DuckDB rejected or failed the merge SQL; carries DuckDB's message."""
+
+    code = "merge_failed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"merge failed in DuckDB: {detail}",
+            suggestion="the step tables are named by step_id; check the merge SQL",
+        )
+        self.detail = detail
+
+
+class StepFailed(SluiceError):
+    """Raised when one step of a federated request failed; the other steps were cancelled.
+    `cause` is the connector's error (QueryFailed, QueryTimedOut, ...), message included."""
+
+    code = "step_failed"
+
+    def __init__(self, step_id: str, database: str, cause: BaseException) -> None:
+        detail = getattr(cause, "message", None) or str(cause) or type(cause).__name__
+        super().__init__(
+            f"step {step_id!r} on database {database!r} failed: {detail}",
+            suggestion=getattr(cause, "suggestion", None),
+        )
+        self.step_id = step_id
+        self.database = database
+        self.cause = cause
+        self.details = {
+            "step_id": step_id,
+            "database": database,
+            "cause": getattr(cause, "code", type(cause).__name__),
+        }
+
+
+class StepUnknownDatabase(UnknownDatabase):
+    """Raised when a federated step names a database that is not configured (404)."""
+
+    def __init__(self, step_id: str, name: str, known: list[str]) -> None:
+        super().__init__(name, known)
+        self.step_id = step_id
+        self.message = f"step {step_id!r}: {self.message}"
+        self.args = (self.message,)
