@@ -45,7 +45,7 @@ _MY_TYPES = {
     "decimal": "DECIMAL(12,2)",
     "ts": "DATETIME",
 }
-_LITE_TYPES = {"int64": "INTEGER", "string": "TEXT", "decimal": "NUMERIC(12,2)", "ts": "TIMESTAMP"}
+_LITE_TYPES = {"int64": "INTEGER", "string": "TEXT", "decimal": "REAL", "ts": "TIMESTAMP"}
 _DUCK_TYPES = {
     "int64": "BIGINT",
     "string": "VARCHAR",
