@@ -45,10 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"        curl -X POST {url}/v1/query/simple -H 'Content-Type: application/json' "
               "-d '{\"database\": \"shop\", \"table\": \"orders\", \"query\": "
               "\"SELECT status, count(*) AS n FROM orders GROUP BY status\"}'")
-    print(f"sluice: serving {path} on {url} (hypercorn, {args.workers} worker(s))", flush=True)
+    print(f"sluice: serving {path} on {url} ({args.server}, {args.workers} worker(s))", flush=True)
     try:
         return serve(path, host, port, workers=args.workers,
-                     insecure_no_auth=args.insecure_no_auth, access_log=args.access_log) or 0
+                     insecure_no_auth=args.insecure_no_auth, access_log=args.access_log,
+                     server=args.server) or 0
     except RefusedToStart as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure-no-auth", action="store_true",
                    help="allow binding off loopback without bearer tokens")
     s.add_argument("--access-log", action="store_true")
+    s.add_argument("--server", choices=["hypercorn", "uvicorn", "granian"], default="hypercorn",
+                   help="ASGI server (hypercorn by default; see README Performance)")
     s.set_defaults(func=cmd_serve)
 
     q = sub.add_parser("query", help="run one query in-process and print the result")
