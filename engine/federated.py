@@ -1,0 +1,264 @@
+"""The federated engine's entry point: plan, execute into the sink, merge, store, report.
+
+    result = await run_federated(query, checked, connectors, sink=sink, store=store,
+                                 safety=config.safety, request_id=request_id)
+
+Compile and execute stay apart: `build_plan` validates and plans (its repr is the explain
+output), `Execution` runs the actor graph, then the merge runs in DuckDB and its result is
+stored for `/v1/results`. Exception groups are unwrapped once, here, into `StepFailed`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import anyio
+import duckdb
+import msgspec
+
+from connectors.base import Connector
+from engine.config import SafetyConfig
+from engine.errors import InvalidRequest, MergeFailed, StepFailed
+from engine.execute import Execution, StepError, StepMeta, StepProgress
+from engine.ir import FederatedQuery
+from engine.merge import parse_merge, qualify
+from engine.plan import Plan, build_plan
+from engine.results import ResultStore, StoredResult
+from engine.sink import Message, RequestTables, Sink, quote
+from safety.types import CheckedStep
+
+DEFAULT_PAGE_SIZE = 100  # GET /v1/results default `size`
+MERGE_BATCH_ROWS = 65_536
+
+__all__ = ["FederatedResult", "ResultPages", "StepMeta", "StepProgress", "explain", "run_federated"]
+
+
+class ResultPages(msgspec.Struct, kw_only=True):
+    """Where the whole result can be paged: `path` plus `?page=N&size=M`."""
+
+    path: str
+    size: int
+    total_pages: int
+
+
+class FederatedResult(msgspec.Struct, kw_only=True):
+    """The outcome of a federated request.
+
+    `rows` holds the first `safety.inline_rows` rows (dicts, in the merge's order); `truncated`
+    is True when `row_count` is larger (the rest is paged through `result_pages.path`).
+    Steps cut at their row cap are reported in `warnings` and `steps[].status == "truncated"`.
+    """
+
+    request_id: str
+    columns: list[str]
+    rows: list[dict[str, object]]
+    row_count: int
+    truncated: bool
+    steps: list[StepMeta]
+    merge_latency_ms: float | None
+    execution_time_ms: float
+    warnings: list[str]
+    result_pages: ResultPages | None
+    plan: str
+    dropped_steps: list[str] = msgspec.field(default_factory=list)
+
+
+def explain(
+    query: FederatedQuery,
+    databases: Mapping[str, object] | list[str],
+    keep: list[str] | None = None,
+) -> Plan:
+    """Validate and plan without running anything (`dry_run`); repr(plan) is the tree."""
+    return build_plan(query, list(databases), keep)
+
+
+async def run_federated(
+    query: FederatedQuery,
+    checked: Mapping[str, CheckedStep],
+    connectors: Mapping[str, Connector],
+    *,
+    sink: Sink,
+    store: ResultStore,
+    safety: SafetyConfig,
+    request_id: str,
+    on_progress: Callable[[StepProgress], None] | None = None,
+    limiters: Mapping[str, anyio.CapacityLimiter] | None = None,
+    batch_size: int | None = None,
+    full_scan_after: int | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> FederatedResult:
+    """Run a validated-and-checked federated query and store its result under request_id.
+
+    Args:
+        query: the request as decoded (engine.ir).
+        checked: the safety pipeline's CheckedStep per step_id; a step missing here was
+            stripped, and its dependants are dropped with it.
+        connectors: open connectors by database name.
+        limiters: per-database concurrency limiters (the catalog's); default: one per
+            database sized by its pool.
+        batch_size: rows per connector batch (default: 10,000; tests use small ones).
+        full_scan_after: distinct link values after which a child scans instead.
+
+    Raises:
+        InvalidQuery / StepUnknownDatabase / MergeBlocked: the DAG or merge is invalid.
+        StepFailed: a step failed (the others were cancelled); `cause` is the connector's.
+        MergeFailed: DuckDB rejected the merge (its message is kept).
+    """
+    started = time.perf_counter()
+    plan = build_plan(query, list(connectors), keep=list(checked))
+    warnings = [
+        f"step {sid} was dropped: it or a step it depends on was stripped by the safety policy"
+        for sid in plan.dropped
+    ]
+    if not plan.nodes:
+        raise InvalidRequest("every step was stripped by the safety policy; nothing to run")
+    if query.dry_run:
+        return _result(request_id, plan, None, [], warnings, None, started, page_size)
+    merge_sql = _merge_sql(plan)
+    if limiters is None:
+        limiters = {
+            name: anyio.CapacityLimiter(getattr(getattr(c, "config", None), "pool_size", 10))
+            for name, c in connectors.items()
+        }
+    execution = Execution(
+        plan=plan,
+        checked=checked,
+        connectors=connectors,
+        safety=safety,
+        limiters=limiters,
+        on_progress=on_progress,
+        batch_size=batch_size,
+        full_scan_after=full_scan_after or 50_000,
+    )
+    tables = await sink.open_request(request_id)
+    try:
+        await _execute(execution, tables)
+        for sid in plan.order:
+            warnings.extend(execution.runs[sid].warnings)
+        merge_started = time.perf_counter()
+        stored = await _merge_and_store(
+            tables, plan, merge_sql, store, request_id, safety.inline_rows
+        )
+        merge_ms = round((time.perf_counter() - merge_started) * 1000, 3)
+    finally:
+        await tables.drop()
+    steps = [execution.runs[sid].meta for sid in plan.order]
+    return _result(request_id, plan, stored, steps, warnings, merge_ms, started, page_size)
+
+
+async def _execute(execution: Execution, tables: RequestTables) -> None:
+    send, receive = anyio.create_memory_object_stream[Message](8)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(tables.serve, receive)
+            await execution.run(send)
+    except BaseExceptionGroup as group:
+        raise _unwrap(group, execution) from None
+
+
+def _unwrap(group: BaseExceptionGroup, execution: Execution) -> BaseException:
+    """The one error to report: the first step failure (the rest were cancelled)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, StepError):
+            if isinstance(exc.cause, InvalidRequest):
+                return exc.cause  # a bad link column is the client's mistake: 400
+            return StepFailed(exc.step_id, exc.database, exc.cause)
+    for exc in leaves:
+        if isinstance(exc, duckdb.Error):  # the writer: a value the declared type refused
+            return StepFailed("sink", "duckdb", exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return leaves[0] if leaves else group
+
+
+def _merge_sql(plan: Plan) -> str | None:
+    """The merge text (already checked by build_plan), or None for a lone step's table."""
+    return plan.merge if plan.merge and plan.merge.strip() else None
+
+
+async def _merge_and_store(
+    tables: RequestTables,
+    plan: Plan,
+    merge: str | None,
+    store: ResultStore,
+    request_id: str,
+    inline_rows: int,
+) -> StoredResult:
+    if merge is None:
+        (only,) = plan.order
+        sql = f"SELECT * FROM {tables.table_name(only)}"
+    else:
+        tree = parse_merge(merge)
+        missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
+        if missing:
+            raise MergeFailed(
+                f"the merge reads step {missing[0]!r}, which was stripped by the safety policy"
+            )
+        sql = qualify(tree, tables.schema, list(plan.nodes))
+
+    def run() -> StoredResult:
+        try:
+            reader = tables.cursor.sql(sql).to_arrow_reader(MERGE_BATCH_ROWS)
+            return store.store_reader(request_id, reader, head_rows=inline_rows)
+        except duckdb.Error as exc:
+            raise MergeFailed(_duckdb_message(exc, tables.schema)) from exc
+
+    return await anyio.to_thread.run_sync(run)
+
+
+def _tables_of(tree: object) -> set[str]:
+    from sqlglot import exp
+
+    assert isinstance(tree, exp.Expression)
+    return {t.name.lower() for t in tree.find_all(exp.Table)}
+
+
+def _duckdb_message(exc: BaseException, schema: str) -> str:
+    # the request's schema name is an internal detail; show step tables as the client wrote
+    return str(exc).replace(f"{quote(schema)}.", "").replace(f"{schema}.", "")
+
+
+def _result(
+    request_id: str,
+    plan: Plan,
+    stored: StoredResult | None,
+    steps: list[StepMeta],
+    warnings: list[str],
+    merge_ms: float | None,
+    started: float,
+    page_size: int,
+) -> FederatedResult:
+    total = stored.total if stored else 0
+    pages = None
+    if stored is not None:
+        pages = ResultPages(
+            path=f"/v1/results/{request_id}",
+            size=page_size,
+            total_pages=max(1, math.ceil(total / page_size)),
+        )
+    return FederatedResult(
+        request_id=request_id,
+        columns=stored.columns if stored else [],
+        rows=stored.head if stored else [],
+        row_count=total,
+        truncated=bool(stored) and total > len(stored.head),  # type: ignore[union-attr]
+        steps=steps,
+        merge_latency_ms=merge_ms,
+        execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
+        warnings=warnings,
+        result_pages=pages,
+        plan=repr(plan),
+        dropped_steps=list(plan.dropped),
+    )
