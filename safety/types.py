@@ -24,6 +24,7 @@ class StepInput(msgspec.Struct, frozen=True, kw_only=True):
     table: str
     query: str
     language: str | None = None
+    depends_on: list[str] = msgspec.field(default_factory=list)  # PARTIAL strips dependants
 
 
 class CheckRequest(msgspec.Struct, frozen=True, kw_only=True):
