@@ -20,9 +20,9 @@ from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_
 from api.openapi import build_openapi
 from api.responses import MsgspecResponse
 from api.routes import ENDPOINTS, Endpoint, routes
-from api.service import QueryService
-from engine.catalog import Catalog
+from api.service import build_service
 from engine.config import Config
+from engine.results import ResultStore
 
 log = logging.getLogger("sluice.api")
 
@@ -49,28 +49,29 @@ def create_app(config: Config, *, startup_wait: float | None = None,
                endpoints: list[Endpoint] | None = None) -> ASGIApp:
     endpoints = endpoints if endpoints is not None else ENDPOINTS
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(config.databases, ttl_seconds=config.server.discovery_ttl_seconds,
-                      max_concurrent_queries=config.server.max_concurrent_queries_per_database)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         audit = _audit_log(config)
-        app.state.service = QueryService(config, catalog, audit)
+        service = build_service(config, audit=audit)
+        app.state.service = service
+        app.state.catalog = service.catalog
         try:
             async with anyio.create_task_group() as tg:
                 if audit is not None:
                     await tg.start(audit.serve)
-                await tg.start(lambda task_status: catalog.serve(startup_wait=startup_wait,
-                                                                 task_status=task_status))
+                await tg.start(lambda task_status: service.catalog.serve(
+                    startup_wait=startup_wait, task_status=task_status))
+                tg.start_soon(_evict_results, service.store)
                 yield
                 tg.cancel_scope.cancel()
         finally:
-            await catalog.close()
+            await service.catalog.close()
+            service.close()
 
     app = Starlette(routes=routes(endpoints), lifespan=lifespan,
                     exception_handlers={HTTPException: http_error})
     app.state.config = config
-    app.state.catalog = catalog
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))
 
     wrapped: ASGIApp = app
@@ -79,6 +80,13 @@ def create_app(config: Config, *, startup_wait: float | None = None,
         wrapped = auth(wrapped, config)
     wrapped = BodyLimitMiddleware(wrapped, config.server.body_limit_bytes)
     return RequestIdMiddleware(wrapped)
+
+
+async def _evict_results(store: ResultStore, every: float = 15.0) -> None:
+    """Expired results are deleted in the background, not only when the store is full."""
+    while True:
+        await anyio.sleep(every)
+        await anyio.to_thread.run_sync(store.evict)
 
 
 def _audit_log(config: Config):  # type: ignore[no-untyped-def]

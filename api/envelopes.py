@@ -9,6 +9,9 @@ from typing import Any, Literal
 import msgspec
 
 from connectors.base import TableInfo
+from engine.execute import StepMeta
+from engine.federated import ResultPages
+from engine.ir import FederatedQuery
 from safety.types import StageName
 
 
@@ -17,6 +20,8 @@ class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class SimpleQueryRequest(Body):
+    """POST /v1/query/simple."""
+
     database: str
     table: str
     query: str
@@ -65,29 +70,11 @@ class SafetyReport(msgspec.Struct, kw_only=True):
     warnings: list[str]
 
 
-class StepMetadata(msgspec.Struct, kw_only=True):
-    step_id: str
-    database: str
-    rows_returned: int
-    batches: int
-    native_queries: int
-    latency_ms: float
-    first_batch_ms: float | None
-    status: str = "ok"
-
-
-class ResultPages(msgspec.Struct, kw_only=True):
-    path: str
-    total_rows: int
-    page_size: int
-    total_pages: int
-
-
 class Metadata(msgspec.Struct, kw_only=True):
     database: str | None
     execution_time_ms: float
     transport: str
-    steps: list[StepMetadata]
+    steps: list[StepMeta]
     merge_latency_ms: float | None
     result_pages: ResultPages | None = None
 
@@ -113,6 +100,8 @@ class QuerySuccess(msgspec.Struct, kw_only=True):
 
 
 class DryRunResponse(msgspec.Struct, kw_only=True):
+    """`"dry_run": true`: the verdicts and the rewritten queries; nothing was executed."""
+
     request_id: str
     status: Literal["dry_run"]
     safety: SafetyReport
@@ -160,3 +149,4 @@ class ResultPage(msgspec.Struct, kw_only=True):
 # decimals as JSON numbers (exact digits), bytes as base64, datetimes ISO-8601, UUIDs as text
 ENCODER = msgspec.json.Encoder(decimal_format="number")
 SIMPLE_DECODER = msgspec.json.Decoder(SimpleQueryRequest)
+FEDERATED_DECODER = msgspec.json.Decoder(FederatedQuery)

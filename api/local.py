@@ -13,24 +13,23 @@ import anyio
 
 from api.envelopes import DryRunResponse, QuerySuccess, SimpleQueryRequest
 from api.middleware import new_request_id
-from api.service import QueryService, RequestContext
-from engine.catalog import Catalog
+from api.service import QueryService, RequestContext, build_service
 from engine.config import Config
 
 
 @contextlib.asynccontextmanager
 async def open_service(config: Config, *, startup_wait: float | None = None,
                        principal: str | None = None) -> AsyncIterator[LocalSession]:
-    catalog = Catalog(config.databases, ttl_seconds=config.server.discovery_ttl_seconds,
-                      max_concurrent_queries=config.server.max_concurrent_queries_per_database)
+    service = build_service(config)
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(lambda task_status: catalog.serve(startup_wait=startup_wait,
-                                                             task_status=task_status))
-            yield LocalSession(QueryService(config, catalog), principal)
+            await tg.start(lambda task_status: service.catalog.serve(
+                startup_wait=startup_wait, task_status=task_status))
+            yield LocalSession(service, principal)
             tg.cancel_scope.cancel()
     finally:
-        await catalog.close()
+        await service.catalog.close()
+        service.close()
 
 
 class LocalSession:

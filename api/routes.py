@@ -22,6 +22,7 @@ from api.responses import MsgspecResponse
 from api.service import QueryBlocked, RequestContext
 from connectors.base import TableInfo
 from engine.errors import UnknownDatabase, UnknownTable
+from engine.ir import FederatedQuery
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -176,6 +177,25 @@ async def query_simple(request: Request) -> Any:
     return await run_cancellable(request, lambda: service.simple(req, ctx))
 
 
+@json_endpoint
+async def query_federated(request: Request) -> Any:
+    body = await request.body()
+    query = env.FEDERATED_DECODER.decode(body)
+    ctx = request_context(request, len(body))
+    service = request.app.state.service
+    return await run_cancellable(request, lambda: service.federated(query, ctx))
+
+
+@json_endpoint
+async def result_page(request: Request) -> env.ResultPage:
+    rid = request.path_params["request_id"]
+    page = int_param(request, "page", 1, lo=1, hi=10_000_000)
+    size = int_param(request, "size", 100, lo=1, hi=10_000)
+    got = await request.app.state.service.store.page(rid, page, size)
+    return env.ResultPage(request_id=rid, page=page, size=size, columns=got.columns,
+                          rows=got.rows, has_more=got.has_more, total_rows=got.total)
+
+
 async def openapi(request: Request) -> Response:
     return Response(request.app.state.openapi, media_type="application/json")
 
@@ -196,6 +216,16 @@ ENDPOINTS: list[Endpoint] = [
              "One query on one database, through the safety pipeline.",
              response=env.QuerySuccess, body=env.SimpleQueryRequest,
              errors=(400, 403, 404, 413, 500, 503, 504)),
+    Endpoint("POST", "/v1/query", query_federated,
+             "A DAG of steps across databases, merged in DuckDB.",
+             response=env.QuerySuccess, body=FederatedQuery,
+             errors=(400, 403, 404, 413, 500, 503, 504)),
+    Endpoint("GET", "/v1/results/{request_id}", result_page,
+             "A page of a stored federated result, in a stable order.",
+             response=env.ResultPage,
+             query=(("page", "1-indexed page number", 1),
+                    ("size", "rows per page, max 10,000", 100)),
+             errors=(400, 404)),
 ]
 
 

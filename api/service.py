@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from api.envelopes import (
     Data,
@@ -18,14 +21,20 @@ from api.envelopes import (
     SimpleQueryRequest,
 )
 from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
+from engine.federated import FederatedResult, StepProgress, explain, run_federated
+from engine.ir import FederatedQuery
 from engine.simple import StepResult, run_simple
 from safety import pipeline
 from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepInput
 from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
-    from engine.catalog import Catalog
+    from collections.abc import Callable
+
+    from engine.catalog import Catalog, DatabaseState
     from engine.config import Config
+    from engine.results import ResultStore
+    from engine.sink import Sink
 
 # The reference's languages; a connector speaks exactly one of them.
 LANGUAGES: tuple[str, ...] = ("sql", "mql", "cypher", "es_dsl", "vector", "dynamo", "couchdb")
@@ -58,18 +67,19 @@ class RequestContext:
 
 
 class QueryService:
-    def __init__(self, config: Config, catalog: Catalog, audit: AuditSink | None = None) -> None:
+    def __init__(self, config: Config, catalog: Catalog, *, sink: Sink, store: ResultStore,
+                 audit: AuditSink | None = None) -> None:
         self.config = config
         self.catalog = catalog
+        self.sink = sink
+        self.store = store
         self.audit = audit
 
     # -- simple -----------------------------------------------------------------------------
     async def simple(self, req: SimpleQueryRequest,
                      ctx: RequestContext) -> QuerySuccess | DryRunResponse:
         started = time.perf_counter()
-        state = self.catalog.get(req.database)
-        if state is None:
-            raise UnknownDatabase(req.database, self.catalog.names())
+        state = self._state(req.database)
         db_type = state.config.type
         check_language(req.language, req.database, db_type)
         request = CheckRequest(
@@ -89,11 +99,7 @@ class QueryService:
             if req.dry_run:
                 return DryRunResponse(request_id=ctx.request_id, status="dry_run",
                                       safety=report, steps=[dry_run_step(step)])
-            if not state.reachable:
-                raise DatabaseUnreachable(
-                    f"database {req.database!r} is unreachable: {state.error}",
-                    suggestion="check that the server is up; sluice retries in the background",
-                )
+            self._reachable(req.database)
             if step.operation != "DDL" and await self.catalog.find_table(state, req.table) is None:
                 raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
             result = await run_simple(step, state)
@@ -120,6 +126,80 @@ class QueryService:
             audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
             if self.audit is not None:
                 self.audit.record(audit)
+
+    # -- federated --------------------------------------------------------------------------
+    def check_federated(self, query: FederatedQuery,
+                        ctx: RequestContext) -> tuple[SafetyOutcome, CheckRequest]:
+        """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
+        explain(query, self.catalog.names())
+        inputs = []
+        for step in query.steps:
+            state = self._state(step.database)
+            check_language(step.language, step.database, state.config.type)
+            inputs.append(StepInput(step_id=step.step_id, database=step.database,
+                                    db_type=state.config.type, table=step.table,
+                                    query=step.query, language=step.language,
+                                    depends_on=list(step.depends_on)))
+        request = CheckRequest(steps=inputs, principal=ctx.principal, transport=ctx.transport,
+                               client=ctx.client, body_bytes=ctx.body_bytes)
+        return pipeline.check(request, self.config), request
+
+    async def federated(self, query: FederatedQuery, ctx: RequestContext, *,
+                        on_progress: Callable[[StepProgress], None] | None = None,
+                        result_id: str | None = None) -> QuerySuccess | DryRunResponse:
+        """Run a federated DAG; its whole result is stored under `result_id` (default: the
+        request id) for GET /v1/results."""
+        started = time.perf_counter()
+        outcome, request = self.check_federated(query, ctx)
+        audit = self._audit_entry(ctx, request, outcome)
+        try:
+            if outcome.block is not None:
+                raise QueryBlocked(outcome.block)
+            checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
+            report = SafetyReport(stages_passed=outcome.stages_passed,
+                                  warnings=list(outcome.warnings))
+            if query.dry_run:
+                plan = explain(query, self.catalog.names(), keep=list(checked))
+                return DryRunResponse(request_id=ctx.request_id, status="dry_run",
+                                      safety=report, plan=repr(plan),
+                                      steps=[dry_run_step(s) for s in outcome.steps])
+            used = {s.database for s in outcome.steps}
+            states = {name: self._reachable(name) for name in sorted(used)}
+            result = await run_federated(
+                query, checked, {n: st.connector for n, st in states.items()},
+                sink=self.sink, store=self.store, safety=self.config.safety,
+                request_id=result_id or ctx.request_id, on_progress=on_progress,
+                limiters={n: st.limiter for n, st in states.items()},
+            )
+            report.warnings.extend(result.warnings)
+            audit["rows"] = result.row_count
+            audit["steps_meta"] = msgspec.to_builtins(result.steps)
+            return federated_success(ctx, report, result, started)
+        except BaseException as exc:
+            audit["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            if self.audit is not None:
+                self.audit.record(audit)
+
+    def close(self) -> None:
+        self.sink.close()
+
+    def _state(self, database: str) -> DatabaseState:
+        state = self.catalog.get(database)
+        if state is None:
+            raise UnknownDatabase(database, self.catalog.names())
+        return state
+
+    def _reachable(self, database: str) -> DatabaseState:
+        state = self._state(database)
+        if not state.reachable:
+            raise DatabaseUnreachable(
+                f"database {database!r} is unreachable: {state.error}",
+                suggestion="check that the server is up; sluice retries in the background",
+            )
+        return state
 
     def _audit_entry(self, ctx: RequestContext, request: CheckRequest,
                      outcome: SafetyOutcome) -> dict[str, Any]:
@@ -178,3 +258,37 @@ def to_data(result: StepResult) -> Data:
     rows = [dict(zip(names, row, strict=True)) for row in result.rows]
     return Data(columns=names, rows=rows, row_count=len(rows), truncated=result.truncated,
                 rows_affected=result.rows_affected)
+
+
+def federated_success(ctx: RequestContext, report: SafetyReport, result: FederatedResult,
+                      started: float) -> QuerySuccess:
+    return QuerySuccess(
+        request_id=ctx.request_id,
+        status="ok",
+        data=Data(columns=result.columns, rows=result.rows, row_count=result.row_count,
+                  truncated=result.truncated),
+        safety=report,
+        metadata=Metadata(
+            database=None,
+            execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            transport=ctx.transport,
+            steps=result.steps,
+            merge_latency_ms=result.merge_latency_ms,
+            result_pages=result.result_pages,
+        ),
+    )
+
+
+def build_service(config: Config, *, audit: AuditSink | None = None) -> QueryService:
+    """The service with its catalog, its process-wide DuckDB sink and its result store."""
+    from engine.catalog import Catalog
+    from engine.results import ResultStore
+    from engine.sink import Sink
+
+    catalog = Catalog(config.databases, ttl_seconds=config.server.discovery_ttl_seconds,
+                      max_concurrent_queries=config.server.max_concurrent_queries_per_database)
+    store = ResultStore(Path(config.server.data_dir) / "results",
+                        ttl=config.server.result_ttl_seconds,
+                        max_results=config.server.max_results,
+                        max_bytes=config.server.max_result_bytes)
+    return QueryService(config, catalog, sink=Sink(), store=store, audit=audit)
