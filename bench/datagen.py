@@ -217,6 +217,12 @@ def events_chunk(
     )
 
 
+def last_order_of(spec: Spec, n_events: int) -> int:
+    """The largest order id among the first n events (they reference orders 1..that)."""
+    n = max(1, min(n_events, spec.events))
+    return (n - 1) * spec.orders // spec.events + 1
+
+
 def chunks(spec: Spec, table: str) -> Iterator[pa.Table]:
     """The table's rows in id order, CHUNK_ROWS at a time."""
     total = spec.rows(table)
