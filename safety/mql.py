@@ -1,0 +1,248 @@
+"""MQL bodies: a JSON object parsed once per text, its operation class, the collections it
+reads, what is dangerous in it, and the guardrails rewrite.
+
+Body shape (what the MongoDB connector runs): {"operation": "find" | "findOne" | "aggregate"
+| "count" | "distinct" | "insertOne" | "insertMany" | "updateOne" | "updateMany" |
+"replaceOne" | "deleteOne" | "deleteMany", "filter", "projection", "sort", "limit", "skip",
+"pipeline", "key", "document", "documents", "update", "replacement", "collection"
+(optional; must equal the step's table), "maxTimeMS"}.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+from safety.types import Operation
+
+OPERATIONS: dict[str, Operation] = {
+    "find": "SELECT",
+    "findOne": "SELECT",
+    "aggregate": "SELECT",
+    "count": "SELECT",
+    "countDocuments": "SELECT",
+    "distinct": "SELECT",
+    "insertOne": "INSERT",
+    "insertMany": "INSERT",
+    "updateOne": "UPDATE",
+    "updateMany": "UPDATE",
+    "replaceOne": "UPDATE",
+    "deleteOne": "DELETE",
+    "deleteMany": "DELETE",
+}
+KEYS = frozenset(
+    {
+        "operation",
+        "collection",
+        "filter",
+        "projection",
+        "sort",
+        "limit",
+        "skip",
+        "pipeline",
+        "key",
+        "document",
+        "documents",
+        "update",
+        "replacement",
+        "maxTimeMS",
+        "hint",
+        "upsert",
+        "options",
+    }
+)
+# Server-side JavaScript and writes from inside a read: refused wherever they appear.
+BLOCKED_OPERATORS = frozenset(
+    {"$where", "$function", "$accumulator", "$out", "$merge", "$code", "$eval"}
+)
+# Stages that expose other sessions, server state or other databases.
+ADMIN_STAGES = frozenset(
+    {
+        "$currentOp",
+        "$listSessions",
+        "$listLocalSessions",
+        "$collStats",
+        "$indexStats",
+        "$planCacheStats",
+        "$changeStream",
+        "$listSearchIndexes",
+        "$listSampledQueries",
+        "$documents",
+        "$shardedDataDistribution",
+        "$querySettings",
+    }
+)
+_JS = re.compile(r"\bfunction\s*\(|=>")
+
+_DECODER = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class MqlAnalysis:
+    body: dict[str, Any] | None
+    error: str | None
+    suggestion: str | None
+    operation: Operation
+    op_name: str
+    collection: str | None  # the body's own "collection", when it names one
+    lookups: tuple[str, ...]  # collections read through $lookup/$graphLookup/$unionWith
+    unbounded: bool  # updateMany/deleteMany with an empty filter
+    structural: tuple[tuple[str, str | None], ...]
+    injection_blocks: tuple[tuple[str, str | None], ...]
+
+
+@lru_cache(maxsize=4096)
+def analyse_mql(text: str) -> MqlAnalysis:
+    try:
+        body = _DECODER.decode(text)
+    except msgspec.DecodeError as err:
+        return _failed(
+            f"MQL body is not valid JSON: {err}",
+            'send a JSON object such as {"operation": "find", "filter": {}}',
+        )
+    if not isinstance(body, dict):
+        return _failed(
+            "MQL body must be a JSON object", 'send {"operation": "find", "filter": {...}}'
+        )
+    op_name = body.get("operation")
+    if op_name not in OPERATIONS:
+        return _failed(f"unknown MQL operation {op_name!r}", f"use one of {', '.join(OPERATIONS)}")
+    unknown = sorted(set(body) - KEYS)
+    if unknown:
+        return _failed(
+            f"unknown MQL body key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(KEYS))}"
+        )
+    structural: list[tuple[str, str | None]] = []
+    blocks: list[tuple[str, str | None]] = []
+    lookups: list[str] = []
+    structural += [
+        (f"MQL `{name}` must be an object", None)
+        for name in ("filter", "projection", "sort", "replacement", "document")
+        if name in body and not isinstance(body[name], dict)
+    ]
+    if "update" in body and not isinstance(body["update"], dict | list):
+        structural.append(("MQL `update` must be an object or a pipeline list", None))
+    for name in ("pipeline", "documents"):
+        if name in body and not isinstance(body[name], list):
+            structural.append((f"MQL `{name}` must be a list", None))
+    for name in ("limit", "skip", "maxTimeMS"):
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            structural.append((f"MQL `{name}` must be a non-negative integer", None))
+    for name in ("pipeline", "update"):
+        if isinstance(body.get(name), list) and not all(
+            isinstance(stage, dict) and len(stage) == 1 for stage in body[name]
+        ):
+            structural.append((f"each stage of `{name}` must be an object with one operator", None))
+    _walk(body, blocks, structural, lookups, path="$")
+    collection = body.get("collection")
+    filter_ = body.get("filter")
+    unbounded = op_name in ("updateMany", "deleteMany") and not filter_
+    return MqlAnalysis(
+        body=body,
+        error=None,
+        suggestion=None,
+        operation=OPERATIONS[op_name],
+        op_name=op_name,
+        collection=collection if isinstance(collection, str) else None,
+        lookups=tuple(dict.fromkeys(lookups)),
+        unbounded=unbounded,
+        structural=tuple(structural),
+        injection_blocks=tuple(blocks),
+    )
+
+
+def _failed(error: str, suggestion: str | None) -> MqlAnalysis:
+    return MqlAnalysis(
+        body=None,
+        error=error,
+        suggestion=suggestion,
+        operation="SELECT",
+        op_name="",
+        collection=None,
+        lookups=(),
+        unbounded=False,
+        structural=(),
+        injection_blocks=(),
+    )
+
+
+def _walk(
+    node: Any,
+    blocks: list[tuple[str, str | None]],
+    structural: list[tuple[str, str | None]],
+    lookups: list[str],
+    path: str,
+) -> None:
+    """Find blocked operators, JavaScript, admin stages and lookup targets at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}"
+            if key in BLOCKED_OPERATORS:
+                blocks.append(
+                    (
+                        f"MQL operator {key} (at {here}) runs server-side JavaScript or "
+                        "writes to another collection; never allowed",
+                        "express the filter or stage with query operators",
+                    )
+                )
+            elif key in ADMIN_STAGES:
+                structural.append(
+                    (
+                        f"aggregation stage {key} (at {here}) reads server state; "
+                        "never allowed through sluice",
+                        None,
+                    )
+                )
+            elif key in ("$lookup", "$graphLookup") and isinstance(value, dict):
+                if isinstance(value.get("from"), str):
+                    lookups.append(value["from"])
+                elif "from" in value:
+                    structural.append((f"{key}.from (at {here}) must name a collection", None))
+            elif key == "$unionWith":
+                if isinstance(value, str):
+                    lookups.append(value)
+                elif isinstance(value, dict) and isinstance(value.get("coll"), str):
+                    lookups.append(value["coll"])
+                else:
+                    structural.append((f"$unionWith (at {here}) must name a collection", None))
+            _walk(value, blocks, structural, lookups, here)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _walk(item, blocks, structural, lookups, f"{path}[{i}]")
+    elif isinstance(node, str) and _JS.search(node):
+        blocks.append(
+            (
+                f"JavaScript in an MQL string (at {path}); never allowed",
+                "express it with query operators",
+            )
+        )
+
+
+@lru_cache(maxsize=4096)
+def rewrite_mql(text: str, cap: int | None, max_time_ms: int) -> str:
+    """The body with its row cap (cap + 1 fetched) and maxTimeMS set, as JSON text."""
+    analysis = analyse_mql(text)
+    body = dict(analysis.body or {})
+    fetch = None if cap is None else cap + 1
+    if fetch is not None and analysis.op_name == "find":
+        limit = body.get("limit")
+        if not limit or limit > fetch:  # 0 means "no limit" in MongoDB
+            body["limit"] = fetch
+    elif fetch is not None and analysis.op_name == "aggregate":
+        pipeline = list(body.get("pipeline") or [])
+        last = pipeline[-1] if pipeline else None
+        if isinstance(last, dict) and isinstance(last.get("$limit"), int):
+            if last["$limit"] > fetch:
+                pipeline[-1] = {"$limit": fetch}
+        else:
+            pipeline.append({"$limit": fetch})
+        body["pipeline"] = pipeline
+    body["maxTimeMS"] = max_time_ms
+    return msgspec.json.encode(body).decode()

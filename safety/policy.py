@@ -1,0 +1,159 @@
+"""The permission model: which operations a level grants, and which policy entry applies.
+
+Levels (sluice.yaml `permissions`), as operation classes:
+
+| level | SELECT | INSERT/UPDATE/DELETE (with WHERE) | DDL | DELETE/UPDATE without WHERE |
+|-------|--------|-----------------------------------|-----|-----------------------------|
+| none  |        |                                   |     |                             |
+| R     | yes    |                                   |     |                             |
+| W     |        | yes                               |     |                             |
+| RW    | yes    | yes                               |     |                             |
+| A     |        |                                   | yes |                             |
+| RA    | yes    |                                   | yes |                             |
+| RWA   | yes    | yes                               | yes | yes                         |
+
+A (admin) is a flag on top of the others: DDL (CREATE/ALTER/DROP/TRUNCATE of tables, views,
+indexes) and an unbounded DELETE/UPDATE (no WHERE, or a WHERE that is always true), which
+also needs W. A write's own WHERE may read the target table under W alone; a RETURNING
+clause returns rows, so it also needs R.
+
+Which entry applies to a table (names compared case-insensitively):
+1. `principals.<p>` when the request has a principal listed there, else `default`.
+2. The database's `tables` entry for the name as written (`public.users`, `users`).
+3. A schema-qualified name in the database's default schema (PostgreSQL `public`,
+   SQLite/DuckDB `main`, MySQL the configured database) falls back to the bare entry
+   (`public.users` -> `users`); a table in another schema never does, so `audit.users` is
+   not covered by a `users` entry.
+4. Else the database's baseline `level`; a database absent from the set is `none`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine.config import DatabasePolicy, TablePolicy
+
+if TYPE_CHECKING:
+    from engine.config import Config, Level, PermissionSet
+
+# The extra class an unbounded DELETE/UPDATE needs on top of its own.
+UNBOUNDED = "UNBOUNDED"
+
+GRANTS: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "R": frozenset({"SELECT"}),
+    "W": frozenset({"INSERT", "UPDATE", "DELETE"}),
+    "RW": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}),
+    "A": frozenset({"DDL"}),
+    "RA": frozenset({"SELECT", "DDL"}),
+    "RWA": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "DDL", UNBOUNDED}),
+}
+
+DEFAULT_SCHEMAS: dict[str, tuple[str, ...]] = {
+    "postgres": ("public",),
+    "sqlite": ("main",),
+    "duckdb": ("main",),
+    "mysql": (),  # the configured database name, added per database
+    "mql": (),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TableGrant:
+    """What the policy says about one table, and the entry that said it."""
+
+    level: Level
+    deny_columns: frozenset[str]
+    entry: str  # e.g. "permissions.default.demo.tables.users"
+    tables_path: str  # where to add a table entry, for suggestions
+
+    @property
+    def label(self) -> str:
+        return f"{self.entry}={self.level}"
+
+    def allows(self, operation: str) -> bool:
+        return operation in GRANTS[self.level]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseGrants:
+    """One database's policy with its table entries indexed by lower-cased name."""
+
+    prefix: str  # "permissions.default.demo"
+    level: Level
+    present: bool
+    tables: dict[str, tuple[str, Level, frozenset[str]]]  # lower name -> (key, level, denies)
+    default_schemas: tuple[str, ...]
+
+    def lookup(self, name: str, schema: str = "", catalog: str = "") -> TableGrant:
+        """The grant for a table as written in the query (schema/catalog may be empty)."""
+        tables_path = f"{self.prefix}.tables"
+        full = ".".join(p for p in (catalog, schema, name) if p).lower()
+        hit = self.tables.get(full)
+        if hit is None and not catalog and (not schema or schema.lower() in self.default_schemas):
+            hit = self.tables.get(name.lower())
+        if hit is not None:
+            key, level, denies = hit
+            return TableGrant(level, denies, f"{tables_path}.{key}", tables_path)
+        if not self.present:
+            return TableGrant("none", frozenset(), f"{self.prefix} (absent)", tables_path)
+        return TableGrant(self.level, frozenset(), f"{self.prefix}.level", tables_path)
+
+
+_GRANTS_CACHE: dict[tuple[int, str | None, str, str], tuple[object, DatabaseGrants]] = {}
+
+
+def database_grants(
+    config: Config, principal: str | None, database: str, dialect: str
+) -> DatabaseGrants:
+    """The grants for one database under a principal (cached per config object)."""
+    key = (id(config), principal, database, dialect)
+    cached = _GRANTS_CACHE.get(key)
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    pset, prefix = permission_set(config, principal)
+    policy = pset.get(database)
+    schemas = DEFAULT_SCHEMAS.get(dialect, ())
+    if dialect == "mysql":
+        db = config.database(database)
+        name = db.display_database if db is not None else ""
+        schemas = (name.lower(),) if name else ()
+    grants = DatabaseGrants(
+        prefix=f"{prefix}.{database}",
+        level=policy.level if policy is not None else "none",
+        present=policy is not None,
+        tables=_index(policy),
+        default_schemas=schemas,
+    )
+    if len(_GRANTS_CACHE) > 4096:  # configs are few and long-lived; never grow unbounded
+        _GRANTS_CACHE.clear()
+    _GRANTS_CACHE[key] = (config, grants)
+    return grants
+
+
+def permission_set(config: Config, principal: str | None) -> tuple[PermissionSet, str]:
+    """`principals.<p>` when listed, else `default` (documented in the module docstring)."""
+    if principal is not None and principal in config.permissions.principals:
+        return config.permissions.principals[principal], f"permissions.principals.{principal}"
+    return config.permissions.default, "permissions.default"
+
+
+def _index(policy: DatabasePolicy | None) -> dict[str, tuple[str, Level, frozenset[str]]]:
+    out: dict[str, tuple[str, Level, frozenset[str]]] = {}
+    if policy is None:
+        return out
+    for key, entry in policy.tables.items():
+        if isinstance(entry, TablePolicy):
+            out[key.lower()] = (key, entry.level, frozenset(c.lower() for c in entry.deny_columns))
+        else:
+            out[key.lower()] = (key, entry, frozenset())
+    return out
+
+
+def level_for(operations: set[str]) -> str:
+    """The smallest level naming `operations`, for suggestions ("add `t: RW`")."""
+    for level in ("R", "W", "A", "RW", "RA", "RWA"):
+        if operations <= GRANTS[level]:
+            return level
+    return "RWA"

@@ -1,0 +1,141 @@
+"""Everything the stages need to know about one SQL body, computed once per (dialect, text).
+
+A repeated dashboard query hits the cache and skips every AST walk: only the policy lookup
+(RBAC_GATE) and the cached rewrite (GUARDRAILS) run per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlglot import exp
+
+from safety.sql_access import (
+    ColumnUse,
+    TableRef,
+    column_uses,
+    main_tables,
+    statement_operation,
+    table_access,
+)
+from safety.sql_findings import Finding, find, is_tautology
+from safety.sql_parse import Parsed, parse
+from safety.types import Operation
+
+# Statement kinds sluice runs; everything else is refused by AST_CHECKER with its name.
+_CREATE_KINDS = frozenset({"TABLE", "VIEW", "INDEX"})
+
+
+@dataclass(frozen=True, slots=True)
+class SqlAnalysis:
+    parsed: Parsed
+    error: str | None  # parse error, several statements, or an unsupported statement kind
+    suggestion: str | None
+    operation: Operation
+    access: tuple[tuple[TableRef, str], ...]  # (table, SELECT/INSERT/UPDATE/DELETE/DDL)
+    main_tables: tuple[TableRef, ...]
+    columns: tuple[ColumnUse, ...]
+    unbounded: bool  # DELETE/UPDATE without a real WHERE
+    structural: tuple[Finding, ...]
+    injection_blocks: tuple[Finding, ...]
+    injection_warnings: tuple[str, ...]
+
+    @property
+    def tree(self) -> exp.Expression | None:
+        return self.parsed.tree
+
+    @property
+    def returns_rows(self) -> bool:
+        """A query whose rows the guardrails cap (not a write, DDL or EXPLAIN)."""
+        return self.operation == "SELECT" and self.parsed.explain is None and self.error is None
+
+
+@lru_cache(maxsize=4096)
+def analyse_sql(dialect: str, text: str) -> SqlAnalysis:
+    parsed = parse(dialect, text)
+    if parsed.error is not None:
+        return _failed(parsed, parsed.error, "fix the SQL; sluice parses it with sqlglot")
+    if len(parsed.statements) != 1:
+        return _failed(
+            parsed,
+            f"the body holds {len(parsed.statements)} statements (stacked "
+            "statements); exactly one is allowed",
+            "send one statement per step",
+        )
+    tree = parsed.statements[0]
+    inner = statement_operation(tree)
+    problem = _unsupported(tree, inner)
+    if problem is not None:
+        return _failed(parsed, *problem)
+    assert inner is not None
+    access = table_access(tree)
+    if parsed.explain is not None and not parsed.explain_analyze:
+        # EXPLAIN without ANALYZE plans, never runs: a read of every table it names
+        access = list(dict.fromkeys((ref, "SELECT") for ref, _ in access))
+        operation: Operation = "SELECT"
+    else:
+        operation = inner
+    unbounded = False
+    if inner in ("UPDATE", "DELETE") and operation != "SELECT":
+        where = tree.args.get("where")
+        unbounded = where is None or is_tautology(where.this)
+    findings = find(tree, dialect, operation, parsed.comments, parsed.trailing_comment)
+    return SqlAnalysis(
+        parsed=parsed,
+        error=None,
+        suggestion=None,
+        operation=operation,
+        access=tuple(access),
+        main_tables=tuple(main_tables(tree)),
+        columns=tuple(column_uses(tree)),
+        unbounded=unbounded,
+        structural=tuple(findings.structural),
+        injection_blocks=tuple(findings.injection_blocks),
+        injection_warnings=tuple(dict.fromkeys(findings.injection_warnings)),
+    )
+
+
+def _failed(parsed: Parsed, error: str, suggestion: str | None) -> SqlAnalysis:
+    return SqlAnalysis(
+        parsed=parsed,
+        error=error,
+        suggestion=suggestion,
+        operation="SELECT",
+        access=(),
+        main_tables=(),
+        columns=(),
+        unbounded=False,
+        structural=(),
+        injection_blocks=(),
+        injection_warnings=(),
+    )
+
+
+def _unsupported(tree: exp.Expression, operation: Operation | None) -> tuple[str, str] | None:
+    """Why a statement kind is refused, or None when sluice runs it."""
+    if operation is None:
+        if isinstance(tree, exp.Command):
+            word = str(tree.this).upper()
+            what = f"{word} {str(tree.expression or '').split(' ', 1)[0]}".strip()
+        else:
+            what = type(tree).__name__.upper()
+        return (
+            f"{what} statements are not allowed through sluice (only SELECT, INSERT, "
+            "UPDATE, DELETE and table/view/index DDL)",
+            "run administrative statements with the database's own tools",
+        )
+    if isinstance(tree, exp.Create | exp.Drop):
+        kind = str(tree.args.get("kind") or "").upper()
+        if kind not in _CREATE_KINDS:
+            verb = "CREATE" if isinstance(tree, exp.Create) else "DROP"
+            return (
+                f"{verb} {kind} is not allowed through sluice (only tables, views and indexes)",
+                "run it with the database's own tools",
+            )
+    if isinstance(tree, exp.Alter) and str(tree.args.get("kind") or "").upper() != "TABLE":
+        return (
+            "only ALTER TABLE is allowed through sluice",
+            "run it with the database's own tools",
+        )
+    return None

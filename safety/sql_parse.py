@@ -1,0 +1,88 @@
+"""One parse per (dialect, text): sqlglot's AST, shared read-only by every stage.
+
+EXPLAIN is peeled off before parsing (sqlglot keeps it as an opaque Command in most
+dialects) so the inner statement is analysed like any other; what it means for the
+operation (a read, or the inner statement under ANALYZE) is decided in `sql_access`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+# EXPLAIN with its option words; anything else after EXPLAIN is left to the parser.
+_EXPLAIN = re.compile(
+    r"^\s*EXPLAIN(?:\s+QUERY\s+PLAN|\s+ANALY[SZ]E|\s+VERBOSE|\s+EXTENDED|\s*\([^()]*\))*\s+",
+    re.IGNORECASE,
+)
+
+# Words whose presence explains a MySQL parse failure better than the parser does.
+_MYSQL_FILE_WORDS = ("OUTFILE", "DUMPFILE", "INFILE", "LOAD DATA", "LOAD XML")
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The single statement (or why there is none). `tree` is shared: never mutate it."""
+
+    statements: tuple[exp.Expression, ...]
+    error: str | None = None
+    explain: str | None = None  # the EXPLAIN prefix as written, e.g. "EXPLAIN ANALYZE "
+    comments: tuple[str, ...] = ()  # every comment, in order
+    trailing_comment: str | None = None
+
+    @property
+    def tree(self) -> exp.Expression | None:
+        return self.statements[0] if len(self.statements) == 1 else None
+
+    @property
+    def explain_analyze(self) -> bool:
+        return self.explain is not None and "ANALY" in self.explain.upper()
+
+
+@lru_cache(maxsize=4096)
+def parse(dialect: str, text: str) -> Parsed:
+    """Parse `text` once; a parse failure keeps sqlglot's line and column in `error`."""
+    explain = None
+    body = text
+    m = _EXPLAIN.match(text)
+    if m is not None:
+        explain, body = m.group(0).strip() + " ", text[m.end() :]
+    try:
+        tokens = sqlglot.tokenize(body, read=dialect)
+    except TokenError as err:
+        return Parsed((), error=f"SQL does not tokenize: {err}", explain=explain)
+    comments = tuple(c for tok in tokens for c in tok.comments)
+    trailing = tokens[-1].comments[-1] if tokens and tokens[-1].comments else None
+    try:
+        statements = tuple(s for s in sqlglot.parse(body, read=dialect) if s is not None)
+    except ParseError as err:
+        return Parsed(
+            (),
+            error=_parse_error(dialect, body, err),
+            explain=explain,
+            comments=comments,
+            trailing_comment=trailing,
+        )
+    return Parsed(statements, explain=explain, comments=comments, trailing_comment=trailing)
+
+
+def _parse_error(dialect: str, body: str, err: ParseError) -> str:
+    upper = " ".join(body.upper().split())
+    if dialect == "mysql":
+        for word in _MYSQL_FILE_WORDS:
+            if word in upper:
+                return (
+                    f"{word} reads or writes files on the database server; it is never "
+                    "allowed through sluice"
+                )
+    detail = err.errors[0] if err.errors else {}
+    where = ""
+    if detail.get("line") is not None:
+        where = f" at line {detail['line']}, column {detail['col']}"
+    message = detail.get("description") or str(err).splitlines()[0]
+    return f"SQL does not parse as {dialect}{where}: {message}"

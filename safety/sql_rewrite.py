@@ -1,0 +1,85 @@
+"""GUARDRAILS' SQL rewrite: a row cap on every SELECT branch, emitted in the same dialect.
+
+Each UNION branch is capped as well as the outer result (a branch can never stream more
+than the cap into the database's sort/dedup); INTERSECT/EXCEPT branches are left alone, since
+capping them would change which rows qualify. An existing smaller LIMIT is kept, a larger
+one (or LIMIT ALL, or a non-literal one) becomes the cap. The cached AST is copied first,
+and comments are dropped on output (a comment holding `*/` can never re-open as SQL).
+Known edge: under UNION (distinct) a branch capped at cap + 1 rows may drop rows that
+would have deduplicated into a final result under the cap.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlglot import exp
+
+from safety.sql_parse import parse
+
+
+@lru_cache(maxsize=4096)
+def rewrite_sql(dialect: str, text: str, fetch: int | None) -> str:
+    """The text the connector runs: `fetch` (= cap + 1) rows at most for a query."""
+    parsed = parse(dialect, text)
+    tree = parsed.tree
+    assert tree is not None, "rewrite_sql runs only on a statement that passed AST_CHECKER"
+    if fetch is not None:
+        tree = cap_rows(tree.copy(), fetch, dialect)
+    sql = tree.sql(dialect=dialect, comments=False)
+    return f"{parsed.explain}{sql}" if parsed.explain else sql
+
+
+def cap_rows(tree: exp.Expression, fetch: int, dialect: str) -> exp.Expression:
+    if isinstance(tree, exp.Union):
+        _cap_branches(tree, fetch, dialect)
+    if isinstance(tree, exp.Select | exp.SetOperation):
+        _cap(tree, fetch)
+    elif isinstance(tree, exp.Subquery):
+        _cap(tree, fetch)
+    return tree
+
+
+def _cap(node: exp.Expression, fetch: int) -> None:
+    fetch_clause = node.args.get("fetch")
+    if isinstance(fetch_clause, exp.Fetch):  # FETCH FIRST n ROWS ONLY
+        count = _literal(fetch_clause.args.get("count"))
+        if count is None or count > fetch:
+            fetch_clause.set("count", exp.Literal.number(fetch))
+        return
+    limit = node.args.get("limit")
+    current = _literal(limit.expression) if isinstance(limit, exp.Limit) else None
+    if current is None or current > fetch:
+        node.set("limit", exp.Limit(expression=exp.Literal.number(fetch)))
+
+
+def _cap_branches(union: exp.Union, fetch: int, dialect: str) -> None:
+    for side in ("this", "expression"):
+        branch = union.args[side]
+        if isinstance(branch, exp.Union):
+            _cap_branches(branch, fetch, dialect)
+            continue
+        inner = branch.this if isinstance(branch, exp.Subquery) else branch
+        if not isinstance(inner, exp.Select):
+            continue
+        limit = inner.args.get("limit")
+        current = _literal(limit.expression) if isinstance(limit, exp.Limit) else None
+        if current is not None and current <= fetch:
+            continue
+        capped = inner.copy()
+        _cap(capped, fetch)
+        if dialect == "sqlite":
+            # SQLite refuses a LIMIT inside a compound member, parenthesised or not
+            wrapped: exp.Expression = exp.select("*").from_(exp.Subquery(this=capped))
+        else:
+            wrapped = exp.Subquery(this=capped)
+        union.set(side, wrapped)
+
+
+def _literal(node: exp.Expression | None) -> int | None:
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return int(node.this)
+        except ValueError:
+            return None
+    return None
