@@ -202,7 +202,7 @@ class MySQLConnector:
             if finished:
                 with self._errors(statement, deadline):
                     await cur.close()
-                    await cur.execute("ROLLBACK" if statement.readonly else "COMMIT")
+                    await (conn.rollback() if statement.readonly else conn.commit())
                 state["clean"] = True
 
     async def execute_write(self, statement: Statement) -> int:
