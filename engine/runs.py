@@ -149,6 +149,21 @@ def payload_hash(config: str, options: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def run_digest(
+    config: str,
+    *,
+    name: str | None = None,
+    labels: dict[str, str] | None = None,
+    timeout_secs: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> str:
+    """The idempotency digest of a submit: its config plus every option that changes it."""
+    return payload_hash(
+        config,
+        {"name": name, "labels": labels or {}, "timeout_secs": timeout_secs, **(options or {})},
+    )
+
+
 @dataclass
 class _Live:
     record: RunRecord
@@ -267,23 +282,13 @@ class RunManager:
             QueueFull: too many queued runs (carries retry_after).
             NotAccepting: the server is draining.
         """
-        opts = {
-            "name": name,
-            "labels": labels or {},
-            "timeout_secs": timeout_secs,
-            **(options or {}),
-        }
-        digest = payload_hash(config, opts)
+        digest = run_digest(
+            config, name=name, labels=labels, timeout_secs=timeout_secs, options=options
+        )
         if idempotency_key is not None:
-            found = await self.store.find_key(idempotency_key)
-            if found is not None:
-                run_id, stored_hash = found
-                if stored_hash != digest:
-                    raise IdempotencyConflict(idempotency_key, run_id)
-                existing = await self.store.get(run_id)
-                if existing is not None:
-                    self.hooks.replayed()
-                    return existing, False
+            existing = await self.replay(idempotency_key, digest)
+            if existing is not None:
+                return existing, False
         if not self.accepting:
             raise NotAccepting
         queued = await self.store.count("queued")
@@ -315,6 +320,21 @@ class RunManager:
         self.hooks.gauges(self._queued, len(self.live))
         self._wake.set()
         return run, True
+
+    async def replay(self, idempotency_key: str, digest: str) -> RunRecord | None:
+        """The run a live key already names when the payload matches; None when the key is
+        free. Raises IdempotencyConflict for another payload."""
+        found = await self.store.find_key(idempotency_key)
+        if found is None:
+            return None
+        run_id, stored = found
+        if stored != digest:
+            raise IdempotencyConflict(idempotency_key, run_id)
+        existing = await self.store.get(run_id)
+        if existing is not None:
+            self.hooks.replayed()
+            existing = self.live[run_id].record if run_id in self.live else existing
+        return existing
 
     async def retry_after(self, queued: int | None = None) -> int:
         """Seconds until a queue slot frees: mean recent run time x queue depth / slots."""

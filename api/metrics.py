@@ -1,0 +1,227 @@
+"""Prometheus metrics in a registry of our own (never the global one, so two apps in one
+process or a test never collide), the ASGI middleware that records every request, and small
+functions the query path calls (`query_finished`, `safety_blocked`).
+
+Every label value is bounded: routes are templates (`/v1/runs/{id}`), an unknown route is
+`<unmatched>`, methods outside the HTTP verbs are `OTHER`, databases are configured names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED = "<unmatched>"
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+# from a fast simple query (~1 ms) to a long federated join
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    float("inf"),
+)
+RUN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
+
+
+class _Sources(Collector):
+    """Read at scrape time: pool use per database (from the catalog) and result-store
+    bytes, so nothing has to push them."""
+
+    def __init__(self) -> None:
+        self.catalog: Any = None
+        self.results: Any = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_use = GaugeMetricFamily(
+            "sluice_db_pool_in_use",
+            "Connections (or query slots) in use per database",
+            labels=["database"],
+        )
+        size = GaugeMetricFamily(
+            "sluice_db_pool_size", "Pool size per database", labels=["database"]
+        )
+        up = GaugeMetricFamily(
+            "sluice_db_reachable", "1 when the database answered last probe", labels=["database"]
+        )
+        for name, state in (getattr(self.catalog, "states", None) or {}).items():
+            used, total = pool_usage(state)
+            in_use.add_metric([name], used)
+            size.add_metric([name], total)
+            up.add_metric([name], 1.0 if state.reachable else 0.0)
+        yield in_use
+        yield size
+        yield up
+        stored = GaugeMetricFamily("sluice_result_store_bytes", "Bytes of stored results on disk")
+        stored.add_metric([], float(getattr(self.results, "nbytes", 0) or 0))
+        yield stored
+        count = GaugeMetricFamily("sluice_result_store_results", "Stored results")
+        count.add_metric([], float(len(self.results)) if self.results is not None else 0.0)
+        yield count
+
+
+def pool_usage(state: Any) -> tuple[float, float]:
+    """(in use, size) of a database's pool. A connector may expose `pool_stats()`; an
+    asyncpg pool answers get_size/get_idle_size; otherwise the query slots in use."""
+    connector = state.connector
+    stats = getattr(connector, "pool_stats", None)
+    if callable(stats):
+        used, total = stats()
+        return float(used), float(total)
+    pool = getattr(connector, "pool", None) or getattr(connector, "_pool", None)
+    if pool is not None and hasattr(pool, "get_size") and hasattr(pool, "get_idle_size"):
+        size = pool.get_size()
+        return float(size - pool.get_idle_size()), float(getattr(pool, "_maxsize", size))
+    limiter = state.limiter
+    return float(limiter.borrowed_tokens), float(getattr(state.config, "pool_size", 0))
+
+
+class Metrics:
+    """Every series sluice exports, in one CollectorRegistry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "sluice_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "sluice_http_request_duration_seconds",
+            "HTTP request duration",
+            ["method", "route"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "sluice_http_requests_in_flight", "HTTP requests in progress", registry=r
+        )
+        self.queries = Counter(
+            "sluice_queries",
+            "Queries by database, language and outcome",
+            ["database", "language", "outcome"],
+            registry=r,
+        )
+        self.rows = Counter(
+            "sluice_rows_streamed", "Rows streamed from each database", ["database"], registry=r
+        )
+        self.blocks = Counter(
+            "sluice_safety_blocks", "Requests blocked, by pipeline stage", ["stage"], registry=r
+        )
+        self.runs_queued = Gauge("sluice_runs_queued", "Runs waiting in the queue", registry=r)
+        self.runs_running = Gauge(
+            "sluice_runs_running", "Runs executing in this process", registry=r
+        )
+        self.runs_finished = Counter(
+            "sluice_runs_finished", "Runs finished, by status", ["status", "reason"], registry=r
+        )
+        self.run_seconds = Histogram(
+            "sluice_run_duration_seconds",
+            "Run execution time",
+            ["status"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.idempotent_replays = Counter(
+            "sluice_runs_idempotent_replays", "Submits answered with an existing run", registry=r
+        )
+        self.sources = _Sources()
+        r.register(self.sources)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+METRICS = Metrics()
+
+
+def bind(catalog: Any = None, results: Any = None, metrics: Metrics = METRICS) -> None:
+    """Point the scrape-time collectors at the app's catalog and result store."""
+    metrics.sources.catalog = catalog
+    metrics.sources.results = results
+
+
+def query_finished(
+    database: str, language: str, outcome: str, rows: int = 0, metrics: Metrics = METRICS
+) -> None:
+    """Call once per query: outcome is ok, blocked, error or timeout."""
+    metrics.queries.labels(database, language, outcome).inc()
+    if rows:
+        metrics.rows.labels(database).inc(rows)
+
+
+def safety_blocked(stage: str, metrics: Metrics = METRICS) -> None:
+    metrics.blocks.labels(stage).inc()
+
+
+class RunMetrics:
+    """The run manager's hooks (engine.runs.RunHooks) writing into Metrics."""
+
+    def __init__(self, metrics: Metrics = METRICS) -> None:
+        self.m = metrics
+
+    def finished(self, status: str, reason: str | None, secs: float | None) -> None:
+        self.m.runs_finished.labels(status, reason or "").inc()
+        if secs is not None:
+            self.m.run_seconds.labels(status).observe(secs)
+
+    def gauges(self, queued: int, running: int) -> None:
+        self.m.runs_queued.set(queued)
+        self.m.runs_running.set(running)
+
+    def replayed(self) -> None:
+        self.m.idempotent_replays.inc()
+
+    def deleted(self, run_id: str) -> None:
+        pass
+
+
+class MetricsMiddleware:
+    """Pure ASGI: counts each HTTP request by method, route template and status, and times
+    it. The router writes the matched route into the scope; nothing matched is
+    `<unmatched>`, so a scan of random paths cannot grow the label set."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics = METRICS) -> None:
+        self.app = app
+        self.m = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.m.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.m.in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            method = scope.get("method", "GET")
+            method = method if method in _METHODS else "OTHER"
+            self.m.requests.labels(method, template, str(status)).inc()
+            self.m.request_seconds.labels(method, template).observe(time.perf_counter() - started)

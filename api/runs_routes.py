@@ -1,0 +1,747 @@
+"""The run control plane (reference/runs-api.txt) and the ops probes.
+
+`RUN_ENDPOINTS` (/v1/runs...) and `OPS_ENDPOINTS` (/healthz, /readyz, /metrics) are Endpoint
+lists for the route table. A submit is checked synchronously (400 parse errors with their
+line, 422 validation and safety verdicts, 422 doctor report), then queued in the RunManager
+at `app.state.runs`, which executes it through `QueryService.federated` with the run id as
+the result id, so `/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import anyio
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from api import metrics as m
+from api.envelopes import Body
+from api.errors import ApiError
+from api.routes import Endpoint, int_param, json_endpoint, request_context
+from api.sse import sse_response
+from engine.ir import FederatedQuery
+from engine.run_store import IdempotencyConflict, RunRecord, encode_cursor, open_store
+from engine.runs import (
+    NotAccepting,
+    QueueFull,
+    RunManager,
+    RunNotFound,
+    RunNotTerminal,
+    RunOutcome,
+    RunProgress,
+    run_digest,
+)
+from sluice.errors import SluiceError
+
+if TYPE_CHECKING:
+    from api.service import QueryService
+    from engine.config import Config
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+RESULT_FORMATS = {
+    "parquet": "application/vnd.apache.parquet",
+    "csv": "text/csv",
+    "ndjson": "application/x-ndjson",
+}
+
+
+# -- bodies and envelopes ---------------------------------------------------------------------
+class RunSubmit(Body):
+    config: str | dict[str, Any]
+    config_format: Literal["yaml", "json"] = "yaml"
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout_secs: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    doctor_first: bool = False
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+
+
+class RunAccepted(msgspec.Struct, kw_only=True):
+    run_id: str
+    status: str
+    submitted_at: str
+
+
+class StepView(msgspec.Struct, kw_only=True):
+    step_id: str
+    state: str
+    rows: int
+    latency_ms: float | None
+
+
+class RunErrorView(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    reason: str | None
+
+
+class RunView(msgspec.Struct, kw_only=True):
+    run_id: str
+    name: str | None
+    labels: dict[str, str]
+    status: str
+    submitted_at: str
+    started_at: str | None
+    finished_at: str | None
+    elapsed_secs: float | None
+    records_written: int
+    steps: list[StepView]
+    error: RunErrorView | None
+    idempotency_key: str | None
+    doctor_report: list[dict[str, Any]] | None
+    timeout_secs: float | None
+    result: str | None  # where a completed run's rows are paged
+
+
+class RunList(msgspec.Struct, kw_only=True):
+    runs: list[RunView]
+    next_cursor: str | None
+
+
+class ReadyResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+
+
+class LiveResponse(msgspec.Struct, kw_only=True):
+    status: Literal["ok"]
+
+
+_BODY_FIELDS = frozenset(RunSubmit.__struct_fields__)
+_DECODE = msgspec.json.Decoder()
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def view(run: RunRecord) -> RunView:
+    elapsed = None
+    if run.started_at is not None:
+        elapsed = round((run.finished_at or time.time()) - run.started_at, 3)
+    return RunView(
+        run_id=run.run_id,
+        name=run.name,
+        labels=run.labels,
+        status=run.status,
+        submitted_at=rfc3339(run.submitted_at) or "",
+        started_at=rfc3339(run.started_at),
+        finished_at=rfc3339(run.finished_at),
+        elapsed_secs=elapsed,
+        records_written=run.records_written,
+        steps=[
+            StepView(step_id=s.step_id, state=s.state, rows=s.rows, latency_ms=s.latency_ms)
+            for s in run.steps
+        ],
+        error=None
+        if run.error is None
+        else RunErrorView(code=run.error.code, message=run.error.message, reason=run.error.reason),
+        idempotency_key=run.idempotency_key,
+        doctor_report=run.doctor_report,
+        timeout_secs=run.timeout_secs,
+        result=f"/v1/results/{run.run_id}" if run.status == "completed" else None,
+    )
+
+
+# -- config parsing ---------------------------------------------------------------------------
+def parse_config(text: str | dict[str, Any], fmt: str) -> Any:
+    """The config body as plain data; 400 naming the line and column of a parse error."""
+    if isinstance(text, dict):
+        return text
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ApiError(
+                400,
+                "config_parse_error",
+                f"config is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                details={"format": "json", "line": exc.lineno, "column": exc.colno},
+            ) from None
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        col = mark.column + 1 if mark is not None else None
+        raise ApiError(
+            400,
+            "config_parse_error",
+            f"config is not valid YAML: {exc.problem or exc.context} at line {line}, column {col}",
+            details={"format": "yaml", "line": line, "column": col},
+        ) from None
+    except YAMLError as exc:
+        raise ApiError(
+            400,
+            "config_parse_error",
+            f"config is not valid YAML: {exc}",
+            details={"format": "yaml"},
+        ) from None
+
+
+def to_query(data: Any) -> FederatedQuery:
+    """The federated query; 422 naming the path of a validation error."""
+    if not isinstance(data, dict):
+        raise ApiError(
+            422,
+            "invalid_config",
+            "config must be a mapping with `steps` (and optionally `merge`)",
+            suggestion="see the /v1/query body: {steps: [...], merge: ...}",
+        )
+    try:
+        query = msgspec.convert(data, FederatedQuery)
+    except msgspec.ValidationError as exc:
+        raise ApiError(
+            422,
+            "invalid_config",
+            f"invalid federated query: {exc}",
+            suggestion="the config has the /v1/query body: steps and merge",
+        ) from None
+    if query.dry_run:
+        raise ApiError(
+            422,
+            "invalid_config",
+            "a run cannot be a dry run",
+            suggestion="use POST /v1/query with dry_run to see the plan",
+        )
+    return query
+
+
+def canonical(query: FederatedQuery) -> str:
+    return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
+
+
+def check(service: QueryService, query: FederatedQuery, request: Request) -> None:
+    """Validation and safety, synchronously: each refusal is a 422 with details."""
+    ctx = request_context(request)
+    try:
+        outcome = service.check_federated(query, ctx)
+    except SluiceError as exc:
+        details = dict(getattr(exc, "details", None) or {})
+        if getattr(exc, "step_id", None):
+            details.setdefault("step_id", exc.step_id)  # type: ignore[attr-defined]
+        raise ApiError(
+            422, exc.code, exc.message, suggestion=exc.suggestion, details=details or None
+        ) from None
+    if isinstance(outcome, tuple):  # (SafetyOutcome, CheckRequest)
+        outcome = outcome[0]
+    block = outcome.block
+    if block is not None:
+        m.safety_blocked(block.stage)
+        raise ApiError(
+            422,
+            "blocked",
+            f"blocked by {block.stage}: {block.reason}",
+            suggestion=block.suggestion,
+            details={"stage": block.stage, "reason": block.reason, "step_id": block.step_id},
+        )
+
+
+async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]]:
+    """Ping every database the run uses; 422 with the report when one fails."""
+    catalog = request.app.state.catalog
+    report: list[dict[str, Any]] = []
+
+    async def probe(name: str) -> None:
+        state = catalog.get(name)
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"database": name, "ok": False, "latency_ms": None, "error": None}
+        try:
+            if state is None:
+                raise ValueError("not configured")
+            with anyio.fail_after(state.config.connect_timeout_seconds + 5):
+                await state.connector.ping()
+            entry["ok"] = True
+        except TimeoutError:
+            entry["error"] = "ping timed out"
+        except Exception as exc:  # any failure is a finding of the report, not a 500
+            entry["error"] = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        entry["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        report.append(entry)
+
+    async with anyio.create_task_group() as tg:
+        for name in sorted({s.database for s in query.steps}):
+            tg.start_soon(probe, name)
+    report.sort(key=lambda e: e["database"])
+    if not all(e["ok"] for e in report):
+        failed = [e["database"] for e in report if not e["ok"]]
+        raise ApiError(
+            422,
+            "doctor_failed",
+            f"preflight failed for {', '.join(failed)}",
+            suggestion="fix the databases, or submit without doctor_first",
+            details={"report": report},
+        )
+    return report
+
+
+# -- handlers ---------------------------------------------------------------------------------
+def manager_of(request: Request) -> RunManager:
+    return request.app.state.runs  # type: ignore[no-any-return]
+
+
+def translate(exc: Exception) -> ApiError:
+    """The run manager's conditions as HTTP errors."""
+    match exc:
+        case QueueFull():
+            return ApiError(
+                429,
+                exc.code,
+                exc.message,
+                suggestion=exc.suggestion,
+                details=exc.details,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        case NotAccepting():
+            return ApiError(
+                503, exc.code, exc.message, suggestion=exc.suggestion, headers={"Retry-After": "5"}
+            )
+        case IdempotencyConflict():
+            return ApiError(
+                409, exc.code, exc.message, suggestion=exc.suggestion, details=exc.details
+            )
+        case RunNotFound():
+            return ApiError(404, exc.code, exc.message, suggestion=exc.suggestion)
+        case RunNotTerminal():
+            return ApiError(409, exc.code, exc.message, suggestion=exc.suggestion)
+    raise exc
+
+
+@json_endpoint
+async def submit_run(request: Request) -> Response:
+    raw = await request.body()
+    try:
+        data = _DECODE.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_body", f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    unknown = sorted(set(data) - _BODY_FIELDS)
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_fields",
+            f"unknown field(s): {', '.join(repr(u) for u in unknown)}",
+            suggestion=f"allowed fields: {', '.join(sorted(_BODY_FIELDS))}",
+            details={"unknown": unknown},
+        )
+    body = msgspec.convert(data, RunSubmit)
+    query = to_query(parse_config(body.config, body.config_format))
+    config = canonical(query)
+    runs = manager_of(request)
+    digest = run_digest(
+        config,
+        name=body.name,
+        labels=body.labels,
+        timeout_secs=body.timeout_secs,
+        options={"doctor_first": body.doctor_first},
+    )
+    try:
+        # a replay is answered before any check or admission (never a 429 for a known run)
+        existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+        if existing is None:
+            check(request.app.state.service, query, request)
+            report = await doctor(request, query) if body.doctor_first else None
+            existing, _ = await runs.submit(
+                config,
+                name=body.name,
+                labels=body.labels,
+                timeout_secs=body.timeout_secs,
+                idempotency_key=body.idempotency_key,
+                doctor_report=report,
+                principal=request.scope.get("state", {}).get("principal"),
+                options={"doctor_first": body.doctor_first},
+                steps=[s.step_id for s in query.steps],
+            )
+    except (QueueFull, NotAccepting, IdempotencyConflict) as exc:
+        raise translate(exc) from None
+    accepted = RunAccepted(
+        run_id=existing.run_id,
+        status=existing.status,
+        submitted_at=rfc3339(existing.submitted_at) or "",
+    )
+    return Response(
+        msgspec.json.encode(accepted),
+        status_code=202,
+        media_type="application/json",
+        headers={"Location": f"/v1/runs/{existing.run_id}"},
+    )
+
+
+def _time_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"query parameter {name!r} must be an RFC3339 time, got {raw!r}",
+            suggestion="e.g. 2026-05-29T00:00:00Z",
+        ) from None
+
+
+@json_endpoint
+async def list_runs(request: Request) -> RunList:
+    limit = int_param(request, "limit", 50, lo=1, hi=500)
+    statuses = [s for s in (request.query_params.get("status") or "").split(",") if s]
+    bad = [s for s in statuses if s not in STATUSES]
+    if bad:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"unknown status {bad[0]!r}",
+            suggestion=f"use one of {', '.join(STATUSES)} (comma-separated)",
+        )
+    runs = await manager_of(request).list(
+        status=statuses,
+        name=request.query_params.get("name"),
+        since=_time_param(request, "since"),
+        until=_time_param(request, "until"),
+        limit=limit + 1,
+        cursor=request.query_params.get("cursor"),
+    )
+    more = len(runs) > limit
+    runs = runs[:limit]
+    return RunList(
+        runs=[view(r) for r in runs], next_cursor=encode_cursor(runs[-1]) if more else None
+    )
+
+
+async def _get(request: Request) -> RunRecord:
+    try:
+        return await manager_of(request).get(request.path_params["run_id"])
+    except RunNotFound as exc:
+        raise translate(exc) from None
+
+
+@json_endpoint
+async def show_run(request: Request) -> RunView:
+    return view(await _get(request))
+
+
+@json_endpoint
+async def delete_run(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    try:
+        await manager_of(request).delete(run_id)
+    except (RunNotFound, RunNotTerminal) as exc:
+        raise translate(exc) from None
+    store = getattr(request.app.state.service, "store", None)
+    if store is not None:
+        await anyio.to_thread.run_sync(store.delete, run_id)
+    return Response(status_code=204)
+
+
+@json_endpoint
+async def cancel_run(request: Request) -> Response:
+    try:
+        record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
+    except RunNotFound as exc:
+        raise translate(exc) from None
+    return Response(
+        msgspec.json.encode(view(record)),
+        status_code=202 if accepted else 200,
+        media_type="application/json",
+    )
+
+
+@json_endpoint
+async def run_logs(request: Request) -> Response:
+    record = await _get(request)
+    after = 0
+    raw = request.headers.get("last-event-id") or request.query_params.get("after")
+    if raw:
+        try:
+            after = max(0, int(raw))
+        except ValueError:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"Last-Event-ID must be an event id (an integer), got {raw!r}",
+            ) from None
+    return sse_response(manager_of(request), record.run_id, after)
+
+
+@json_endpoint
+async def run_result(request: Request) -> Response:
+    record = await _get(request)
+    fmt = request.query_params.get("format", "parquet")
+    if fmt not in RESULT_FORMATS:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"unknown format {fmt!r}",
+            suggestion=f"use one of {', '.join(RESULT_FORMATS)}",
+        )
+    if record.status != "completed":
+        raise ApiError(
+            409,
+            "run_not_completed",
+            f"run {record.run_id} is {record.status}",
+            suggestion="wait for status completed (GET /v1/runs/{id})",
+        )
+    store = request.app.state.service.store
+    path = Path(store.dir) / f"{record.run_id}.parquet"
+    if not path.exists():
+        from engine.errors import ResultNotFound
+
+        raise ResultNotFound(record.run_id)
+    name = f"{record.name or record.run_id}.{fmt}".replace('"', "")
+    return StreamingResponse(
+        stream_result(path, fmt),
+        media_type=RESULT_FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def stream_result(path: Path, fmt: str, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    """The file (parquet) or its row groups converted one batch at a time (csv, ndjson), read
+    in worker threads: memory stays at one batch whatever the result's size."""
+    if fmt == "parquet":
+        f = await anyio.open_file(path, "rb")
+        async with f:
+            while data := await f.read(chunk):
+                yield data
+        return
+    import io
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    file = await anyio.to_thread.run_sync(pq.ParquetFile, path)
+    batches = file.iter_batches(batch_size=10_000)
+    enc = msgspec.json.Encoder(decimal_format="number")
+    first = True
+    try:
+        while True:
+            batch = await anyio.to_thread.run_sync(next, batches, None)
+            if batch is None:
+                return
+            if fmt == "csv":
+                buf = io.BytesIO()
+                opts = pacsv.WriteOptions(include_header=first)
+                await anyio.to_thread.run_sync(pacsv.write_csv, batch, buf, opts)
+                first = False
+                yield buf.getvalue()
+            else:
+                rows = await anyio.to_thread.run_sync(batch.to_pylist)
+                yield b"".join(enc.encode(r) + b"\n" for r in rows)
+    finally:
+        file.close()
+
+
+# -- ops --------------------------------------------------------------------------------------
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    checks: dict[str, str] = {}
+    checks["config"] = "ok" if getattr(state, "config", None) is not None else "missing"
+    runs: RunManager | None = getattr(state, "runs", None)
+    if runs is None:
+        checks["run_store"] = "not started"
+    elif runs.draining:
+        checks["run_store"] = "draining"
+    else:
+        try:
+            with anyio.fail_after(2):
+                await runs.store.expire_keys()  # a write: the store accepts writes
+            checks["run_store"] = "ok"
+        except Exception as exc:  # any failure means not ready
+            checks["run_store"] = f"error: {type(exc).__name__}: {exc}"
+    service = getattr(state, "service", None)
+    results = getattr(service, "store", None)
+    if results is None:
+        checks["result_store"] = "not started"
+    else:
+        ok = os.access(results.dir, os.W_OK)
+        checks["result_store"] = "ok" if ok else f"not writable: {results.dir}"
+    catalog = getattr(state, "catalog", None)
+    reachable = catalog.reachable_count if catalog is not None else 0
+    total = len(catalog.names()) if catalog is not None else 0
+    checks["databases"] = f"{reachable}/{total} reachable"
+    ready = all(v == "ok" for k, v in checks.items() if k != "databases") and reachable > 0
+    body = ReadyResponse(status="ready" if ready else "not_ready", checks=checks)
+    return Response(
+        msgspec.json.encode(body), status_code=200 if ready else 503, media_type="application/json"
+    )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(m.METRICS.render(), media_type=m.CONTENT_TYPE)
+
+
+RUN_ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "POST",
+        "/v1/runs",
+        submit_run,
+        "Submit a run of a federated query (YAML or JSON); checked synchronously.",
+        response=RunAccepted,
+        body=RunSubmit,
+        status=202,
+        errors=(400, 409, 413, 422, 429, 503),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/runs",
+        list_runs,
+        "List runs, newest first, with a keyset cursor.",
+        response=RunList,
+        query=(
+            ("limit", "runs per page, max 500", 50),
+            ("status", "comma-separated statuses", None),
+            ("name", "exact run name", None),
+            ("since", "RFC3339: submitted at or after", None),
+            ("until", "RFC3339: submitted before", None),
+            ("cursor", "next_cursor of the previous page", None),
+        ),
+        errors=(400,),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/runs/{run_id}",
+        show_run,
+        "One run record, live while it runs.",
+        response=RunView,
+        errors=(404,),
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/runs/{run_id}",
+        delete_run,
+        "Remove a finished run, its idempotency key and its stored result.",
+        status=204,
+        errors=(404, 409),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/runs/{run_id}/cancel",
+        cancel_run,
+        "Cancel a run: 202 when it was live, 200 when already finished.",
+        response=RunView,
+        status=202,
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/runs/{run_id}/logs",
+        run_logs,
+        "The run's log as Server-Sent Events (log, truncated, end); resumes after Last-Event-ID.",
+        errors=(400, 404),
+        extra={"x-content-type": "text/event-stream"},
+    ),
+    Endpoint(
+        "GET",
+        "/v1/runs/{run_id}/result",
+        run_result,
+        "Download a completed run's whole result (streamed).",
+        query=(("format", "parquet, csv or ndjson", None),),
+        errors=(400, 404, 409),
+    ),
+]
+
+OPS_ENDPOINTS: list[Endpoint] = [
+    Endpoint("GET", "/healthz", healthz, "Liveness: the process answers.", response=LiveResponse),
+    Endpoint(
+        "GET",
+        "/readyz",
+        readyz,
+        "Readiness: config loaded, stores writable, a database reachable, not draining.",
+        response=ReadyResponse,
+        errors=(503,),
+    ),
+    Endpoint("GET", "/metrics", metrics_endpoint, "Prometheus metrics (text exposition)."),
+]
+
+
+# -- wiring -----------------------------------------------------------------------------------
+def service_executor(service: QueryService):  # type: ignore[no-untyped-def]
+    """Execute a run through QueryService.federated, reporting step progress into the run
+    and storing the whole result under the run id."""
+    from api.service import RequestContext
+
+    async def execute(record: RunRecord, progress: RunProgress) -> RunOutcome:
+        query = msgspec.json.decode(record.config, type=FederatedQuery)
+        ctx = RequestContext(
+            request_id=f"req_{record.run_id[-12:]}", principal=record.principal, transport="run"
+        )
+        began: dict[str, float] = {}
+
+        def on_progress(p: Any) -> None:
+            if p.event == "started":
+                began[p.step_id] = p.at_ms
+            if p.event == "finished":
+                progress.step(
+                    p.step_id, "completed", p.rows, p.at_ms - began.get(p.step_id, p.at_ms)
+                )
+            else:
+                progress.step(p.step_id, "running", p.rows)
+
+        result = await service.federated(
+            query, ctx, on_progress=on_progress, result_id=record.run_id
+        )
+        for meta in result.metadata.steps:
+            state = "completed" if meta.status == "ok" else meta.status
+            progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)
+        for warning in result.safety.warnings:
+            progress.log(f"warning: {warning}", "warning")
+        return RunOutcome(records_written=result.data.row_count, result_id=record.run_id)
+
+    return execute
+
+
+def build_run_manager(
+    config: Config,
+    service: QueryService,
+    *,
+    max_concurrent_runs: int | None = None,
+    max_queued_runs: int | None = None,
+    store_url: str | None = None,
+) -> RunManager:
+    """The manager for create_app's lifespan. Settings: explicit arguments, else the
+    SLUICE_MAX_CONCURRENT_RUNS / SLUICE_MAX_QUEUED_RUNS / SLUICE_RUN_STORE environment
+    (how `sluice serve` flags reach hypercorn workers), else config.server, else defaults."""
+    server = config.server
+
+    def setting(arg: Any, env: str, attr: str, default: Any, cast: Any = int) -> Any:
+        if arg is not None:
+            return arg
+        if os.environ.get(env):
+            return cast(os.environ[env])
+        return getattr(server, attr, None) or default
+
+    store = open_store(
+        setting(store_url, "SLUICE_RUN_STORE", "run_store", None, str), server.data_dir
+    )
+    return RunManager(
+        store,
+        service_executor(service),
+        max_concurrent_runs=setting(
+            max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS", "max_concurrent_runs", 4
+        ),
+        max_queued_runs=setting(max_queued_runs, "SLUICE_MAX_QUEUED_RUNS", "max_queued_runs", 100),
+        grace_secs=setting(None, "SLUICE_RUN_GRACE_SECS", "run_grace_seconds", 30.0, float),
+        key_ttl_secs=setting(
+            None, "SLUICE_IDEMPOTENCY_TTL_SECS", "idempotency_ttl_seconds", 86_400.0, float
+        ),
+        hooks=m.RunMetrics(),
+    )
