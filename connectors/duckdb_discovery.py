@@ -25,12 +25,13 @@ def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:
     """Tables and views of the file's own schemas with keys and sampled distributions."""
     tables = cur.execute(
         """
-        SELECT schema_name, table_name, estimated_size, coalesce(comment, '') FROM duckdb_tables()
-        WHERE NOT internal AND database_name = current_database()
-        UNION ALL
-        SELECT schema_name, view_name, NULL, coalesce(comment, '') FROM duckdb_views()
-        WHERE NOT internal AND NOT temporary AND database_name = current_database()
-        ORDER BY 1 = 'main' DESC, 1, 2 LIMIT ?
+        SELECT * FROM (
+            SELECT schema_name AS s, table_name AS t, estimated_size, coalesce(comment, '')
+            FROM duckdb_tables() WHERE NOT internal AND database_name = current_database()
+            UNION ALL
+            SELECT schema_name, view_name, NULL, coalesce(comment, '') FROM duckdb_views()
+            WHERE NOT internal AND NOT temporary AND database_name = current_database()
+        ) ORDER BY s = 'main' DESC, s, t LIMIT ?
         """,
         [MAX_TABLES],
     ).fetchall()

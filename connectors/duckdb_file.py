@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
 from connectors.duckdb_discovery import discover_duckdb
@@ -283,7 +284,7 @@ def _plan(
     def to_arrow(rb: pa.RecordBatch) -> pa.RecordBatch:
         arrays = [
             a.storage
-            if isinstance(a.type, pa.ExtensionType) and not isinstance(a.type, pa.UuidType)
+            if isinstance(a.type, pa.BaseExtensionType) and not isinstance(a.type, pa.UuidType)
             else a
             for a in rb.columns
         ]
@@ -305,10 +306,21 @@ def _plan(
     return columns, to_rows, to_arrow
 
 
+def _plain(arr: pa.Array) -> pa.Array:
+    """Lossless export wraps BOOLEAN as bool8 and JSON as arrow.json: hand on plain types."""
+    if isinstance(arr.type, pa.Bool8Type):
+        return pc.not_equal(arr.storage, 0)
+    if isinstance(arr.type, pa.BaseExtensionType) and not isinstance(arr.type, pa.UuidType):
+        return arr.storage
+    return arr
+
+
 def _logical(typ: pa.DataType) -> str:
     if isinstance(typ, pa.UuidType):
         return "UUID"
-    if isinstance(typ, pa.ExtensionType):
+    if isinstance(typ, pa.Bool8Type):
+        return "BOOLEAN"
+    if isinstance(typ, pa.BaseExtensionType):
         return "JSON" if typ.extension_name == "arrow.json" else "VARCHAR"
     if pa.types.is_decimal(typ):
         return (

@@ -182,7 +182,7 @@ def _plan(schema: pa.Schema) -> tuple[list[Column], Callable[[pa.RecordBatch], p
         if logical.startswith("DECIMAL("):
             p, s = logical[8:-1].split(",")
             target = pa.decimal128(int(p), int(s))
-        elif isinstance(fld.type, pa.ExtensionType) and logical != "UUID":
+        elif isinstance(fld.type, pa.BaseExtensionType) and logical != "UUID":
             target = fld.type.storage_type  # JSON text and other opaque values as text
         targets.append(target)
 
@@ -192,7 +192,7 @@ def _plan(schema: pa.Schema) -> tuple[list[Column], Callable[[pa.RecordBatch], p
             if target is None:
                 arrays.append(arr)
                 continue
-            if isinstance(arr.type, pa.ExtensionType):
+            if isinstance(arr.type, pa.BaseExtensionType):
                 arr = arr.storage
             arrays.append(_cast(arr, target))
         return pa.RecordBatch.from_arrays(arrays, names=names)

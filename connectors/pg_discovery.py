@@ -37,7 +37,7 @@ ORDER BY a.attrelid, a.attnum
 """
 
 KEYS_SQL = """
-SELECT conrelid, contype, conkey FROM pg_constraint
+SELECT conrelid, contype::text AS contype, conkey FROM pg_constraint
 WHERE conrelid = ANY($1::oid[]) AND contype IN ('p', 'f')
 """
 
