@@ -70,7 +70,9 @@ class SafetyReport(msgspec.Struct, kw_only=True):
     warnings: list[str]
 
 
-class Metadata(msgspec.Struct, kw_only=True):
+class Metadata(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`result_pages` appears only when a federated result has more rows than inline."""
+
     database: str | None
     execution_time_ms: float
     transport: str

@@ -112,20 +112,27 @@ async def until_disconnect(request: Request, scope: anyio.CancelScope) -> None:
 
 
 async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
-    """Run `work` under one cancel scope that a client disconnect cancels."""
-    result: Any = None
+    """Run `work` under one cancel scope that a client disconnect cancels; its exception
+    (if any) is re-raised as itself, not wrapped in an exception group."""
+    outcome: list[Any] = []
+    error: list[BaseException] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(until_disconnect, request, tg.cancel_scope)
 
         async def go() -> None:
-            nonlocal result
-            result = await work()
-            tg.cancel_scope.cancel()
+            try:
+                outcome.append(await work())
+            except Exception as exc:
+                error.append(exc)
+            finally:
+                tg.cancel_scope.cancel()
 
         tg.start_soon(go)
-    if result is None:
+    if error:
+        raise error[0]
+    if not outcome:
         raise ApiError(499, "client_closed", "the client closed the connection")
-    return result
+    return outcome[0]
 
 
 # -- handlers ---------------------------------------------------------------------------------

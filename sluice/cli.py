@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 
 EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 DEMO_DIR = ".sluice/demo"
@@ -107,12 +106,14 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def write_rows(columns: Sequence[str], rows: list[dict[str, Any]], fmt: str, out: Any) -> None:
+    from api.envelopes import ENCODER
+
     def text(v: Any) -> str:
         if v is None:
             return "" if fmt == "csv" else "NULL"
         if isinstance(v, str):
             return v
-        return msgspec.json.encode(v, decimal_format="number").decode().strip('"')
+        return ENCODER.encode(v).decode().strip('"')
 
     if fmt == "csv":
         w = csv.writer(out)

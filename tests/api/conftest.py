@@ -102,8 +102,9 @@ def start_server(config_text: str, folder: Path, *, extra_args: list[str] | None
     log_path = folder / "server.log"
     cmd = [sys.executable, "-m", "sluice.cli", "serve", "--config", str(config_path),
            "--port", str(port), *(extra_args or [])]
-    process = subprocess.Popen(cmd, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                               env={**os.environ, **(env or {})}, cwd=folder)
+    with log_path.open("wb") as log:  # the child keeps its own handle
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})}, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     wait_until_responds(f"{url}/v1/health", process, log_path)
     return Server(url, process, config_path, folder / "state", log_path)
@@ -135,7 +136,7 @@ def make_files(folder: Path) -> tuple[Path, Path]:
     duck.unlink(missing_ok=True)
     d = duckdb.connect(str(duck))
     d.execute("CREATE TABLE visits (id BIGINT PRIMARY KEY, person_id BIGINT, "
-              "at TIMESTAMPTZ, ms INTEGER)")
+              "seen_at TIMESTAMPTZ, ms INTEGER)")
     d.execute("INSERT INTO visits SELECT i, 1 + i % 3, TIMESTAMPTZ '2025-03-01 00:00:00+00' "
               "+ i * INTERVAL 1 MINUTE, i * 10 FROM range(1, 101) t(i)")
     d.close()
@@ -184,6 +185,8 @@ databases:
     lite:
       level: R
     duck:
+      level: R
+    gone:
       level: R
 safety:
   max_rows_per_query: 100

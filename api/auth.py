@@ -1,0 +1,133 @@
+"""Bearer-token authentication and per-principal rate limits, as pure ASGI middleware.
+
+`Authorization: Bearer <token>` is hashed (sha256) and compared in constant time
+(`hmac.compare_digest`) against every configured token (`token` or `token_sha256`), without
+stopping at the first match; the matching entry's principal goes to
+`scope["state"]["principal"]`. Missing or wrong credentials get a 401 envelope with
+`WWW-Authenticate: Bearer`; a principal over its `requests_per_minute` gets a 429 envelope
+with `Retry-After`. Probes, metrics, the OpenAPI document and CORS preflights are open; with
+no tokens configured everything is (the server then binds loopback only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from api.middleware import request_id_of, send_envelope
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from engine.config import Config
+
+OPEN_PATHS = frozenset({"/v1/health", "/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """`rate_per_minute` requests a minute, with bursts up to the same number."""
+
+    rate_per_minute: int
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float | None:
+        """Spend one token; None when allowed, else the seconds until one is available."""
+        per_second = self.rate_per_minute / 60.0
+        self.tokens = min(float(self.rate_per_minute),
+                          self.tokens + (now - self.updated) * per_second)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return (1.0 - self.tokens) / per_second
+
+
+class BearerAuth:
+    def __init__(self, app: ASGIApp, config: Config, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.clock = clock
+        self.entries: list[tuple[bytes, str]] = []  # (sha256 digest, principal)
+        self.limits: dict[str, int] = {}
+        for token in config.auth.tokens:
+            if token.token is not None:
+                digest = hashlib.sha256(token.token.encode()).digest()
+            elif token.token_sha256 is not None:
+                digest = bytes.fromhex(token.token_sha256)
+            else:
+                continue
+            self.entries.append((digest, token.principal))
+            if token.requests_per_minute is not None:
+                self.limits.setdefault(token.principal, token.requests_per_minute)
+        self.buckets: dict[str, TokenBucket] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.entries \
+                or scope.get("method") == "OPTIONS" or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        presented = _bearer(scope)
+        if presented is None:
+            await self._unauthorized(scope, send, "missing bearer token")
+            return
+        principal = self.principal_of(presented)
+        if principal is None:
+            await self._unauthorized(scope, send, "invalid bearer token")
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        retry = self._rate_limited(principal)
+        if retry is not None:
+            seconds = max(1, math.ceil(retry))
+            await send_envelope(
+                send, 429, request_id_of(scope), "rate_limited",
+                f"principal {principal!r} is over its limit of "
+                f"{self.limits[principal]} requests per minute",
+                suggestion=f"retry after {seconds}s, or raise requests_per_minute for its "
+                           "token under auth.tokens",
+                headers={"Retry-After": str(seconds)})
+            return
+        await self.app(scope, receive, send)
+
+    def principal_of(self, presented: str) -> str | None:
+        """The principal of a presented token; every entry is compared (constant time)."""
+        digest = hashlib.sha256(presented.encode()).digest()
+        found = None
+        for expected, principal in self.entries:
+            if hmac.compare_digest(digest, expected) and found is None:
+                found = principal
+        return found
+
+    def _rate_limited(self, principal: str) -> float | None:
+        rate = self.limits.get(principal)
+        if rate is None:
+            return None
+        now = self.clock()
+        bucket = self.buckets.get(principal)
+        if bucket is None:
+            bucket = self.buckets[principal] = TokenBucket(rate, float(rate), now)
+        return bucket.take(now)
+
+    async def _unauthorized(self, scope: Scope, send: Send, message: str) -> None:
+        await send_envelope(
+            send, 401, request_id_of(scope), "unauthorized", message,
+            suggestion="send `Authorization: Bearer <token>` with a token listed under "
+                       "auth.tokens in sluice.yaml",
+            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _bearer(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token:
+                return token
+            return None
+    return None
