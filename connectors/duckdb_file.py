@@ -283,7 +283,9 @@ def _plan(
 
     def to_arrow(rb: pa.RecordBatch) -> pa.RecordBatch:
         arrays = [
-            a.storage
+            _hugeint_array(a)
+            if _is_hugeint(a.type)
+            else a.storage
             if isinstance(a.type, pa.BaseExtensionType) and not isinstance(a.type, pa.UuidType)
             else a
             for a in rb.columns
@@ -291,7 +293,14 @@ def _plan(
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
     fixes: list[Callable[[Any], Any] | None] = [
-        _json if c.type == "JSON" else _interval if c.type == "INTERVAL" else None for c in columns
+        _json
+        if c.type == "JSON"
+        else _interval
+        if c.type == "INTERVAL"
+        else _hugeint
+        if _is_hugeint(f.type)
+        else None
+        for c, f in zip(columns, schema, strict=True)
     ]
 
     def to_rows(rb: pa.RecordBatch) -> list[tuple[Any, ...]]:
@@ -315,7 +324,23 @@ def _plain(arr: pa.Array) -> pa.Array:
     return arr
 
 
+def _is_hugeint(typ: pa.DataType) -> bool:
+    """Lossless export sends (U)HUGEINT - e.g. sum() of integers - as an opaque 16-byte type."""
+    return isinstance(typ, pa.OpaqueType) and typ.type_name in ("hugeint", "uhugeint")
+
+
+def _hugeint(raw: bytes) -> int:
+    return int.from_bytes(raw, "little", signed=True)
+
+
+def _hugeint_array(arr: pa.Array) -> pa.Array:
+    values = [None if v is None else _hugeint(v) for v in arr.storage.to_pylist()]
+    return pa.array(values, pa.decimal128(38, 0))
+
+
 def _logical(typ: pa.DataType) -> str:
+    if _is_hugeint(typ):
+        return "HUGEINT"
     if isinstance(typ, pa.UuidType):
         return "UUID"
     if isinstance(typ, pa.Bool8Type):
