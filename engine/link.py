@@ -33,7 +33,11 @@ def column_index(columns: Sequence[Column], name: str) -> int | None:
 def distinct_values(batch: Batch, index: int) -> list[Any]:
     """The distinct non-NULL values of one column of a batch (NULL is never a link value)."""
     if batch.arrow is not None:
-        return pc.unique(batch.arrow.column(index)).drop_null().to_pylist()
+        col = batch.arrow.column(index)
+        try:
+            return pc.unique(col).drop_null().to_pylist()
+        except pa.ArrowNotImplementedError:  # extension types (arrow.uuid from ADBC)
+            return list({v for v in col.to_pylist() if v is not None})
     return list({row[index] for row in batch.rows or () if row[index] is not None})
 
 
