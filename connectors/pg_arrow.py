@@ -86,7 +86,11 @@ def _errors(database: str, statement: Statement, deadline: float) -> Iterator[No
             if isinstance(exc, adbc_driver_manager.OperationalError) and "connect" in str(exc):
                 raise ConnectorUnavailable(database, adbc_message(exc)) from exc
             raise QueryFailed(database, adbc_message(exc)) from exc
-        except OSError as exc:
+        except OSError as exc:  # errors while reading the Arrow stream surface as OSError
+            if "statement timeout" in str(exc):
+                raise QueryTimedOut(database, statement.timeout) from exc
+            if "ERROR:" in str(exc):
+                raise QueryFailed(database, adbc_message(exc)) from exc
             raise ConnectorUnavailable(database, str(exc)) from exc
     if scope.cancelled_caught:
         raise QueryTimedOut(database, statement.timeout)

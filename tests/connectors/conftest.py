@@ -43,7 +43,7 @@ def item(i: int) -> dict[str, Any]:
 
 
 COLUMNS = list(item(1))
-EXPECTED = [{"id": 0, **{c: None for c in COLUMNS[1:]}}] + [item(i) for i in range(1, N_ROWS + 1)]
+EXPECTED = [{"id": 0, **dict.fromkeys(COLUMNS[1:])}] + [item(i) for i in range(1, N_ROWS + 1)]
 
 
 def _lit(kind: str, col: str, v: Any) -> str:
@@ -57,7 +57,8 @@ def _lit(kind: str, col: str, v: Any) -> str:
         return ("TRUE" if v else "FALSE") if kind in ("postgresql", "duckdb") else str(int(v))
     if col == "raw":
         return {"postgresql": f"'\\x{v.hex()}'::bytea", "duckdb": f"unhex('{v.hex()}')"}.get(
-            kind, f"X'{v.hex()}'")
+            kind, f"X'{v.hex()}'"
+        )
     if col == "seen_at":
         return f"'{v.strftime('%Y-%m-%d %H:%M:%S')}'" if kind == "mysql" else f"'{v.isoformat()}'"
     if col == "doc":
@@ -104,15 +105,13 @@ LONG_QUERY = {
     "postgresql": "SELECT pg_sleep(30)",
     "mysql": "SELECT SLEEP(30)",
     "sqlite": "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) "
-              "SELECT count(*) FROM r",
+    "SELECT count(*) FROM r",
     "duckdb": "SELECT count(*) FROM range(1000000) a, range(1000000) b WHERE a.range + b.range = 7",
 }
 
 
 def seed_sql(kind: str) -> list[str]:
-    rows = ", ".join(
-        "(" + ", ".join(_lit(kind, c, r[c]) for c in COLUMNS) + ")" for r in EXPECTED
-    )
+    rows = ", ".join("(" + ", ".join(_lit(kind, c, r[c]) for c in COLUMNS) + ")" for r in EXPECTED)
     return [
         *DDL[kind],
         f"INSERT INTO items ({', '.join(COLUMNS)}) VALUES {rows}",
@@ -140,22 +139,35 @@ class Backend:
 
 
 def _pg_backend(pg_server: Any) -> Backend:
-    pg_server.run("DROP SCHEMA public CASCADE", "CREATE SCHEMA public",
-                  *seed_sql("postgresql"), "ANALYZE")
+    pg_server.run(
+        "DROP SCHEMA public CASCADE", "CREATE SCHEMA public", *seed_sql("postgresql"), "ANALYZE"
+    )
     config = DatabaseConfig(name="pg", type="postgresql", dsn=pg_server.dsn, pool_size=3)
     return Backend("postgresql", config, lambda sql: pg_server.run(sql))
 
 
 def _mysql_backend(mysql_server: Any) -> Backend:
-    mysql_server.run("SET FOREIGN_KEY_CHECKS = 0", "DROP TABLE IF EXISTS owners, items, scratch",
-                     "SET FOREIGN_KEY_CHECKS = 1", "SET time_zone = '+00:00'",
-                     *seed_sql("mysql"), "ANALYZE TABLE items, owners")
-    config = DatabaseConfig(name="maria", type="mysql", host=mysql_server.host,
-                            port=mysql_server.port, user=mysql_server.user,
-                            password=mysql_server.password or None,
-                            database=mysql_server.database, pool_size=3)
-    return Backend("mysql", config, lambda sql: mysql_server.run(sql), json_as_text=True,
-                   uuid_as_text=True)
+    mysql_server.run(
+        "SET FOREIGN_KEY_CHECKS = 0",
+        "DROP TABLE IF EXISTS owners, items, scratch",
+        "SET FOREIGN_KEY_CHECKS = 1",
+        "SET time_zone = '+00:00'",
+        *seed_sql("mysql"),
+        "ANALYZE TABLE items, owners",
+    )
+    config = DatabaseConfig(
+        name="maria",
+        type="mysql",
+        host=mysql_server.host,
+        port=mysql_server.port,
+        user=mysql_server.user,
+        password=mysql_server.password or None,
+        database=mysql_server.database,
+        pool_size=3,
+    )
+    return Backend(
+        "mysql", config, lambda sql: mysql_server.run(sql), json_as_text=True, uuid_as_text=True
+    )
 
 
 def _sqlite_backend(tmp: Path) -> Backend:

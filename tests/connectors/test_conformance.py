@@ -44,8 +44,7 @@ async def count_items(connector: Connector, table: str = "items") -> int:
 
 
 async def test_stream_is_batched_and_complete(connector: Connector) -> None:
-    batches = await collect(connector, Statement("SELECT id FROM items ORDER BY id",
-                                                 batch_size=7))
+    batches = await collect(connector, Statement("SELECT id FROM items ORDER BY id", batch_size=7))
     assert all(0 < len(b) <= 7 for b in batches)
     assert len(batches) == -(-(N_ROWS + 1) // 7)
     assert [r["id"] for r in as_dicts(batches)] == list(range(N_ROWS + 1))
@@ -53,15 +52,18 @@ async def test_stream_is_batched_and_complete(connector: Connector) -> None:
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["rows", "arrow"])
 async def test_max_rows_stops_the_stream(connector: Connector, bulk: bool) -> None:
-    batches = await collect(connector, Statement("SELECT id FROM items ORDER BY id",
-                                                 batch_size=4, max_rows=10, bulk=bulk))
+    batches = await collect(
+        connector,
+        Statement("SELECT id FROM items ORDER BY id", batch_size=4, max_rows=10, bulk=bulk),
+    )
     assert all(len(b) <= 4 for b in batches)
     assert [r["id"] for r in as_dicts(batches)] == list(range(10))
 
 
 async def test_small_result_in_one_batch(connector: Connector) -> None:
-    batches = await collect(connector, Statement("SELECT id FROM items WHERE id = 3",
-                                                 batch_size=100, max_rows=101))
+    batches = await collect(
+        connector, Statement("SELECT id FROM items WHERE id = 3", batch_size=100, max_rows=101)
+    )
     assert [as_dicts(batches)] == [[{"id": 3}]]
 
 
@@ -91,8 +93,7 @@ async def test_bulk_gives_the_same_values_as_rows(connector: Connector, backend:
 
 
 async def test_duplicate_column_names_are_made_unique(connector: Connector) -> None:
-    sql = ("SELECT a.id, b.id, a.name FROM items a JOIN owners b ON a.id = b.item_id "
-           "ORDER BY a.id")
+    sql = "SELECT a.id, b.id, a.name FROM items a JOIN owners b ON a.id = b.item_id ORDER BY a.id"
     for bulk in (False, True):
         batches = await collect(connector, Statement(sql, bulk=bulk))
         assert [c.name for c in batches[0].columns] == ["id", "id_1", "name"]
@@ -107,15 +108,21 @@ async def test_readonly_statement_cannot_write(connector: Connector) -> None:
 
 
 async def test_execute_write_commits_or_rolls_back(connector: Connector) -> None:
-    n = await connector.execute_write(Statement(
-        "INSERT INTO scratch (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')", readonly=False))
+    n = await connector.execute_write(
+        Statement("INSERT INTO scratch (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')", readonly=False)
+    )
     assert n == 3
     assert await count_items(connector, "scratch") == 3
-    assert await connector.execute_write(
-        Statement("UPDATE scratch SET v = 'z' WHERE id >= 2", readonly=False)) == 2
+    assert (
+        await connector.execute_write(
+            Statement("UPDATE scratch SET v = 'z' WHERE id >= 2", readonly=False)
+        )
+        == 2
+    )
     with pytest.raises(QueryFailed):  # a duplicate key: the whole statement is undone
-        await connector.execute_write(Statement(
-            "INSERT INTO scratch (id, v) VALUES (10, 'new'), (1, 'dup')", readonly=False))
+        await connector.execute_write(
+            Statement("INSERT INTO scratch (id, v) VALUES (10, 'new'), (1, 'dup')", readonly=False)
+        )
     rows = as_dicts(await collect(connector, Statement("SELECT id, v FROM scratch ORDER BY id")))
     assert rows == [{"id": 1, "v": "a"}, {"id": 2, "v": "z"}, {"id": 3, "v": "z"}]
 
@@ -145,33 +152,48 @@ async def test_database_error_keeps_the_pool_usable(connector: Connector) -> Non
         assert await count_items(connector) == N_ROWS + 1
 
 
-async def test_with_link_filters_with_bound_values(connector: Connector,
-                                                   backend: Backend) -> None:
-    base = Statement("SELECT i.id, i.name, i.uid, i.amount FROM items i WHERE i.id > 0",
-                     batch_size=5)
+async def test_with_link_filters_with_bound_values(connector: Connector, backend: Backend) -> None:
+    base = Statement(
+        "SELECT i.id, i.name, i.uid, i.amount FROM items i WHERE i.id > 0", batch_size=5
+    )
     ids = list(range(3, 30, 2)) + [None, 999]
-    got = as_dicts(await collect(connector, connector.with_link(
-        base, LinkFilter("id", ids, "BIGINT"))))
+    got = as_dicts(
+        await collect(connector, connector.with_link(base, LinkFilter("id", ids, "BIGINT")))
+    )
     assert sorted(r["id"] for r in got) == list(range(3, 30, 2))
     names = [f"name {i} é'" for i in (4, 8)] + ["nobody"]
-    got = as_dicts(await collect(connector, connector.with_link(
-        base, LinkFilter("name", names, "VARCHAR"))))
+    got = as_dicts(
+        await collect(connector, connector.with_link(base, LinkFilter("name", names, "VARCHAR")))
+    )
     assert sorted(r["id"] for r in got) == [4, 8]
-    uids = [uuid.UUID(int=6), uuid.UUID(int=11)] if not backend.uuid_as_text else [
-        str(uuid.UUID(int=6)), str(uuid.UUID(int=11))]
-    got = as_dicts(await collect(connector, connector.with_link(
-        base, LinkFilter("uid", uids, "UUID"))))
+    uids = (
+        [uuid.UUID(int=6), uuid.UUID(int=11)]
+        if not backend.uuid_as_text
+        else [str(uuid.UUID(int=6)), str(uuid.UUID(int=11))]
+    )
+    got = as_dicts(
+        await collect(connector, connector.with_link(base, LinkFilter("uid", uids, "UUID")))
+    )
     assert sorted(r["id"] for r in got) == [5, 10]
-    got = as_dicts(await collect(connector, connector.with_link(
-        base, LinkFilter("amount", [Decimal("259.07"), Decimal("1.00")], "DECIMAL(12,2)"))))
+    got = as_dicts(
+        await collect(
+            connector,
+            connector.with_link(
+                base, LinkFilter("amount", [Decimal("259.07"), Decimal("1.00")], "DECIMAL(12,2)")
+            ),
+        )
+    )
     assert [r["id"] for r in got] == [7]
     # an aggregate is wrapped, never filtered inside
     agg = Statement("SELECT item_id, count(*) AS n FROM owners GROUP BY item_id")
-    got = as_dicts(await collect(connector, connector.with_link(
-        agg, LinkFilter("item_id", [2], "INTEGER"))))
+    got = as_dicts(
+        await collect(connector, connector.with_link(agg, LinkFilter("item_id", [2], "INTEGER")))
+    )
     assert got == [{"item_id": 2, "n": 1}]
     # an empty parent filters everything out
-    got = as_dicts(await collect(connector, connector.with_link(base, LinkFilter("id", [], "BIGINT"))))
+    got = as_dicts(
+        await collect(connector, connector.with_link(base, LinkFilter("id", [], "BIGINT")))
+    )
     assert got == []
 
 
@@ -205,8 +227,15 @@ async def test_unreachable_database_fails_open_quickly(kind: str, tmp_path: Any)
     if kind in ("sqlite", "duckdb"):
         config = DatabaseConfig(name="gone", type=kind, path=str(tmp_path / "missing.db"))
     else:
-        config = DatabaseConfig(name="gone", type=kind, host="127.0.0.1", port=_closed_port(),
-                                database="x", user="x", connect_timeout_seconds=2)
+        config = DatabaseConfig(
+            name="gone",
+            type=kind,
+            host="127.0.0.1",
+            port=_closed_port(),
+            database="x",
+            user="x",
+            connect_timeout_seconds=2,
+        )
     connector = registry.create(config)
     started = time.monotonic()
     with pytest.raises(ConnectorUnavailable) as info:
