@@ -40,8 +40,9 @@ class TokenBucket:
     def take(self, now: float) -> float | None:
         """Spend one token; None when allowed, else the seconds until one is available."""
         per_second = self.rate_per_minute / 60.0
-        self.tokens = min(float(self.rate_per_minute),
-                          self.tokens + (now - self.updated) * per_second)
+        self.tokens = min(
+            float(self.rate_per_minute), self.tokens + (now - self.updated) * per_second
+        )
         self.updated = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
@@ -50,8 +51,9 @@ class TokenBucket:
 
 
 class BearerAuth:
-    def __init__(self, app: ASGIApp, config: Config, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, app: ASGIApp, config: Config, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.app = app
         self.clock = clock
         self.entries: list[tuple[bytes, str]] = []  # (sha256 digest, principal)
@@ -69,8 +71,12 @@ class BearerAuth:
         self.buckets: dict[str, TokenBucket] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not self.entries \
-                or scope.get("method") == "OPTIONS" or scope.get("path") in OPEN_PATHS:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or not self.entries
+            or scope.get("method") == "OPTIONS"
+            or scope.get("path") in OPEN_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
@@ -86,12 +92,16 @@ class BearerAuth:
         if retry is not None:
             seconds = max(1, math.ceil(retry))
             await send_envelope(
-                send, 429, request_id_of(scope), "rate_limited",
+                send,
+                429,
+                request_id_of(scope),
+                "rate_limited",
                 f"principal {principal!r} is over its limit of "
                 f"{self.limits[principal]} requests per minute",
                 suggestion=f"retry after {seconds}s, or raise requests_per_minute for its "
-                           "token under auth.tokens",
-                headers={"Retry-After": str(seconds)})
+                "token under auth.tokens",
+                headers={"Retry-After": str(seconds)},
+            )
             return
         await self.app(scope, receive, send)
 
@@ -116,10 +126,15 @@ class BearerAuth:
 
     async def _unauthorized(self, scope: Scope, send: Send, message: str) -> None:
         await send_envelope(
-            send, 401, request_id_of(scope), "unauthorized", message,
+            send,
+            401,
+            request_id_of(scope),
+            "unauthorized",
+            message,
             suggestion="send `Authorization: Bearer <token>` with a token listed under "
-                       "auth.tokens in sluice.yaml",
-            headers={"WWW-Authenticate": "Bearer"})
+            "auth.tokens in sluice.yaml",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def _bearer(scope: Scope) -> str | None:

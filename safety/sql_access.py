@@ -170,6 +170,11 @@ def table_access(tree: exp.Expression) -> list[tuple[TableRef, str]]:
                 )
             elif (target := _target(node)) is not None:
                 mark([target], "DELETE", *extra)
+        elif isinstance(node, exp.Merge):
+            if (target := _target(node)) is not None:
+                mark([target], "INSERT", "UPDATE", "DELETE")
+        elif isinstance(node, exp.Into):  # SELECT ... INTO creates a table
+            mark(_real_tables_under(node), "DDL")
         elif isinstance(node, _DDL):
             mark([t for t in _real_tables_under(node) if _owner(t) is None], "DDL")
 

@@ -19,7 +19,7 @@ from safety.sql_access import (
     statement_operation,
     table_access,
 )
-from safety.sql_findings import Finding, find, is_tautology
+from safety.sql_findings import FILE_LIKE, Finding, find, is_tautology
 from safety.sql_parse import Parsed, parse
 from safety.types import Operation
 
@@ -70,6 +70,9 @@ def analyse_sql(dialect: str, text: str) -> SqlAnalysis:
         return _failed(parsed, *problem)
     assert inner is not None
     access = table_access(tree)
+    if dialect == "duckdb":
+        # `FROM 'file.csv'` is a file read (AST_CHECKER refuses it), not a table to grant
+        access = [(ref, op) for ref, op in access if not FILE_LIKE.search(ref.name)]
     if parsed.explain is not None and not parsed.explain_analyze:
         # EXPLAIN without ANALYZE plans, never runs: a read of every table it names
         access = list(dict.fromkeys((ref, "SELECT") for ref, _ in access))

@@ -198,7 +198,7 @@ _CREDENTIAL_SCHEMAS = {
     "global_priv": "mysql",
 }
 
-_FILE_LIKE = re.compile(r"[./\\:~*]")
+FILE_LIKE = re.compile(r"[./\\:~*]")
 _SQLISH = re.compile(
     r"\b(and|or|where|union|select|limit|from|having|order\s+by)\b.*"
     r"(=|<|>|\blike\b|\bin\b|\d|')",
@@ -372,7 +372,7 @@ def _table(node: exp.Table, dialect: str, out: Findings) -> None:
     if is_cte_reference(node):
         return
     name, schema = node.name.lower(), node.db.lower()
-    if dialect == "duckdb" and _FILE_LIKE.search(node.name):
+    if dialect == "duckdb" and FILE_LIKE.search(node.name):
         # DuckDB reads `FROM 'file.csv'` / `FROM "x.parquet"` as files (replacement scans)
         out.structural.append(
             (

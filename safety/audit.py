@@ -1,0 +1,265 @@
+"""The audit log: one JSON line per request, written off the event loop.
+
+    audit = AuditLog(path, config=config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(audit.serve)       # ready before the first request
+        audit.record({...})               # never blocks; a full queue counts a drop
+
+`record()` puts the entry on a bounded memory stream; `serve()` batches what is waiting and
+writes it through `anyio.to_thread`, so a slow disk never stalls a request. When the queue is
+full the entry is dropped and counted, and the next line written says how many were lost.
+On shutdown (cancellation or `close()`) every queued entry is written and the file flushed.
+Secrets never reach the file: `redact()` scrubs `password=...`, URL credentials
+(`postgresql://user:pass@`), bearer tokens and every secret value found in the config.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TextIO
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    from engine.config import Config
+
+_KEY_VALUE = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&;,]+)"
+)
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@\s/]*@")
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+")
+_SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "authorization",
+        "token_sha256",
+        "api_key",
+        "apikey",
+    }
+)
+MASK = "***"
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def secret_values(config: Config | None) -> tuple[str, ...]:
+    """Every secret written in the config (database and DSN passwords, bearer tokens)."""
+    if config is None:
+        return ()
+    found: set[str] = set()
+    for db in config.databases:
+        if db.password:
+            found.add(db.password)
+        if db.dsn:
+            m = re.search(r"://[^:/@\s]*:([^@\s/]+)@", db.dsn)
+            if m:
+                found.add(m.group(1))
+            m = re.search(r"(?i)\bpassword=([^\s&;]+)", db.dsn)
+            if m:
+                found.add(m.group(1))
+    for token in config.auth.tokens:
+        if token.token:
+            found.add(token.token)
+    # longest first, so a secret that contains another is masked whole
+    return tuple(sorted((s for s in found if len(s) >= 3), key=len, reverse=True))
+
+
+def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """A copy of `value` (str, dict, list...) with secrets masked; other types unchanged."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        value = _URL_CREDENTIALS.sub(rf"\1:{MASK}@", value)
+        value = _KEY_VALUE.sub(rf"\1\2{MASK}", value)
+        return _BEARER.sub(f"Bearer {MASK}", value)
+    if isinstance(value, dict):
+        return {
+            k: MASK
+            if isinstance(k, str) and k.lower() in _SECRET_KEYS and v
+            else redact(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
+class AuditLog:
+    """JSON-lines audit writer (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        config: Config | None = None,
+        max_pending: int = 10_000,
+        batch: int = 512,
+    ) -> None:
+        self.path = Path(path)
+        self.dropped = 0  # total entries lost to a full queue
+        self._unreported = 0
+        self._batch = batch
+        self._secrets = secret_values(config)
+        self._send, self._receive = anyio.create_memory_object_stream[dict[str, Any]](max_pending)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Queue one entry; never blocks (a full or closed queue counts a drop)."""
+        try:
+            self._send.send_nowait(entry)
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.dropped += 1
+            self._unreported += 1
+
+    def close(self) -> None:
+        """Stop accepting entries; `serve()` writes what is queued and returns."""
+        self._send.close()
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Write queued entries until closed or cancelled, then flush the rest."""
+        fh = await anyio.to_thread.run_sync(self._open)
+        task_status.started()
+        try:
+            while True:
+                try:
+                    first = await self._receive.receive()
+                except anyio.EndOfStream:
+                    break
+                await anyio.to_thread.run_sync(self._write, fh, self._take([first]))
+        finally:
+            with anyio.CancelScope(shield=True):
+                rest = self._take([])
+                await anyio.to_thread.run_sync(self._finish, fh, rest)
+                self._receive.close()
+
+    def _take(self, batch: list[dict[str, Any]]) -> list[bytes]:
+        while len(batch) < self._batch:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        lines = []
+        if self._unreported:
+            lines.append(
+                self._encode(
+                    {
+                        "ts": time.time(),
+                        "event": "audit_dropped",
+                        "dropped": self._unreported,
+                        "message": f"{self._unreported} audit entries were "
+                        "dropped: the writer queue was full",
+                    }
+                )
+            )
+            self._unreported = 0
+        lines += [self._encode(entry) for entry in batch]
+        return lines
+
+    def _encode(self, entry: dict[str, Any]) -> bytes:
+        return _ENCODER.encode(redact(entry, self._secrets)) + b"\n"
+
+    def _open(self) -> IO[bytes]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.path.open("ab")
+
+    @staticmethod
+    def _write(fh: IO[bytes], lines: list[bytes]) -> None:
+        fh.write(b"".join(lines))
+        fh.flush()
+
+    @staticmethod
+    def _finish(fh: IO[bytes], lines: list[bytes]) -> None:
+        try:
+            if lines:
+                fh.write(b"".join(lines))
+            fh.flush()
+        finally:
+            fh.close()
+
+
+def format_entry(entry: dict[str, Any]) -> str:
+    """One audit entry as a readable line (the `sluice audit tail` format)."""
+    ts = entry.get("ts")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        if isinstance(ts, int | float) and math.isfinite(ts)
+        else "-"
+    )
+    if entry.get("event") == "audit_dropped":
+        return f"{when}  !! {entry.get('message')}"
+    who = entry.get("principal") or "-"
+    blocked = entry.get("blocked")
+    if blocked:
+        status = f"BLOCKED {blocked.get('stage')}: {blocked.get('reason')}"
+    elif entry.get("error"):
+        status = f"ERROR {entry['error']}"
+    else:
+        rows = entry.get("rows")
+        status = "ok" + (f" rows={rows}" if rows is not None else "")
+    latency = entry.get("latency_ms")
+    head = (
+        f"{when}  {entry.get('request_id', '-')}  {who}  {entry.get('transport', '-')}  "
+        f"{status}" + (f"  {latency}ms" if latency is not None else "")
+    )
+    lines = [head]
+    for step in entry.get("steps") or []:
+        target = f"{step.get('database')}.{step.get('table')}"
+        sid = f"[{step['step_id']}] " if step.get("step_id") else ""
+        query = " ".join(str(step.get("query", "")).split())
+        lines.append(f"    {sid}{target} ({step.get('language')}): {query}")
+    lines += [f"    warning: {warning}" for warning in entry.get("warnings") or []]
+    return "\n".join(lines)
+
+
+def tail(
+    path: str | os.PathLike[str],
+    follow: bool,
+    out: TextIO,
+    *,
+    poll_seconds: float = 0.5,
+    lines: int = 20,
+) -> None:
+    """Print the last `lines` entries of the audit log readably; with `follow`, keep
+    printing new entries as they are written (until interrupted)."""
+    p = Path(path)
+    if not p.exists():
+        out.write(f"no audit log at {p} yet\n")
+        if not follow:
+            return
+        while not p.exists():
+            time.sleep(poll_seconds)
+    with p.open("rb") as fh:
+        backlog = fh.read().splitlines()[-lines:] if lines else []
+        for raw in backlog:
+            out.write(_readable(raw) + "\n")
+        out.flush()
+        pending = b""
+        while follow:
+            chunk = fh.read()
+            if not chunk:
+                time.sleep(poll_seconds)
+                continue
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                if raw.strip():
+                    out.write(_readable(raw) + "\n")
+            out.flush()
+
+
+def _readable(raw: bytes) -> str:
+    try:
+        entry = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw.decode("utf-8", "replace")
+    return format_entry(entry) if isinstance(entry, dict) else str(entry)
