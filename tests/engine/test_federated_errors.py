@@ -82,9 +82,7 @@ async def test_step_timeout_is_a_step_failure(run: Run, sink: Sink) -> None:
     with pytest.raises(StepFailed) as info:
         await run(q, checked_steps=checked(q, timeout=0.5))
     assert info.value.step_id == "slow"
-    # the connector should raise QueryTimedOut; its ADBC (bulk) path currently reports the
-    # server's statement timeout as ConnectorUnavailable (reported to its owner)
-    assert isinstance(info.value.cause, QueryTimedOut) or "timeout" in info.value.message
+    assert isinstance(info.value.cause, QueryTimedOut)
     assert sink.schemas() == []
 
 
