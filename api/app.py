@@ -15,12 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
 from api.openapi import build_openapi
 from api.responses import MsgspecResponse
 from api.routes import ENDPOINTS, Endpoint, routes
-from api.service import build_service
+from api.service import audit_log_for, build_service
 from engine.config import Config
 from engine.results import ResultStore
 
@@ -52,14 +53,13 @@ def create_app(config: Config, *, startup_wait: float | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        audit = _audit_log(config)
+        audit = audit_log_for(config)
         service = build_service(config, audit=audit)
         app.state.service = service
         app.state.catalog = service.catalog
         try:
             async with anyio.create_task_group() as tg:
-                if audit is not None:
-                    await tg.start(audit.serve)
+                await tg.start(audit.serve)
                 await tg.start(lambda task_status: service.catalog.serve(
                     startup_wait=startup_wait, task_status=task_status))
                 tg.start_soon(_evict_results, service.store)
@@ -74,10 +74,7 @@ def create_app(config: Config, *, startup_wait: float | None = None,
     app.state.config = config
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))
 
-    wrapped: ASGIApp = app
-    auth = _auth_middleware()
-    if auth is not None:
-        wrapped = auth(wrapped, config)
+    wrapped: ASGIApp = BearerAuth(app, config)
     wrapped = BodyLimitMiddleware(wrapped, config.server.body_limit_bytes)
     return RequestIdMiddleware(wrapped)
 
@@ -87,20 +84,3 @@ async def _evict_results(store: ResultStore, every: float = 15.0) -> None:
     while True:
         await anyio.sleep(every)
         await anyio.to_thread.run_sync(store.evict)
-
-
-def _audit_log(config: Config):  # type: ignore[no-untyped-def]
-    try:
-        from safety.audit import AuditLog
-    except ImportError:  # the audit writer lands with the safety pipeline
-        return None
-    path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
-    return AuditLog(path, config=config)
-
-
-def _auth_middleware():  # type: ignore[no-untyped-def]
-    try:
-        from api.auth import BearerAuth
-    except ImportError:
-        return None
-    return BearerAuth

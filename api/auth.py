@@ -80,6 +80,11 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
+        if scope["type"] == "websocket" and (
+            presented is None or self.principal_of(presented) is None
+        ):
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
         if presented is None:
             await self._unauthorized(scope, send, "missing bearer token")
             return

@@ -13,16 +13,18 @@ import anyio
 
 from api.envelopes import DryRunResponse, QuerySuccess, SimpleQueryRequest
 from api.middleware import new_request_id
-from api.service import QueryService, RequestContext, build_service
+from api.service import QueryService, RequestContext, audit_log_for, build_service
 from engine.config import Config
 
 
 @contextlib.asynccontextmanager
 async def open_service(config: Config, *, startup_wait: float | None = None,
                        principal: str | None = None) -> AsyncIterator[LocalSession]:
-    service = build_service(config)
+    audit = audit_log_for(config)
+    service = build_service(config, audit=audit)
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(audit.serve)
             await tg.start(lambda task_status: service.catalog.serve(
                 startup_wait=startup_wait, task_status=task_status))
             yield LocalSession(service, principal)

@@ -28,7 +28,13 @@ from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
 from engine.ir import FederatedQuery
-from engine.run_store import IdempotencyConflict, RunRecord, encode_cursor, open_store
+from engine.run_store import (
+    IdempotencyConflict,
+    InvalidCursor,
+    RunRecord,
+    encode_cursor,
+    open_store,
+)
 from engine.runs import (
     NotAccepting,
     QueueFull,
@@ -408,14 +414,17 @@ async def list_runs(request: Request) -> RunList:
             f"unknown status {bad[0]!r}",
             suggestion=f"use one of {', '.join(STATUSES)} (comma-separated)",
         )
-    runs = await manager_of(request).list(
-        status=statuses,
-        name=request.query_params.get("name"),
-        since=_time_param(request, "since"),
-        until=_time_param(request, "until"),
-        limit=limit + 1,
-        cursor=request.query_params.get("cursor"),
-    )
+    try:
+        runs = await manager_of(request).list(
+            status=statuses,
+            name=request.query_params.get("name"),
+            since=_time_param(request, "since"),
+            until=_time_param(request, "until"),
+            limit=limit + 1,
+            cursor=request.query_params.get("cursor"),
+        )
+    except InvalidCursor as exc:
+        raise ApiError(400, exc.code, exc.message, suggestion=exc.suggestion) from None
     more = len(runs) > limit
     runs = runs[:limit]
     return RunList(
@@ -743,5 +752,6 @@ def build_run_manager(
         key_ttl_secs=setting(
             None, "SLUICE_IDEMPOTENCY_TTL_SECS", "idempotency_ttl_seconds", 86_400.0, float
         ),
+        stale_secs=setting(None, "SLUICE_RUN_STALE_SECS", "run_stale_seconds", 15.0, float),
         hooks=m.RunMetrics(),
     )

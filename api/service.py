@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from engine.config import Config
     from engine.results import ResultStore
     from engine.sink import Sink
+    from safety.audit import AuditLog
 
 # The reference's languages; a connector speaks exactly one of them.
 LANGUAGES: tuple[str, ...] = ("sql", "mql", "cypher", "es_dsl", "vector", "dynamo", "couchdb")
@@ -292,3 +293,11 @@ def build_service(config: Config, *, audit: AuditSink | None = None) -> QuerySer
                         max_results=config.server.max_results,
                         max_bytes=config.server.max_result_bytes)
     return QueryService(config, catalog, sink=Sink(), store=store, audit=audit)
+
+
+def audit_log_for(config: Config) -> AuditLog:
+    """The audit log at server.audit_log (default: <data_dir>/audit.jsonl)."""
+    from safety.audit import AuditLog
+
+    path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
+    return AuditLog(path, config=config)

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 DEMO_VERSION = "1"
 
@@ -128,6 +129,11 @@ def _make_analytics(path: Path, rng: random.Random, n_customers: int) -> None:
             CREATE TABLE page_views (id BIGINT PRIMARY KEY, customer_id BIGINT, url VARCHAR,
                 viewed_at TIMESTAMPTZ, duration_ms INTEGER, device VARCHAR)
         """)
-        con.executemany("INSERT INTO page_views VALUES (?,?,?,?,?,?)", rows)
+        # one Arrow insert: executemany costs ~4 ms a row in DuckDB
+        names = ["id", "customer_id", "url", "viewed_at", "duration_ms", "device"]
+        table = pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in rows])
+        con.register("demo_rows", table)
+        con.execute("INSERT INTO page_views SELECT * FROM demo_rows")
+        con.unregister("demo_rows")
     finally:
         con.close()

@@ -107,7 +107,7 @@ def start_server(config_text: str, folder: Path, *, extra_args: list[str] | None
                                    env={**os.environ, **(env or {})}, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     wait_until_responds(f"{url}/v1/health", process, log_path)
-    return Server(url, process, config_path, folder / "state", log_path)
+    return Server(url, process, config_path, folder / ".sluice", log_path)
 
 
 def stop_server(server: Server) -> None:
