@@ -436,7 +436,13 @@ class RunManager:
     async def _run(self, live: _Live) -> None:
         record, buf = live.record, live.progress.buffer
         started = time.monotonic()
-        status, error = "completed", None
+        # anything that unwinds us without an answer (the host cancelled) is a shutdown
+        status: str = "cancelled"
+        error: RunError | None = RunError(
+            code="cancelled",
+            reason="shutdown",
+            message="cancelled: the server shut down before the run finished",
+        )
         buf.append(
             f"run started on {self.owner}"
             + (f" (timeout {record.timeout_secs:g}s)" if record.timeout_secs else "")
@@ -452,7 +458,8 @@ class RunManager:
                 with deadline:
                     outcome = await self.execute(record, live.progress)
                 record.records_written = outcome.records_written
-            if live.scope.cancelled_caught or live.cancel_reason is not None:
+                status, error = "completed", None
+            if live.scope.cancelled_caught:
                 reason = live.cancel_reason or "cancelled"
                 status = "cancelled"
                 error = RunError(
@@ -563,6 +570,8 @@ class RunManager:
         """Heartbeat and progress of our runs, remote cancel requests, orphan recovery on a
         shared store, log flushing, expired keys and buffers, and the queue gauge."""
         ticks = 0
+        # a shared store's orphans are found within ~stale_secs * 1.5
+        sweep_every = max(1, int(self.stale_secs / self.heartbeat_secs / 2))
         while True:
             await anyio.sleep(self.heartbeat_secs)
             ticks += 1
@@ -586,7 +595,7 @@ class RunManager:
                 self.hooks.gauges(self._queued, len(self.live))
                 if self._queued:
                     self._wake.set()
-                if ticks % 10 == 0:
+                if ticks % sweep_every == 0:
                     if not self.store.exclusive:
                         await self._recover()
                     await self.store.expire_keys()
