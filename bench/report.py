@@ -1,0 +1,130 @@
+"""bench/results/latest.md: every newest measurement in one table, and PNG plots of
+throughput against concurrency and of join time against rows, one line per runner.
+
+    python -m bench.report [--results bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import results
+from bench.compare import _fmt, _params, headline
+
+
+def _series(
+    lines: list[dict[str, Any]], workload: str, x_param: str, y: str | None = None
+) -> dict[str, list[tuple[float, float]]]:
+    """runner (plus form/orders_db, when present) -> sorted (x, y) points."""
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for line in lines:
+        if line["workload"] != workload or x_param not in line.get("params", {}):
+            continue
+        params = line["params"]
+        label = line["runner"] + "".join(
+            f" {params[k]}" for k in ("form", "orders_db") if k in params
+        )
+        if y is None:
+            _, value, _ = headline(line)
+        else:
+            value = line["metrics"].get(y)
+        if isinstance(value, int | float):
+            out[label].append((float(params[x_param]), float(value)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _plot(
+    series: dict[str, list[tuple[float, float]]],
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logy: bool,
+) -> bool:
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in sorted(series.items()):
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def render(results_dir: Path = results.RESULTS_DIR) -> Path:
+    """Write latest.md (and its plots) from latest.json; returns the Markdown path."""
+    lines = results.read(results_dir / "latest.json")
+    lines.sort(key=lambda x: (x["workload"], x["runner"], _params(x)))
+    md = ["# Benchmark results", ""]
+    if lines:
+        m = lines[-1]["machine"]
+        md += [
+            f"Machine: {m['nproc']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, {m['cpu_model']}."
+            f" Git {lines[-1]['git_sha']}.",
+            "",
+            "| workload | runner | params | metric | value | p50 ms | p99 ms | when |",
+            "|---|---|---|---|---:|---:|---:|---|",
+        ]
+        for line in lines:
+            metric, value, _ = headline(line)
+            p50 = line["metrics"].get("p50_ms")
+            p99 = line["metrics"].get("p99_ms")
+            md.append(
+                f"| {line['workload']} | {line['runner']} | {_params(line)} | {metric} "
+                f"| {_fmt(value)} | {_fmt(p50) if p50 is not None else ''} "
+                f"| {_fmt(p99) if p99 is not None else ''} | {line['timestamp']} |"
+            )
+        md.append("")
+    plots = [
+        (
+            _series(lines, results.ONE_ROW_LOOKUP, "concurrency"),
+            "throughput.png",
+            "One-row lookup throughput",
+            "concurrency",
+            "requests/s",
+            False,
+        ),
+        (
+            _series(lines, results.LINKED_JOIN, "n_events"),
+            "join_time.png",
+            "Linked join (events in PostgreSQL, orders in MariaDB)",
+            "events rows",
+            "seconds",
+            True,
+        ),
+    ]
+    for series, name, title, xlabel, ylabel, logy in plots:
+        if _plot(series, results_dir / name, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy):
+            md += [f"![{title}]({name})", ""]
+    out = results_dir / "latest.md"
+    out.write_text("\n".join(md))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("--results", type=Path, default=results.RESULTS_DIR)
+    print(render(parser.parse_args(argv).results))
+
+
+if __name__ == "__main__":
+    main()
