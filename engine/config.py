@@ -265,6 +265,13 @@ def load_config_text(text: str, source: str = "sluice.yaml",
         except msgspec.ValidationError as err:
             line, key, msg = _explain(err, doc[section], tp, section)
             problems.add(line or _line_of(doc, section), key, msg)
+    if "auth" in values:
+        raw_tokens = doc["auth"].get("tokens") if isinstance(doc["auth"], CommentedMap) else None
+        for i, token in enumerate(values["auth"].tokens):
+            if (token.token is None) == (token.token_sha256 is None):
+                problems.add(_line_of(raw_tokens, i), f"auth.tokens[{i}]",
+                             "give exactly one of `token` (e.g. ${SLUICE_TOKEN}) or "
+                             "`token_sha256`")
 
     databases: list[DatabaseConfig] = []
     raw_dbs = doc.get("databases")

@@ -69,3 +69,9 @@ def test_file_database_needs_path() -> None:
 def test_duplicate_yaml_key() -> None:
     (p,) = problems("server:\n  port: 1\n  port: 2\n")
     assert p.startswith("line 3: (yaml)")
+
+
+def test_token_needs_exactly_one_secret() -> None:
+    (p,) = problems("auth:\n  tokens:\n    - principal: a\n")
+    assert p == ("line 3: auth.tokens[0]: give exactly one of `token` (e.g. ${SLUICE_TOKEN}) "
+                 "or `token_sha256`")
