@@ -1,0 +1,489 @@
+"""MongoDB through PyMongo's native async client (`pymongo.AsyncMongoClient`).
+
+Contract with the engine. `Statement.text` is one JSON object in MongoDB Extended JSON
+(relaxed or canonical: `{"$oid": ...}`, `{"$date": ...}`, `{"$numberDecimal": ...}`,
+`{"$numberLong": ...}`, `{"$uuid": ...}`), already checked and rewritten by the safety
+pipeline. **The collection is `Statement.options["collection"]`** - the engine passes the
+step's `table` there (engine/statements.py), so the collection that runs is the one the
+policy checked; a `"collection"` key in the body is only a fallback when the option is absent.
+
+    reads  (stream):  {"operation": "find" | "findOne" | "aggregate" | "count" | "distinct",
+                       "filter", "projection", "sort", "limit", "skip", "pipeline", "key",
+                       "maxTimeMS", "hint", "collation", "comment", "allowDiskUse"}
+    writes (execute_write): insertOne {"document"}, insertMany {"documents"},
+                       updateOne/updateMany {"filter", "update", "upsert"},
+                       replaceOne {"filter", "replacement", "upsert"},
+                       deleteOne/deleteMany {"filter"}  -> documents inserted/modified/deleted
+
+`sort` is `{"a": 1, "b": -1}` or `[["a", 1], ["b", -1]]`. An unknown operation or key is a
+QueryFailed naming the allowed ones. A write in `stream()` needs `readonly=False` (then it
+yields one row `rows_affected`); `$out`/`$merge` stages are refused on a read-only statement.
+
+Results. Documents become rows as `connectors.mongo_flatten` describes (top-level fields as
+columns, the union of the fields seen, stable order and types across batches; nested values
+as JSON). `count` -> one row `count`; `distinct` -> one column named after the key, a row per
+value; `findOne` -> zero or one row. A read with no documents has the columns of an inclusion
+projection (`_id` first unless excluded), or none.
+
+Time limits. `maxTimeMS` is sent with every read: the lower of the body's `maxTimeMS` and
+`Statement.timeout`; writes run under `pymongo.timeout(Statement.timeout)`. A client-side
+deadline one second later backs it up against a server that ignores `maxTimeMS`. Both surface
+as QueryTimedOut.
+
+Cancellation. A cursor is closed when the stream ends for any reason (exhausted, `max_rows`
+reached, consumer stopped, cancelled): `close()` runs shielded and sends `killCursors`, so the
+server stops too. An operation cancelled mid-flight makes PyMongo discard that connection.
+
+Writes are not transactional: a MongoDB transaction needs a replica set, and the write
+commands here are single operations (insertMany is `ordered`: it stops at the first error,
+documents before it stay inserted).
+
+Bulk path (`Statement.bulk`): documents are flattened in Python into Arrow record batches typed
+like the row path. pymongoarrow was measured and not kept (see `bench` notes in the report):
+it has no async API, its wheels are built against an older pyarrow ABI, and its own schema
+inference (struct/list columns, int32, ObjectId extension type) would still need a pass to
+reach these column types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+import bson
+import pymongo
+from bson import DatetimeConversion, ObjectId
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
+from bson.errors import BSONError
+from pymongo import AsyncMongoClient
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    CursorNotFound,
+    ExecutionTimeout,
+    NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
+
+from connectors import mongo_discovery
+from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.mongo_flatten import RowShaper
+from connectors.mongo_query import MongoQuery, apply_link, parse, write_stages
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from connectors.config import DatabaseConfig
+
+DEFAULT_TIMEOUT_S = 30.0
+# the client-side deadline trails the server's maxTimeMS so the server stops first
+CLIENT_GRACE_S = 1.0
+CLOSE_CURSOR_S = 5.0
+_TIMEOUT_CODES = frozenset({50, 262})  # MaxTimeMSExpired, ExceededTimeLimit
+# how documents are decoded: the client's options and the bulk path's raw batches alike
+DECODE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    tz_aware=True,
+    tzinfo=dt.UTC,
+    uuid_representation=UuidRepresentation.STANDARD,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+
+
+class MongoConnector:
+    """MongoDB through `pymongo.AsyncMongoClient` (one long-lived client per database)."""
+
+    name: ClassVar[str] = "mongodb"
+    language: ClassVar[str] = "mql"
+    dialect: ClassVar[str] = "mql"
+    param_style: ClassVar[str] = "none"
+    supports_array_params: ClassVar[bool] = True
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._db: AsyncDatabase[dict[str, Any]] | None = None
+        self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
+        # collection -> top-level fields seen holding ObjectIds (discovery and reads)
+        self._objectid_fields: dict[str, frozenset[str]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments of the AsyncMongoClient (without the host)."""
+        c = self.config
+        ms = max(1, int(c.connect_timeout_seconds * 1000))
+        opts: dict[str, Any] = {
+            "serverSelectionTimeoutMS": ms,
+            "connectTimeoutMS": ms,
+            "maxPoolSize": c.pool_size,
+            "appname": "sluice",
+            # datetimes come back aware in UTC; out-of-range dates as DatetimeMS, not errors
+            "tz_aware": True,
+            "tzinfo": dt.UTC,
+            "datetime_conversion": "DATETIME_AUTO",
+            "uuidRepresentation": "standard",
+        }
+        if not c.dsn:
+            opts["host"] = c.host or "127.0.0.1"
+            opts["port"] = c.port or 27017
+            if c.user:
+                opts["username"] = c.user
+                opts["password"] = c.password or ""
+        return opts
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        c = self.config
+        try:
+            client: AsyncMongoClient[dict[str, Any]] = (
+                AsyncMongoClient(c.dsn, **self.client_options())
+                if c.dsn
+                else AsyncMongoClient(**self.client_options())
+            )
+        except (ConfigurationError, ValueError, TypeError) as exc:
+            raise ConnectorUnavailable(c.name, f"invalid MongoDB settings: {exc}") from exc
+        name = c.database or _dsn_database(client)
+        if not name:
+            await client.close()
+            raise ConnectorUnavailable(
+                c.name, "no database: set `database`, or name it in the dsn (mongodb://h/db)"
+            )
+        self._client, self._db = client, client[name]
+        try:
+            await self.ping()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        client, self._client, self._db = self._client, None, None
+        if client is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await client.close()
+
+    def _database(self) -> AsyncDatabase[dict[str, Any]]:
+        if self._db is None:
+            raise ConnectorUnavailable(self.config.name, "connector is not open")
+        return self._db
+
+    async def ping(self) -> None:
+        db = self._database()
+        seconds = self.config.connect_timeout_seconds
+        try:
+            with anyio.fail_after(seconds + CLIENT_GRACE_S):
+                await db.command("ping")
+        except TimeoutError as exc:
+            raise ConnectorUnavailable(self.config.name, "ping timed out") from exc
+        except PyMongoError as exc:
+            raise ConnectorUnavailable(self.config.name, f"unreachable: {_reason(exc)}") from exc
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
+        db_name = self.config.name
+        query = parse(statement, db_name)
+        coll = self._database()[query.collection]
+        deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
+        if query.is_write:
+            if statement.readonly:
+                raise QueryFailed(
+                    db_name,
+                    f"`{query.operation}` writes; this statement is read-only",
+                    suggestion="writes need a write grant (W/RW) in the permissions",
+                )
+            n = await self._write(coll, query, statement, deadline)
+            yield Batch([Column("rows_affected", "BIGINT")], rows=[(n,)])
+            return
+        if statement.readonly and (stages := write_stages(query.pipeline)):
+            raise QueryFailed(db_name, f"{', '.join(stages)} writes; this statement is read-only")
+        shaper = RowShaper()
+        make = shaper.arrow if statement.bulk else shaper.rows
+        max_time_ms = self._max_time_ms(query, statement)
+        match query.operation:
+            case "count":
+                with self._errors(statement, deadline):
+                    n = await coll.count_documents(
+                        query.filter, maxTimeMS=max_time_ms, **_count_args(query)
+                    )
+                yield make([{"count": n}])
+            case "distinct":
+                assert query.key is not None
+                with self._errors(statement, deadline):
+                    values = await coll.distinct(
+                        query.key, query.filter, maxTimeMS=max_time_ms, **query.options()
+                    )
+                if statement.max_rows is not None:
+                    values = values[: statement.max_rows]
+                step = max(1, statement.batch_size)
+                for at in range(0, max(len(values), 1), step):
+                    yield make([{query.key: v} for v in values[at : at + step]])
+            case "findOne":
+                with self._errors(statement, deadline):
+                    doc = await coll.find_one(
+                        query.filter,
+                        query.projection,
+                        sort=query.sort,
+                        skip=query.skip or 0,
+                        max_time_ms=max_time_ms,
+                        **query.options(),
+                    )
+                if doc is None:
+                    yield Batch(_projected_columns(query.projection), rows=[])
+                else:
+                    self._note_objectids(query.collection, [doc])
+                    yield make([doc])
+            case _:
+                async for batch in self._stream_cursor(coll, query, statement, deadline, shaper):
+                    yield batch
+
+    async def _stream_cursor(
+        self,
+        coll: AsyncCollection[dict[str, Any]],
+        query: MongoQuery,
+        statement: Statement,
+        deadline: float,
+        shaper: RowShaper,
+    ) -> AsyncIterator[Batch]:
+        batch_size = max(1, statement.batch_size)
+        limit = statement.max_rows
+        cursor: Any = None
+        try:
+            with self._errors(statement, deadline):
+                cursor = await self._open_cursor(coll, query, statement, batch_size)
+            sent = 0
+            while limit is None or sent < limit:
+                want = batch_size if limit is None else min(batch_size, limit - sent)
+                if statement.bulk:
+                    batch = await self._next_raw(cursor, shaper, statement, deadline, want)
+                    if batch is None:
+                        break
+                    got = len(batch)
+                else:
+                    with self._errors(statement, deadline):
+                        docs = await cursor.to_list(want)
+                    if sent == 0 and docs:
+                        self._note_objectids(query.collection, docs)
+                    got = len(docs)
+                    batch = shaper.rows(docs) if docs else None
+                if batch is None or got == 0:
+                    break
+                sent += got
+                yield batch
+                if not statement.bulk and got < want:
+                    break
+            if sent == 0:
+                yield Batch(_projected_columns(query.projection), rows=[])
+        finally:
+            if cursor is not None:
+                await _close_cursor(cursor)
+
+    async def _open_cursor(
+        self,
+        coll: AsyncCollection[dict[str, Any]],
+        query: MongoQuery,
+        statement: Statement,
+        batch_size: int,
+    ) -> Any:
+        """A find/aggregate cursor; raw BSON batches on the bulk path (decoded off the loop)."""
+        max_time_ms = self._max_time_ms(query, statement)
+        if query.operation == "aggregate":
+            extra = query.options()
+            if "allowDiskUse" in query.body:
+                extra["allowDiskUse"] = bool(query.body["allowDiskUse"])
+            agg = coll.aggregate_raw_batches if statement.bulk else coll.aggregate
+            return await agg(query.pipeline, batchSize=batch_size, maxTimeMS=max_time_ms, **extra)
+        find = coll.find_raw_batches if statement.bulk else coll.find
+        return find(
+            query.filter,
+            query.projection,
+            sort=query.sort,
+            skip=query.skip or 0,
+            limit=_find_limit(query.limit, statement.max_rows),
+            batch_size=batch_size,
+            max_time_ms=max_time_ms,
+            **query.options(),
+        )
+
+    async def _next_raw(
+        self, cursor: Any, shaper: RowShaper, statement: Statement, deadline: float, want: int
+    ) -> Batch | None:
+        """The next server batch as Arrow, decoded and flattened in a worker thread.
+
+        Bulk results never build Python documents on the event loop: the driver hands over
+        the reply's raw BSON and `bson.decode_all` + the shaper run in a thread.
+        """
+        with self._errors(statement, deadline):
+            try:
+                data = await cursor.next()
+            except StopAsyncIteration:
+                return None
+            return await anyio.to_thread.run_sync(_decode_batch, data, shaper, want)
+
+    def _max_time_ms(self, query: MongoQuery, statement: Statement) -> int:
+        ms = max(1, int(statement.timeout * 1000))
+        return min(ms, query.max_time_ms) if query.max_time_ms else ms
+
+    def _note_objectids(self, collection: str, docs: list[dict[str, Any]]) -> None:
+        """Remember the fields holding ObjectIds, for the link filter's ObjectId rule."""
+        found = {k for k, v in docs[0].items() if isinstance(v, ObjectId)}
+        known = self._objectid_fields.get(collection, frozenset())
+        if not found <= known:
+            self._objectid_fields[collection] = known | found
+
+    @contextlib.contextmanager
+    def _errors(self, statement: Statement, deadline: float) -> Iterator[None]:
+        """Map PyMongo errors (and the client-side deadline) onto connector errors."""
+        db = self.config.name
+        with anyio.CancelScope(deadline=deadline) as scope:
+            try:
+                yield
+            except PyMongoError as exc:
+                raise _mapped(db, exc, statement.timeout) from exc
+            except (BSONError, ValueError, TypeError) as exc:
+                # the driver validates arguments (sort spec, hint, documents) before sending
+                raise QueryFailed(db, f"invalid MQL: {exc}") from exc
+        if scope.cancelled_caught:
+            raise QueryTimedOut(db, statement.timeout)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def execute_write(self, statement: Statement) -> int:
+        query = parse(statement, self.config.name)
+        if not query.is_write:
+            raise QueryFailed(
+                self.config.name, f"`{query.operation}` is a read; execute_write takes writes"
+            )
+        coll = self._database()[query.collection]
+        deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
+        return await self._write(coll, query, statement, deadline)
+
+    async def _write(
+        self,
+        coll: AsyncCollection[dict[str, Any]],
+        query: MongoQuery,
+        statement: Statement,
+        deadline: float,
+    ) -> int:
+        body, extra = query.body, query.options()
+        upsert = bool(body.get("upsert", False))
+        with self._errors(statement, deadline), pymongo.timeout(statement.timeout):
+            match query.operation:
+                case "insertOne":
+                    await coll.insert_one(body["document"], comment=body.get("comment"))
+                    return 1
+                case "insertMany":
+                    result = await coll.insert_many(
+                        body["documents"], ordered=True, comment=body.get("comment")
+                    )
+                    return len(result.inserted_ids)
+                case "updateOne" | "updateMany":
+                    fn = coll.update_one if query.operation == "updateOne" else coll.update_many
+                    res = await fn(query.filter, body["update"], upsert=upsert, **extra)
+                    return res.modified_count + (res.upserted_id is not None)
+                case "replaceOne":
+                    res = await coll.replace_one(
+                        query.filter, body["replacement"], upsert=upsert, **extra
+                    )
+                    return res.modified_count + (res.upserted_id is not None)
+                case "deleteOne" | "deleteMany":
+                    fn = coll.delete_one if query.operation == "deleteOne" else coll.delete_many
+                    deleted = await fn(query.filter, **extra)
+                    return deleted.deleted_count
+        raise AssertionError(query.operation)  # parse() allows only the cases above
+
+    # -- discovery and links ---------------------------------------------------------------
+
+    async def discover(self) -> list[TableInfo]:
+        db = self._database()
+        statement = Statement("discover", timeout=max(self._default_timeout, 60.0))
+        deadline = anyio.current_time() + statement.timeout
+        with self._errors(statement, deadline):
+            tables, oid_fields = await mongo_discovery.discover(db)
+        self._objectid_fields.update(oid_fields)
+        return tables
+
+    def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
+        collection = statement.options.get("collection")
+        oid_fields = self._objectid_fields.get(collection, frozenset()) if collection else None
+        return apply_link(statement, link, self.config.name, oid_fields or frozenset())
+
+
+def _dsn_database(client: AsyncMongoClient[dict[str, Any]]) -> str | None:
+    try:
+        return client.get_default_database().name
+    except ConfigurationError:
+        return None
+
+
+def _find_limit(body_limit: int | None, max_rows: int | None) -> int:
+    """find's limit: the lower of the body's (0 = none) and the fetch cap."""
+    limits = [n for n in (body_limit, max_rows) if n]
+    return min(limits) if limits else 0
+
+
+def _count_args(query: MongoQuery) -> dict[str, Any]:
+    args = query.options()
+    if query.skip:
+        args["skip"] = query.skip
+    if query.limit:
+        args["limit"] = query.limit
+    return args
+
+
+def _projected_columns(projection: Mapping[str, Any] | None) -> list[Column]:
+    """Columns of an empty result, when an inclusion projection names them."""
+    if not projection:
+        return []
+    included = [k for k, v in projection.items() if v not in (0, False) and k != "_id"]
+    if not included:
+        return []
+    with_id = projection.get("_id", 1) not in (0, False)
+    names = (["_id"] if with_id else []) + included
+    return [Column(n, "VARCHAR") for n in names]
+
+
+def _decode_batch(data: bytes, shaper: RowShaper, want: int) -> Batch | None:
+    docs = bson.decode_all(data, DECODE_OPTIONS)
+    return shaper.arrow(docs[:want]) if docs else None
+
+
+async def _close_cursor(cursor: Any) -> None:
+    """Kill the cursor on the server, even while the caller is being cancelled."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_CURSOR_S):
+        with contextlib.suppress(PyMongoError, OSError):
+            await cursor.close()
+
+
+def _reason(exc: PyMongoError) -> str:
+    details = getattr(exc, "details", None)
+    if isinstance(details, Mapping) and details.get("errmsg"):
+        return str(details["errmsg"])
+    return str(exc).split(", full error:", 1)[0]
+
+
+def _mapped(db: str, exc: PyMongoError, seconds: float) -> Exception:
+    """One PyMongo error -> QueryTimedOut / ConnectorUnavailable / QueryFailed."""
+    if isinstance(exc, ExecutionTimeout | NetworkTimeout) or getattr(exc, "timeout", False):
+        return QueryTimedOut(db, seconds)
+    if isinstance(exc, OperationFailure) and exc.code in _TIMEOUT_CODES:
+        return QueryTimedOut(db, seconds)
+    if isinstance(exc, CursorNotFound):
+        return QueryFailed(db, f"the server lost the cursor mid-stream: {_reason(exc)}")
+    if isinstance(exc, ConnectionFailure):
+        return ConnectorUnavailable(db, f"connection lost: {_reason(exc)}")
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors") or [{}]
+        return QueryFailed(db, f"write failed: {errors[0].get('errmsg', exc)}")
+    if isinstance(exc, WriteError | OperationFailure):
+        return QueryFailed(db, _reason(exc))
+    return QueryFailed(db, str(exc))
