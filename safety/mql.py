@@ -93,6 +93,9 @@ class MqlAnalysis:
     unbounded: bool  # updateMany/deleteMany with an empty filter
     structural: tuple[tuple[str, str | None], ...]
     injection_blocks: tuple[tuple[str, str | None], ...]
+    fields: tuple[str, ...] = ()  # top-level field names read, filtered, sorted or written
+    excluded: frozenset[str] = frozenset()  # fields a find projection excludes
+    returns_all: bool = False  # whole documents come back (no inclusion projection)
 
 
 @lru_cache(maxsize=4096)
@@ -144,7 +147,11 @@ def analyse_mql(text: str) -> MqlAnalysis:
     collection = body.get("collection")
     filter_ = body.get("filter")
     unbounded = op_name in ("updateMany", "deleteMany") and not filter_
+    fields, excluded, returns_all = _fields(body, op_name)
     return MqlAnalysis(
+        fields=fields,
+        excluded=excluded,
+        returns_all=returns_all,
         body=body,
         error=None,
         suggestion=None,
@@ -156,6 +163,50 @@ def analyse_mql(text: str) -> MqlAnalysis:
         structural=tuple(structural),
         injection_blocks=tuple(blocks),
     )
+
+
+def _fields(body: dict[str, Any], op_name: str) -> tuple[tuple[str, ...], frozenset[str], bool]:
+    """Field names the body touches (over-approximated: any non-operator key or `$path`)."""
+    found: dict[str, None] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and not key.startswith("$"):
+                    found[key.split(".", 1)[0]] = None
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, str) and node.startswith("$") and not node.startswith("$$"):
+            found[node[1:].split(".", 1)[0]] = None
+
+    for name in ("filter", "sort", "pipeline", "update", "replacement", "document", "documents"):
+        walk(body.get(name))
+    if isinstance(body.get("key"), str):
+        found[body["key"].split(".", 1)[0]] = None
+    projection = body.get("projection")
+    excluded: set[str] = set()
+    returns_all = False
+    if op_name in ("find", "findOne"):
+        included = []
+        if isinstance(projection, dict):
+            for key, value in projection.items():
+                name = str(key).split(".", 1)[0]
+                if value in (0, False):
+                    excluded.add(name)
+                else:
+                    included.append(name)
+        found.update(dict.fromkeys(included))
+        returns_all = not included
+    elif op_name == "aggregate":
+        stages = body.get("pipeline") or []
+        shaping = ("$project", "$group", "$count", "$replaceRoot", "$replaceWith")
+        returns_all = not any(
+            isinstance(st, dict) and any(k in st for k in shaping) for st in stages
+        )
+    found.pop("_id", None)
+    return tuple(found), frozenset(excluded), returns_all
 
 
 def _failed(error: str, suggestion: str | None) -> MqlAnalysis:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from safety.mql import MqlAnalysis
 from safety.policy import GRANTS, UNBOUNDED, TableGrant, level_for
 from safety.verdicts import Allow, Block, Verdict
 
@@ -43,7 +44,10 @@ class RbacGate:
                     grant = grants[ref]
                     if not grant.allows(UNBOUNDED):
                         return _unbounded(step, ref, grant, op)
-        columns = getattr(step.analysis, "columns", ())
+        a = step.analysis
+        if isinstance(a, MqlAnalysis):
+            return _mql_fields(step, a, step.grant(step.declared())) or Allow(", ".join(decided))
+        columns = a.columns
         for use in columns:
             grant = grants.get(use.table)
             if grant is None:
@@ -87,3 +91,28 @@ def _unbounded(step: StepContext, ref: TableRef, grant: TableGrant, op: str) -> 
         f"add a WHERE clause, or set `{ref.display}: RWA` under {grant.tables_path}",
         grant.label,
     )
+
+
+def _mql_fields(step: StepContext, a: MqlAnalysis, grant: TableGrant) -> Block | None:
+    denied = grant.deny_columns
+    if not denied:
+        return None
+    where = f"{step.step.database}.{step.step.table}"
+    for field in a.fields:
+        if field.lower() in denied:
+            return Block(
+                f"Access denied: field {where}.{field} is denied; policy "
+                f"{grant.entry}.deny_columns",
+                f"remove {field} from the body, or from {grant.entry}.deny_columns",
+                f"{grant.entry}.deny_columns",
+            )
+    hidden = {f.lower() for f in a.excluded}
+    if a.returns_all and not denied <= hidden:
+        return Block(
+            f"Access denied: whole documents of {where} would return denied fields "
+            f"({', '.join(sorted(denied))})",
+            "list the fields you need in `projection` (or a $project stage), or exclude the "
+            "denied ones",
+            f"{grant.entry}.deny_columns",
+        )
+    return None
