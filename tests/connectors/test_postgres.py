@@ -74,6 +74,14 @@ async def test_connections_come_back_read_only_and_clean(pg) -> None:
     # after a write the next read still runs in a read-only transaction with the default
     # statement_timeout (RESET ALL on release)
     await pg.execute_write(Statement("CREATE TABLE IF NOT EXISTS q_clean (a int)", readonly=False))
+    # a per-statement timeout on the single-fetch path is a session SET: it must not stick
+    batch = [
+        b
+        async for b in pg.stream(
+            Statement("SELECT current_setting('statement_timeout') AS st", max_rows=2, timeout=7)
+        )
+    ][0]
+    assert batch.rows == [("7s",)]
     for _ in range(3):
         batch = [
             b
