@@ -753,5 +753,6 @@ def build_run_manager(
             None, "SLUICE_IDEMPOTENCY_TTL_SECS", "idempotency_ttl_seconds", 86_400.0, float
         ),
         stale_secs=setting(None, "SLUICE_RUN_STALE_SECS", "run_stale_seconds", 15.0, float),
+        log_capacity=setting(None, "SLUICE_RUN_LOG_LINES", "run_log_lines", 1_000),
         hooks=m.RunMetrics(),
     )

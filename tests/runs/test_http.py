@@ -645,3 +645,29 @@ def test_cli_submit_wait_and_output(server: RunServer, tmp_path: Path) -> None:
     with contextlib.redirect_stdout(outbuf):
         assert args.func(args) == 0
     assert "completed" in outbuf.getvalue()
+
+
+def test_client_queries(server: RunServer) -> None:
+    with server.client() as c:
+        simple = c.query("pg", "run_items", "SELECT id FROM run_items WHERE id <= 3 ORDER BY id")
+        assert simple["status"] == "ok"
+        assert simple["data"]["rows"] == [{"id": 1}, {"id": 2}, {"id": 3}]
+        steps = [
+            {
+                "step_id": "a",
+                "database": "pg",
+                "table": "run_items",
+                "query": "SELECT id, kind FROM run_items",
+            }
+        ]
+        fed = c.federated(steps, "SELECT kind, count(*) AS n FROM a GROUP BY kind ORDER BY kind")
+        assert fed["data"]["rows"] == [
+            {"kind": 0, "n": 83},
+            {"kind": 1, "n": 84},
+            {"kind": 2, "n": 83},
+        ]
+        paged = list(c.result_rows(fed["request_id"], size=2))
+        assert paged == fed["data"]["rows"]
+        with pytest.raises(ApiFailure) as info:
+            c.query("pg", "run_items", "DELETE FROM run_items")
+        assert info.value.status == 403 and info.value.code == "RBAC_GATE"
