@@ -167,9 +167,13 @@ class SQLiteConnector:
         self._opened = False
         with self._lock:
             free, self._free = self._free, []
-        for conn in free:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+
+        def close_all() -> None:
+            for conn in free:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+        await anyio.to_thread.run_sync(close_all)
 
     async def ping(self) -> None:
         async with self._connection(readonly=True, statement=None) as conn:
