@@ -6,7 +6,7 @@ The CLI and Python scripts take the same QueryService path as the HTTP handlers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -15,6 +15,8 @@ from api.envelopes import DryRunResponse, QuerySuccess, SimpleQueryRequest
 from api.middleware import new_request_id
 from api.service import QueryService, RequestContext, audit_log_for, build_service
 from engine.config import Config
+from engine.federated import StepProgress
+from engine.ir import FederatedQuery
 
 
 @contextlib.asynccontextmanager
@@ -49,6 +51,11 @@ class LocalSession:
         req = SimpleQueryRequest(database=database, table=table, query=query,
                                  language=language, dry_run=dry_run)
         return await self.service.simple(req, self.context())
+
+    async def federated(self, query: FederatedQuery, *,
+                        on_progress: Callable[[StepProgress], None] | None = None,
+                        ) -> QuerySuccess | DryRunResponse:
+        return await self.service.federated(query, self.context(), on_progress=on_progress)
 
     async def rows(self, database: str, table: str, query: str) -> list[dict[str, Any]]:
         result = await self.simple(database, table, query)

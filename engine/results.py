@@ -220,6 +220,11 @@ class ResultStore:
             table = file.read_row_groups(groups)
         return table.slice(start - first_offset, stop - start).to_pylist()
 
+    def file(self, request_id: str) -> Path:
+        """The stored result's Parquet file (whole-result downloads). Raises ResultNotFound."""
+        self._entry(request_id)
+        return self._path(request_id)
+
     def info(self, request_id: str) -> tuple[list[str], int]:
         entry = self._entry(request_id)
         return entry.columns, entry.total

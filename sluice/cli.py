@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 
 EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 DEMO_DIR = ".sluice/demo"
@@ -75,14 +76,30 @@ def cmd_query(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from sluice.errors import SluiceError
 
+    if args.file is None and (args.query is None or not args.database or not args.table):
+        print("sluice query: give -d DATABASE -t TABLE \"QUERY\", or -f dag.yaml",
+              file=sys.stderr)
+        return EXIT_ERROR
+    dag = None
+    if args.file is not None:
+        from engine.dagfile import load_dag
+
+        dag = load_dag(args.file)
+        if args.dry_run:
+            dag = msgspec.structs.replace(dag, dry_run=True)
     path, _ = resolve_config_path(args.config)
     config = load_config(path)
 
     async def go() -> int:
         async with open_service(config) as session:
             try:
-                result = await session.simple(args.database, args.table, args.query,
-                                              language=args.language, dry_run=args.dry_run)
+                if dag is not None:
+                    progress = Progress(sys.stderr)
+                    result = await session.federated(dag, on_progress=progress)
+                    progress.done()
+                else:
+                    result = await session.simple(args.database, args.table, args.query,
+                                                  language=args.language, dry_run=args.dry_run)
             except QueryBlocked as exc:
                 b = exc.block
                 print(f"blocked by {b.stage}: {b.reason}", file=sys.stderr)
@@ -94,15 +111,67 @@ def cmd_query(args: argparse.Namespace) -> int:
                 if exc.suggestion:
                     print(f"suggestion: {exc.suggestion}", file=sys.stderr)
                 return EXIT_ERROR
-        if not isinstance(result, QuerySuccess) or args.format == "json":
-            sys.stdout.write(ENCODER.encode(result).decode() + "\n")
-            return EXIT_OK
-        for w in result.safety.warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        write_rows(result.data.columns, result.data.rows, args.format, sys.stdout)
+            if not isinstance(result, QuerySuccess):
+                sys.stdout.write(ENCODER.encode(result).decode() + "\n")
+                return EXIT_OK
+            for w in result.safety.warnings:
+                print(f"warning: {w}", file=sys.stderr)
+            if args.output:
+                return write_output(session, result, args.output)
+            if args.format == "json":
+                sys.stdout.write(ENCODER.encode(result).decode() + "\n")
+                return EXIT_OK
+            write_rows(result.data.columns, result.data.rows, args.format, sys.stdout)
+            if result.data.truncated and dag is not None:
+                print(f"({result.data.row_count} rows in all; write them with -o out.parquet)",
+                      file=sys.stderr)
         return EXIT_OK
 
     return anyio.run(go)
+
+
+class Progress:
+    """Progress of long work on stderr: nothing for the first second, then per step its rows
+    so far (at most once a second) and when it finishes."""
+
+    QUIET_MS = 1000.0
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.last: dict[str, float] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.at_ms < self.QUIET_MS or event.event in ("started", "native_query"):
+            return
+        now = event.at_ms
+        if event.event == "batch" and now - self.last.get(event.step_id, -1e9) < 1000.0:
+            return
+        self.last[event.step_id] = now
+        print(f"  {event.step_id}: {event.event:<12} {event.rows:>12,} rows "
+              f"{event.batches:>6} batches  {event.at_ms / 1000:8.2f}s", file=self.out)
+
+    def done(self) -> None:
+        self.out.flush()
+
+
+def write_output(session: Any, result: Any, target: str) -> int:
+    """The whole stored result (not only the inline rows) to a file, by its extension."""
+    from engine.export import format_for, iter_chunks
+
+    if result.metadata.result_pages is None and not result.metadata.steps:
+        print("-o needs a federated query (-f dag.yaml)", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        fmt = format_for(target)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    source = session.service.store.file(result.request_id)
+    with open(target, "wb") as out:
+        for chunk in iter_chunks(source, fmt):
+            out.write(chunk)
+    print(f"wrote {result.data.row_count:,} rows to {target}", file=sys.stderr)
+    return EXIT_OK
 
 
 def write_rows(columns: Sequence[str], rows: list[dict[str, Any]], fmt: str, out: Any) -> None:
@@ -206,9 +275,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
-    from safety.audit import tail
-
     from engine.config import load_config
+    from safety.audit import tail
 
     path, _ = resolve_config_path(args.config)
     config = load_config(path)
@@ -237,11 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ASGI server (hypercorn by default; see README Performance)")
     s.set_defaults(func=cmd_serve)
 
-    q = sub.add_parser("query", help="run one query in-process and print the result")
-    q.add_argument("query")
+    q = sub.add_parser("query", help="run a query (or -f dag.yaml) in-process")
+    q.add_argument("query", nargs="?")
     q.add_argument("--config")
-    q.add_argument("--database", "-d", required=True)
-    q.add_argument("--table", "-t", required=True)
+    q.add_argument("--file", "-f", help="a federated query (steps + merge) in YAML or JSON")
+    q.add_argument("--output", "-o", help="write the whole result: .parquet, .csv or .ndjson")
+    q.add_argument("--database", "-d")
+    q.add_argument("--table", "-t")
     q.add_argument("--language")
     q.add_argument("--format", choices=["table", "json", "csv"], default="table")
     q.add_argument("--dry-run", action="store_true")

@@ -82,3 +82,56 @@ def test_demo_is_created_once_and_queryable(tmp_path: Path) -> None:
                "SELECT count(*) AS n FROM page_views", cwd=tmp_path)
     assert r.stdout.splitlines() == ["n", "6000"]
     assert (demo / "shop.sqlite").stat().st_mtime_ns == stamp  # not rebuilt
+
+
+DAG = """\
+steps:
+  - step_id: p
+    database: lite
+    table: people
+    query: SELECT id, name FROM people
+  - step_id: v
+    database: duck
+    table: visits
+    query: SELECT person_id, ms FROM visits
+    depends_on: [p]
+    link_from: id
+    link_to: person_id
+merge: |
+  SELECT p.name, count(*) AS n, sum(v.ms) AS ms FROM p JOIN v ON v.person_id = p.id
+  GROUP BY p.name ORDER BY p.name
+"""
+
+
+def test_query_federated_dag_file_to_table_and_files(tmp_path: Path) -> None:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    lite, duck = tmp_path / "l.sqlite", tmp_path / "d.duckdb"
+    con = sqlite3.connect(lite)
+    con.executescript("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);"
+                      "INSERT INTO people VALUES (1, 'a'), (2, 'b'), (3, 'c');")
+    con.commit()
+    con.close()
+    d = duckdb.connect(str(duck))
+    d.execute("CREATE TABLE visits AS SELECT i AS id, 1 + i % 2 AS person_id, i AS ms "
+              "FROM range(10) t(i)")
+    d.close()
+    (tmp_path / "sluice.yaml").write_text(
+        f"databases:\n  - name: lite\n    type: sqlite\n    path: {lite}\n"
+        f"  - name: duck\n    type: duckdb\n    path: {duck}\n"
+        "permissions:\n  default:\n    lite: {level: R}\n    duck: {level: R}\n")
+    (tmp_path / "dag.yaml").write_text(DAG)
+    r = sluice("query", "-f", "dag.yaml", "--format", "csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # person 1 has the even ids 0..8 (sum 20), person 2 the odd ones (sum 25)
+    assert r.stdout.splitlines() == ["name,n,ms", "a,5,20", "b,5,25"]
+    r = sluice("query", "-f", "dag.yaml", "-o", "out.parquet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 2 rows to out.parquet" in r.stderr
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist() == [
+        {"name": "a", "n": 5, "ms": 20}, {"name": "b", "n": 5, "ms": 25}]
+    (tmp_path / "bad.yaml").write_text(DAG.replace("link_to", "link_too"))
+    r = sluice("query", "-f", "bad.yaml", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "line 12: steps[1].link_too: unknown key 'link_too'" in r.stderr

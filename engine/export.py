@@ -1,0 +1,51 @@
+"""A stored result (one Parquet file) as Parquet, CSV or NDJSON bytes, one row group at a
+time, so memory stays at one batch whatever the result's size. Blocking: call the iterator
+from a worker thread in async code."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+FORMATS: dict[str, str] = {
+    "parquet": "application/vnd.apache.parquet",
+    "csv": "text/csv",
+    "ndjson": "application/x-ndjson",
+}
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+
+def format_for(path: str | Path) -> str:
+    """The export format named by a file's extension (.parquet, .csv, .ndjson/.jsonl)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    fmt = {"jsonl": "ndjson", "pq": "parquet"}.get(suffix, suffix)
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot tell the format of {path!s}: use .parquet, .csv or .ndjson")
+    return fmt
+
+
+def iter_chunks(path: str | Path, fmt: str, *, chunk: int = 1 << 20,
+                batch_rows: int = 10_000) -> Iterator[bytes]:
+    if fmt == "parquet":
+        with open(path, "rb") as f:
+            while data := f.read(chunk):
+                yield data
+        return
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        first = True
+        for batch in file.iter_batches(batch_size=batch_rows):
+            if fmt == "csv":
+                buf = io.BytesIO()
+                pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=first))
+                first = False
+                yield buf.getvalue()
+            elif fmt == "ndjson":
+                yield b"".join(_ENCODER.encode(r) + b"\n" for r in batch.to_pylist())
+            else:
+                raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
