@@ -62,6 +62,9 @@ for _name, _status in (("StepFailed", 500), ("MergeFailed", 500), ("MergeBlocked
 def status_for(exc: BaseException) -> int:
     if isinstance(exc, ApiError):
         return exc.status
+    if isinstance(exc, engine_errors.StepFailed):
+        # a step's failure keeps its cause's server-side status: timeout 504, unreachable 503
+        return max(500, status_for(exc.cause))
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]

@@ -62,9 +62,15 @@ async def run_simple(step: CheckedStep, state: DatabaseState) -> StepResult:
     return result
 
 
+SMALL_READ_ROWS = 100_000
+
+
 def _batch_size(step: CheckedStep) -> int:
+    """The whole capped result in one batch: the response holds every row anyway, and a
+    read whose row limit fits one batch is a single round trip (no server-side cursor, which
+    costs ~0.5 ms more on PostgreSQL)."""
     if step.row_cap is not None:
-        return max(1, min(step.row_cap + 1, 10_000))
+        return max(1, min(step.row_cap + 1, SMALL_READ_ROWS))
     return 10_000
 
 
