@@ -140,6 +140,8 @@ class AuditLog:
             with anyio.CancelScope(shield=True):
                 rest = self._take([])
                 await anyio.to_thread.run_sync(self._finish, fh, rest)
+                # the writer is gone: later record() calls count as drops
+                self._send.close()
                 self._receive.close()
 
     def _take(self, batch: list[dict[str, Any]]) -> list[bytes]:
