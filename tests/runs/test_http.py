@@ -98,9 +98,18 @@ databases:
     database: {pg.database}
     user: {pg.user}
     pool_size: 4
+  - name: gone
+    type: postgresql
+    host: 127.0.0.1
+    port: {free_port()}
+    database: x
+    user: postgres
+    connect_timeout_seconds: 1
 permissions:
   default:
     pg:
+      level: R
+    gone:
       level: R
 safety:
   max_rows_per_query: 100000
@@ -297,13 +306,21 @@ def test_doctor_first(server: RunServer) -> None:
         record = wait_for(c, run["run_id"], "completed", "failed")
         (probe,) = record["doctor_report"]
         assert probe["database"] == "pg" and probe["ok"] is True and probe["error"] is None
+    two = DAG_YAML.replace("database: pg", "database: gone", 1)
+    with server.http() as h:
+        r = h.post("/v1/runs", json={"config": two, "doctor_first": True})
+    body = assert_error_envelope(r, 422, "doctor_failed")
+    report = {p["database"]: p for p in body["error"]["details"]["report"]}
+    assert report["pg"]["ok"] is True
+    assert report["gone"]["ok"] is False and report["gone"]["error"]
 
 
 def test_cancel_running_stops_postgres(server: RunServer, seeded_pg: PgServer) -> None:
     with server.client() as c:
         try:
             run = c.submit_run(slow_dag("cancel-running"), config_format="json")
-            wait_for(c, run["run_id"], "running")
+            live = wait_for(c, run["run_id"], "running")
+            assert live["finished_at"] is None and live["elapsed_secs"] is not None
             deadline = time.monotonic() + 15
             while slow_queries(seeded_pg, marker("cancel-running")) == 0:
                 assert time.monotonic() < deadline, "the slow query never reached PostgreSQL"
@@ -393,9 +410,10 @@ def test_concurrent_submits_with_one_key_create_one_run(server: RunServer) -> No
 
 def test_list_filters_and_cursor(server: RunServer) -> None:
     with server.client() as c:
-        ids = [c.submit_run(DAG_YAML, name="paged")["run_id"] for _ in range(5)]
-        for run_id in ids:
-            wait_for(c, run_id, "completed")
+        ids = []
+        for _ in range(5):  # one at a time: the queue holds 3
+            ids.append(c.submit_run(DAG_YAML, name="paged")["run_id"])
+            wait_for(c, ids[-1], "completed")
         seen: list[str] = []
         cursor = None
         while True:
@@ -458,7 +476,7 @@ def test_metrics_and_probes(server: RunServer) -> None:
         assert h.get("/healthz").json() == {"status": "ok"}
         ready = h.get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"]["databases"] == "1/1 reachable"
+        assert ready.json()["checks"]["databases"] == "1/2 reachable"
         before = h.get("/metrics").text
         h.get("/v1/runs/does-not-exist")
         h.get("/no/such/route/xyz")
@@ -560,6 +578,15 @@ def test_sigterm_drains(seeded_pg: PgServer, tmp_path: Path) -> None:
         time.sleep(0.3)
         started = time.monotonic()
         srv.process.send_signal(signal.SIGTERM)
+        with srv.http() as h:  # draining: not ready, no new runs, reads still served
+            deadline = time.monotonic() + 1.5
+            while (ready := h.get("/readyz")).status_code != 503:
+                assert time.monotonic() < deadline, ready.text
+                time.sleep(0.05)
+            assert ready.json()["checks"]["run_store"] == "draining"
+            r = h.post("/v1/runs", json={"config": DAG_YAML})
+            assert_error_envelope(r, 503, "shutting_down")
+            assert h.get(f"/v1/runs/{slow}").json()["status"] == "running"
         srv.process.wait(timeout=30)
         reader.join(timeout=10)
         elapsed = time.monotonic() - started

@@ -248,3 +248,14 @@ async def test_drain_finishes_short_runs_and_cancels_long_ones(
         assert gone.error is not None and gone.error.reason == "shutdown"
         assert await active_sleeps(pg_server.dsn, long.run_id) == 0
         assert m.draining and not m.accepting
+
+
+async def test_idempotency_keys_expire(store_factory: StoreFactory, pg_server: PgServer) -> None:
+    async with running(store_factory, pg_server, key_ttl_secs=0.3) as m:
+        first, _ = await m.submit(dag("SELECT 1"), idempotency_key="short")
+        with pytest.raises(IdempotencyConflict):
+            await m.submit(dag("SELECT 2"), idempotency_key="short")
+        await anyio.sleep(0.4)
+        second, created = await m.submit(dag("SELECT 2"), idempotency_key="short")
+        assert created and second.run_id != first.run_id
+        assert await m.store.find_key("short") == (second.run_id, second.payload_hash)
