@@ -263,11 +263,16 @@ class MongoConnector:
             sent = 0
             while limit is None or sent < limit:
                 want = batch_size if limit is None else min(batch_size, limit - sent)
-                if statement.bulk:
+                if statement.bulk and query.operation == "find":
                     batch = await self._next_raw(cursor, shaper, statement, deadline, want)
                     if batch is None:
                         break
                     got = len(batch)
+                elif statement.bulk:
+                    with self._errors(statement, deadline):
+                        docs = await cursor.to_list(want)
+                    got = len(docs)
+                    batch = await anyio.to_thread.run_sync(shaper.arrow, docs) if docs else None
                 else:
                     with self._errors(statement, deadline):
                         docs = await cursor.to_list(want)
@@ -279,7 +284,7 @@ class MongoConnector:
                     break
                 sent += got
                 yield batch
-                if not statement.bulk and got < want:
+                if got < want and not (statement.bulk and query.operation == "find"):
                     break
             if sent == 0:
                 yield Batch(_projected_columns(query.projection), rows=[])
@@ -300,8 +305,12 @@ class MongoConnector:
             extra = query.options()
             if "allowDiskUse" in query.body:
                 extra["allowDiskUse"] = bool(query.body["allowDiskUse"])
-            agg = coll.aggregate_raw_batches if statement.bulk else coll.aggregate
-            return await agg(query.pipeline, batchSize=batch_size, maxTimeMS=max_time_ms, **extra)
+            # decoded even on the bulk path: aggregate_raw_batches trips an assertion in the
+            # driver on servers that inline the first batch (nx-27017); only the shaping moves
+            # to the worker thread then
+            return await coll.aggregate(
+                query.pipeline, batchSize=batch_size, maxTimeMS=max_time_ms, **extra
+            )
         find = coll.find_raw_batches if statement.bulk else coll.find
         return find(
             query.filter,
