@@ -1,0 +1,54 @@
+"""The hot-path changes the benchmark's profiles led to keep their meaning (timings are
+measured in bench/, never asserted here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.base import LinkFilter, Statement
+from connectors.sql_link import apply_link
+
+LINK = LinkFilter("id", [3, 1, 2], "BIGINT")
+CAP_FETCH = 20_000_001  # the guardrails' row cap + 1, as Statement.max_rows carries it
+
+
+@pytest.mark.parametrize(
+    ("dialect", "style", "expected"),
+    [
+        (
+            "mysql",
+            "format",
+            "SELECT id, status FROM orders WHERE id IN (%s, %s, %s) LIMIT 20000001",
+        ),
+        (
+            "postgres",
+            "dollar",
+            "SELECT id, status FROM orders WHERE id = ANY(CAST($1 AS BIGINT[])) LIMIT 20000001",
+        ),
+    ],
+)
+def test_the_guardrail_cap_keeps_the_link_filter_inside(
+    dialect: str, style: str, expected: str
+) -> None:
+    # the filter goes under the cap: wrapping made the database read up to the cap of
+    # unfiltered rows for each batch of link values
+    st = Statement(text="SELECT id, status FROM orders LIMIT 20000001", max_rows=CAP_FETCH)
+    got = apply_link(st, LINK, dialect=dialect, param_style=style)
+    assert got.text == expected
+    assert got.max_rows == CAP_FETCH
+
+
+def test_a_client_limit_is_still_wrapped() -> None:
+    # a LIMIT the client wrote limits the unfiltered rows, as written
+    st = Statement(text="SELECT id, status FROM orders LIMIT 10", max_rows=CAP_FETCH)
+    got = apply_link(st, LINK, dialect="mysql", param_style="format")
+    assert got.text == (
+        "SELECT * FROM (SELECT id, status FROM orders LIMIT 10) AS _sluice_link"
+        " WHERE _sluice_link.id IN (%s, %s, %s)"
+    )
+
+
+def test_a_limit_without_a_known_cap_is_wrapped() -> None:
+    st = Statement(text="SELECT id, status FROM orders LIMIT 20000001")
+    got = apply_link(st, LINK, dialect="mysql", param_style="format")
+    assert got.text.startswith("SELECT * FROM (SELECT id, status FROM orders LIMIT 20000001)")
