@@ -28,7 +28,6 @@ from anyio.abc import TaskStatus
 from engine.run_logs import LogLine, RunLog, RunLogs
 from engine.run_store import (
     RESTART_MESSAGE,
-    TERMINAL,
     IdempotencyConflict,
     RunError,
     RunRecord,
@@ -217,7 +216,9 @@ class RunManager:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Recover, then dispatch queued runs until cancelled; drains on the way out."""
+        """Recover, then dispatch queued runs until cancelled. Call `drain()` BEFORE
+        cancelling to give running runs their grace period: a plain cancel reaches them at
+        once (they end cancelled, reason shutdown); queued runs stay queued either way."""
         await self.store.open()
         try:
             await self._recover()
@@ -310,7 +311,11 @@ class RunManager:
         )
         # the buffer exists from submit, so an early SSE reader waits for lines
         buf = self.logs.open(record.run_id)
-        run, created = await self.store.insert(record, key_ttl=self.key_ttl)
+        try:
+            run, created = await self.store.insert(record, key_ttl=self.key_ttl)
+        except BaseException:
+            self.logs.drop(record.run_id)
+            raise
         if not created:
             self.logs.drop(record.run_id)
             self.hooks.replayed()
@@ -602,6 +607,3 @@ class RunManager:
                     self.logs.sweep()
             except Exception:
                 log.exception("run housekeeping failed")
-
-    def is_terminal(self, status: str) -> bool:
-        return status in TERMINAL
