@@ -201,11 +201,11 @@ class Execution:
         run.done.set()
         self._progress(run, "finished")
 
-    def _statement(self, run: StepRun) -> Statement:
+    def _statement(self, run: StepRun, *, linked: bool = False) -> Statement:
         cap = run.checked.row_cap
         bulk = run.node.link is not None or cap is None or cap > SMALL_ROWS
         size = self.batch_size or (10_000 if bulk else max(1, min((cap or 0) + 1, 10_000)))
-        return to_statement(run.checked, bulk=bulk, batch_size=size)
+        return to_statement(run.checked, bulk=bulk, linked=linked, batch_size=size)
 
     async def _stream(
         self,
@@ -270,7 +270,7 @@ class Execution:
         link = run.node.link
         assert feed is not None and link is not None
         slots = anyio.Semaphore(self.safety.link_batches_in_flight)
-        base = self._statement(run)
+        base = self._statement(run, linked=True)
 
         async def one_chunk(values: list[Any], out: ObjectSendStream[Message]) -> None:
             try:

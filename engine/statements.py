@@ -12,11 +12,15 @@ from safety.types import CheckedStep
 DEFAULT_BATCH_ROWS = 10_000
 
 
-def to_statement(step: CheckedStep, *, bulk: bool = False,
+def to_statement(step: CheckedStep, *, bulk: bool = False, linked: bool = False,
                  batch_size: int = DEFAULT_BATCH_ROWS) -> Statement:
-    """The connector statement for a checked step; `row_cap + 1` rows so truncation shows."""
+    """The connector statement for a checked step; `row_cap + 1` rows so truncation shows.
+
+    `linked`: the statement a link filter will be applied to, i.e. the checked text before
+    the row cap, so the cap counts rows that passed the filter (max_rows still enforces it).
+    """
     return Statement(
-        text=step.text,
+        text=step.link_text if linked and step.link_text is not None else step.text,
         timeout=step.timeout,
         readonly=step.readonly,
         max_rows=None if step.row_cap is None else step.row_cap + 1,

@@ -40,6 +40,7 @@ class StepContext:
         "language",
         "request",
         "row_cap",
+        "link_text",
         "step",
         "text",
         "timeout",
@@ -56,6 +57,7 @@ class StepContext:
         # written by GUARDRAILS
         self.text: str | None = None
         self.row_cap: int | None = None
+        self.link_text: str | None = None
         self.timeout: float = config.safety.query_timeout_seconds
 
     @property

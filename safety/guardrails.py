@@ -46,6 +46,9 @@ class Guardrails:
             step.row_cap = cap if a.returns_rows else None
             fetch = None if step.row_cap is None else step.row_cap + 1
             step.text = rewrite_sql(step.dialect, step.step.query, fetch)
+            step.link_text = (
+                step.text if fetch is None else rewrite_sql(step.dialect, step.step.query, None)
+            )
         if step.row_cap is not None:
             policy.append(f"safety.max_rows_per_query={cap}")
         return Allow(", ".join(policy))

@@ -151,6 +151,7 @@ def _checked(ctx: StepContext) -> t.CheckedStep:
         original=s.query,
         text=text,
         row_cap=ctx.row_cap,
+        link_text=ctx.link_text,
         timeout=ctx.timeout,
         readonly=operation == "SELECT",
         tables=list(dict.fromkeys(ref.display for ref, _ in ctx.access())) or [s.table],

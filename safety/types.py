@@ -54,6 +54,10 @@ class CheckedStep(msgspec.Struct, kw_only=True):
     timeout: float
     readonly: bool = True
     tables: list[str] = msgspec.field(default_factory=list)  # every table it touches
+    # The checked SQL without the row cap. A link filter goes into this text, so the cap
+    # counts rows after the filter (capping first would drop matching rows); the connector's
+    # max_rows (row_cap + 1) still enforces the cap. None: link into `text` (MQL filters first).
+    link_text: str | None = None
 
 
 class StageVerdict(msgspec.Struct, kw_only=True):

@@ -190,6 +190,7 @@ databases:
       level: R
 safety:
   max_rows_per_query: 100
+  inline_rows: 50
   query_timeout_seconds: 5
 {extra}"""
 
