@@ -15,12 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from api import metrics
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
 from api.openapi import build_openapi
 from api.responses import MsgspecResponse
 from api.routes import ENDPOINTS, Endpoint, routes
+from api.runs_routes import OPS_ENDPOINTS, RUN_ENDPOINTS, build_run_manager
 from api.service import audit_log_for, build_service
 from engine.config import Config
 from engine.results import ResultStore
@@ -46,9 +48,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return MsgspecResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(config: Config, *, startup_wait: float | None = None,
-               endpoints: list[Endpoint] | None = None) -> ASGIApp:
-    endpoints = endpoints if endpoints is not None else ENDPOINTS
+def build_app(config: Config, *, startup_wait: float | None = None,
+              endpoints: list[Endpoint] | None = None) -> tuple[ASGIApp, Starlette]:
+    """The middleware-wrapped ASGI app, and the Starlette app inside it (its `state` holds
+    the service and the run manager, which the server's SIGTERM handler drains)."""
+    endpoints = endpoints if endpoints is not None else [
+        *ENDPOINTS, *RUN_ENDPOINTS, *OPS_ENDPOINTS]
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
 
     @contextlib.asynccontextmanager
@@ -57,13 +62,17 @@ def create_app(config: Config, *, startup_wait: float | None = None,
         service = build_service(config, audit=audit)
         app.state.service = service
         app.state.catalog = service.catalog
+        runs = app.state.runs = build_run_manager(config, service)
+        metrics.bind(service.catalog, service.store)
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(audit.serve)
                 await tg.start(lambda task_status: service.catalog.serve(
                     startup_wait=startup_wait, task_status=task_status))
                 tg.start_soon(_evict_results, service.store)
+                await tg.start(runs.serve)
                 yield
+                await runs.drain()  # before cancelling: running runs get their grace period
                 tg.cancel_scope.cancel()
         finally:
             await service.catalog.close()
@@ -76,7 +85,13 @@ def create_app(config: Config, *, startup_wait: float | None = None,
 
     wrapped: ASGIApp = BearerAuth(app, config)
     wrapped = BodyLimitMiddleware(wrapped, config.server.body_limit_bytes)
-    return RequestIdMiddleware(wrapped)
+    wrapped = metrics.MetricsMiddleware(wrapped)
+    return RequestIdMiddleware(wrapped), app
+
+
+def create_app(config: Config, *, startup_wait: float | None = None,
+               endpoints: list[Endpoint] | None = None) -> ASGIApp:
+    return build_app(config, startup_wait=startup_wait, endpoints=endpoints)[0]
 
 
 async def _evict_results(store: ResultStore, every: float = 15.0) -> None:

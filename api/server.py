@@ -75,14 +75,45 @@ def serve(config_path: str, host: str, port: int, *, workers: int = 1,
         return _serve_granian(host, port, workers, access_log)
     hc = HypercornConfig()
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    hc.application_path = "api.server:app_from_env()"
-    hc.workers = workers
-    hc.worker_class = "uvloop"
     hc.accesslog = "-" if access_log else None
     hc.errorlog = "-"
     hc.graceful_timeout = 10
     hc.keep_alive_timeout = 30
+    if workers == 1:
+        return _serve_in_process(config, hc)
+    hc.application_path = "api.server:app_from_env()"
+    hc.workers = workers
+    hc.worker_class = "uvloop"
     return run(hc)
+
+
+def _serve_in_process(config: Config, hc: HypercornConfig) -> int:
+    """One worker: hypercorn in this process, so SIGTERM first drains (stop admitting runs,
+    /readyz 503, SSE streams end, running runs get their grace period) and only then does
+    hypercorn close the listener. Several workers drain at lifespan shutdown instead."""
+    import signal
+
+    import anyio
+    import uvloop
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    from api.app import build_app
+
+    asgi, app = build_app(config)
+
+    async def shutdown_trigger() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                break
+        runs = getattr(app.state, "runs", None)
+        if runs is not None:
+            await runs.drain()
+
+    async def main() -> None:
+        await hypercorn_serve(asgi, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+    anyio.run(main, backend_options={"loop_factory": uvloop.new_event_loop})
+    return 0
 
 
 def _serve_uvicorn(host: str, port: int, workers: int, access_log: bool) -> int:

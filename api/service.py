@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from api import metrics
 from api.envelopes import (
     Data,
     DryRunResponse,
@@ -20,6 +21,7 @@ from api.envelopes import (
     SafetyReport,
     SimpleQueryRequest,
 )
+from connectors.errors import QueryTimedOut
 from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
 from engine.federated import FederatedResult, StepProgress, explain, run_federated
 from engine.ir import FederatedQuery
@@ -29,7 +31,7 @@ from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepIn
 from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from engine.catalog import Catalog, DatabaseState
     from engine.config import Config
@@ -91,42 +93,41 @@ class QueryService:
         )
         outcome = pipeline.check(request, self.config)
         audit = self._audit_entry(ctx, request, outcome)
-        try:
-            if outcome.block is not None:
-                raise QueryBlocked(outcome.block)
-            step = outcome.steps[0]
-            report = SafetyReport(stages_passed=outcome.stages_passed,
-                                  warnings=list(outcome.warnings))
-            if req.dry_run:
-                return DryRunResponse(request_id=ctx.request_id, status="dry_run",
-                                      safety=report, steps=[dry_run_step(step)])
-            self._reachable(req.database)
-            if step.operation != "DDL" and await self.catalog.find_table(state, req.table) is None:
-                raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
-            result = await run_simple(step, state)
-            report.warnings.extend(result.warnings)
-            audit["rows"] = len(result.rows) if result.rows_affected is None else None
-            audit["rows_affected"] = result.rows_affected
-            return QuerySuccess(
-                request_id=ctx.request_id,
-                status="ok",
-                data=to_data(result),
-                safety=report,
-                metadata=Metadata(
-                    database=req.database,
-                    execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
-                    transport=ctx.transport,
-                    steps=[],
-                    merge_latency_ms=None,
-                ),
-            )
-        except BaseException as exc:
-            audit["error"] = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            if self.audit is not None:
-                self.audit.record(audit)
+        return await self._finishing(audit, started, self._simple_run(
+            req, ctx, state, outcome, audit, started))
+
+    async def _simple_run(self, req: SimpleQueryRequest, ctx: RequestContext,
+                          state: DatabaseState, outcome: SafetyOutcome, audit: dict[str, Any],
+                          started: float) -> QuerySuccess | DryRunResponse:
+        if outcome.block is not None:
+            raise QueryBlocked(outcome.block)
+        step = outcome.steps[0]
+        report = SafetyReport(stages_passed=outcome.stages_passed,
+                              warnings=list(outcome.warnings))
+        if req.dry_run:
+            return DryRunResponse(request_id=ctx.request_id, status="dry_run",
+                                  safety=report, steps=[dry_run_step(step)])
+        self._reachable(req.database)
+        if step.operation != "DDL" and await self.catalog.find_table(state, req.table) is None:
+            raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
+        result = await run_simple(step, state)
+        report.warnings.extend(result.warnings)
+        audit["rows"] = len(result.rows) if result.rows_affected is None else None
+        audit["rows_affected"] = result.rows_affected
+        audit["rows_by_step"] = {None: len(result.rows)}
+        return QuerySuccess(
+            request_id=ctx.request_id,
+            status="ok",
+            data=to_data(result),
+            safety=report,
+            metadata=Metadata(
+                database=req.database,
+                execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
+                transport=ctx.transport,
+                steps=[],
+                merge_latency_ms=None,
+            ),
+        )
 
     # -- federated --------------------------------------------------------------------------
     def check_federated(self, query: FederatedQuery,
@@ -153,36 +154,70 @@ class QueryService:
         started = time.perf_counter()
         outcome, request = self.check_federated(query, ctx)
         audit = self._audit_entry(ctx, request, outcome)
+        return await self._finishing(audit, started, self._federated_run(
+            query, ctx, outcome, audit, started, on_progress, result_id))
+
+    async def _federated_run(self, query: FederatedQuery, ctx: RequestContext,
+                             outcome: SafetyOutcome, audit: dict[str, Any], started: float,
+                             on_progress: Callable[[StepProgress], None] | None,
+                             result_id: str | None) -> QuerySuccess | DryRunResponse:
+        if outcome.block is not None:
+            raise QueryBlocked(outcome.block)
+        checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
+        report = SafetyReport(stages_passed=outcome.stages_passed,
+                              warnings=list(outcome.warnings))
+        if query.dry_run:
+            plan = explain(query, self.catalog.names(), keep=list(checked))
+            return DryRunResponse(request_id=ctx.request_id, status="dry_run",
+                                  safety=report, plan=repr(plan),
+                                  steps=[dry_run_step(s) for s in outcome.steps])
+        used = {s.database for s in outcome.steps}
+        states = {name: self._reachable(name) for name in sorted(used)}
+        result = await run_federated(
+            query, checked, {n: st.connector for n, st in states.items()},
+            sink=self.sink, store=self.store, safety=self.config.safety,
+            request_id=result_id or ctx.request_id, on_progress=on_progress,
+            limiters={n: st.limiter for n, st in states.items()},
+        )
+        report.warnings.extend(result.warnings)
+        audit["rows"] = result.row_count
+        audit["steps_meta"] = msgspec.to_builtins(result.steps)
+        audit["rows_by_step"] = {m.step_id: m.rows_returned for m in result.steps}
+        return federated_success(ctx, report, result, started)
+
+    async def _finishing(self, audit: dict[str, Any], started: float,
+                         work: Awaitable[QuerySuccess | DryRunResponse],
+                         ) -> QuerySuccess | DryRunResponse:
         try:
-            if outcome.block is not None:
-                raise QueryBlocked(outcome.block)
-            checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
-            report = SafetyReport(stages_passed=outcome.stages_passed,
-                                  warnings=list(outcome.warnings))
-            if query.dry_run:
-                plan = explain(query, self.catalog.names(), keep=list(checked))
-                return DryRunResponse(request_id=ctx.request_id, status="dry_run",
-                                      safety=report, plan=repr(plan),
-                                      steps=[dry_run_step(s) for s in outcome.steps])
-            used = {s.database for s in outcome.steps}
-            states = {name: self._reachable(name) for name in sorted(used)}
-            result = await run_federated(
-                query, checked, {n: st.connector for n, st in states.items()},
-                sink=self.sink, store=self.store, safety=self.config.safety,
-                request_id=result_id or ctx.request_id, on_progress=on_progress,
-                limiters={n: st.limiter for n, st in states.items()},
-            )
-            report.warnings.extend(result.warnings)
-            audit["rows"] = result.row_count
-            audit["steps_meta"] = msgspec.to_builtins(result.steps)
-            return federated_success(ctx, report, result, started)
+            response = await work
         except BaseException as exc:
             audit["error"] = f"{type(exc).__name__}: {exc}"
+            self._finish(audit, started, exc)
             raise
-        finally:
-            audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            if self.audit is not None:
-                self.audit.record(audit)
+        self._finish(audit, started, None)
+        return response
+
+    def _finish(self, audit: dict[str, Any], started: float,
+                exc: BaseException | None) -> None:
+        """Every query ends here: one audit line and the query metrics, whatever happened."""
+        audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        rows = audit.pop("rows_by_step", {})
+        blocked = audit.get("blocked")
+        if blocked is not None:
+            outcome = "blocked"
+            metrics.safety_blocked(blocked["stage"])
+        elif exc is None:
+            outcome = "ok"
+        elif isinstance(exc, QueryTimedOut) or isinstance(getattr(exc, "cause", None),
+                                                          QueryTimedOut):
+            outcome = "timeout"
+        else:
+            outcome = "error"
+        for step in audit["steps"]:
+            metrics.query_finished(step["database"], step["language"] or "sql", outcome,
+                                   rows.get(step["step_id"], 0))
+        if self.audit is not None:
+            self.audit.record(audit)
 
     def close(self) -> None:
         self.sink.close()

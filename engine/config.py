@@ -84,6 +84,13 @@ class ServerConfig(Base):
     discovery_ttl_seconds: PositiveFloat = 300.0
     audit_log: str | None = None  # default: <data_dir>/audit.jsonl
     max_concurrent_queries_per_database: PositiveInt = 64
+    max_concurrent_runs: PositiveInt = 4
+    max_queued_runs: PositiveInt = 100
+    run_store: str | None = None  # default: <data_dir>/runs.sqlite; or postgresql://...
+    run_grace_seconds: PositiveFloat = 30.0
+    idempotency_ttl_seconds: PositiveFloat = 86_400.0
+    run_stale_seconds: PositiveFloat = 15.0
+    run_log_lines: PositiveInt = 1_000
 
 
 class Config(Base):

@@ -36,6 +36,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path, demo = resolve_config_path(args.config)
     config = load_config(path)
+    # the run manager reads these in every worker process (api/runs_routes.build_run_manager)
+    for flag, env in ((args.max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS"),
+                      (args.max_queued_runs, "SLUICE_MAX_QUEUED_RUNS"),
+                      (args.run_store, "SLUICE_RUN_STORE")):
+        if flag is not None:
+            os.environ[env] = str(flag)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     url = f"http://{host}:{port}"
@@ -301,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure-no-auth", action="store_true",
                    help="allow binding off loopback without bearer tokens")
     s.add_argument("--access-log", action="store_true")
+    s.add_argument("--max-concurrent-runs", type=int,
+                   help="runs executing at once (default server.max_concurrent_runs)")
+    s.add_argument("--max-queued-runs", type=int,
+                   help="runs waiting at most; past it submit is a 429 with Retry-After")
+    s.add_argument("--run-store", help="run store URL: postgresql://... to share it between "
+                   "processes (default: <data_dir>/runs.sqlite)")
     s.add_argument("--server", choices=["hypercorn", "uvicorn", "granian"], default="hypercorn",
                    help="ASGI server (hypercorn by default; see README Performance)")
     s.set_defaults(func=cmd_serve)
@@ -337,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--file")
     t.add_argument("--follow", "-f", action="store_true")
     t.set_defaults(func=cmd_audit_tail)
+    from sluice.cli_runs import add_run_commands
+
+    add_run_commands(sub)
     return p
 
 
