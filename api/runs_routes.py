@@ -27,6 +27,7 @@ from api.envelopes import Body
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
+from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
 from engine.run_store import (
     IdempotencyConflict,
@@ -52,11 +53,6 @@ if TYPE_CHECKING:
     from engine.config import Config
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-RESULT_FORMATS = {
-    "parquet": "application/vnd.apache.parquet",
-    "csv": "text/csv",
-    "ndjson": "application/x-ndjson",
-}
 
 
 # -- bodies and envelopes ---------------------------------------------------------------------
@@ -491,12 +487,12 @@ async def run_logs(request: Request) -> Response:
 async def run_result(request: Request) -> Response:
     record = await _get(request)
     fmt = request.query_params.get("format", "parquet")
-    if fmt not in RESULT_FORMATS:
+    if fmt not in FORMATS:
         raise ApiError(
             400,
             "invalid_parameter",
             f"unknown format {fmt!r}",
-            suggestion=f"use one of {', '.join(RESULT_FORMATS)}",
+            suggestion=f"use one of {', '.join(FORMATS)}",
         )
     if record.status != "completed":
         raise ApiError(
@@ -514,45 +510,17 @@ async def run_result(request: Request) -> Response:
     name = f"{record.name or record.run_id}.{fmt}".replace('"', "")
     return StreamingResponse(
         stream_result(path, fmt),
-        media_type=RESULT_FORMATS[fmt],
+        media_type=FORMATS[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
-async def stream_result(path: Path, fmt: str, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-    """The file (parquet) or its row groups converted one batch at a time (csv, ndjson), read
-    in worker threads: memory stays at one batch whatever the result's size."""
-    if fmt == "parquet":
-        f = await anyio.open_file(path, "rb")
-        async with f:
-            while data := await f.read(chunk):
-                yield data
-        return
-    import io
-
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    file = await anyio.to_thread.run_sync(pq.ParquetFile, path)
-    batches = file.iter_batches(batch_size=10_000)
-    enc = msgspec.json.Encoder(decimal_format="number")
-    first = True
-    try:
-        while True:
-            batch = await anyio.to_thread.run_sync(next, batches, None)
-            if batch is None:
-                return
-            if fmt == "csv":
-                buf = io.BytesIO()
-                opts = pacsv.WriteOptions(include_header=first)
-                await anyio.to_thread.run_sync(pacsv.write_csv, batch, buf, opts)
-                first = False
-                yield buf.getvalue()
-            else:
-                rows = await anyio.to_thread.run_sync(batch.to_pylist)
-                yield b"".join(enc.encode(r) + b"\n" for r in rows)
-    finally:
-        file.close()
+async def stream_result(path: Path, fmt: str) -> AsyncIterator[bytes]:
+    """The stored result converted one row group at a time in a worker thread
+    (engine/export.py): memory stays at one batch whatever the result's size."""
+    chunks = iter_chunks(path, fmt)
+    while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+        yield chunk
 
 
 # -- ops --------------------------------------------------------------------------------------
