@@ -24,6 +24,7 @@ from connectors.base import LinkFilter, Statement
 WRAP_ALIAS = "_sluice_link"
 _MARK = "__sluice_p{}__"
 _MARK_RE = re.compile(r"__sluice_p(\d+)__")
+_LIST = "__sluice_list__"  # the IN list's placeholders, filled in per batch
 _SAFE_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _FORMAT_TOKEN = re.compile(r"%%|%s")
 
@@ -87,40 +88,55 @@ def apply_link(
     """
     values = link_values(link.values)
     text = statement.text
-    if "__sluice_p" in text:
+    if "__sluice_p" in text or _LIST in text:
         raise LinkRewriteError("statement text contains the reserved marker __sluice_p")
     existing = list(statement.params)
-    if param_style == "format":
-        text = _format_to_markers(text, len(existing)) if existing else text
-    tree = _parse(text, dialect).copy()
-
-    n_old = len(existing)
     if not values:
-        predicate_for = _never
-        new_params: list[Any] = []
+        kind, new_params = "never", []
     elif param_style == "dollar":
-        array = pg_array_type(link.type)
-        predicate_for = functools.partial(_any_array, index=n_old + 1, array=array, dialect=dialect)
-        new_params = [values]
+        kind, new_params = pg_array_type(link.type), [values]
     else:
-        predicate_for = functools.partial(_in_list, start=n_old, count=len(values))
-        new_params = values
+        kind, new_params = "list", values
+    sql = _rewrite(text, dialect, param_style, link.column, len(existing), kind,
+                   statement.max_rows)  # fmt: skip
+    if kind == "list":
+        mark = "%s" if param_style == "format" else "?"
+        sql = sql.replace(_LIST, ", ".join([mark] * len(values)))
+    return dataclasses.replace(statement, text=sql, params=(*existing, *new_params))
 
-    target = _plain_select_target(tree, link.column, param_style, statement.max_rows)
+
+@functools.lru_cache(maxsize=512)
+def _rewrite(
+    text: str, dialect: str, style: str, column: str, n_old: int, kind: str, row_cap: int | None
+) -> str:
+    """The rewritten text, cached: every batch of a linked step differs only in its values,
+    so the tree is built once and an IN list is one marker filled in per batch (building
+    2,000 placeholder nodes per batch in sqlglot took a fifth of the event loop in a
+    1M-row join). `kind`: "never" (no values), "list" (IN), or the PostgreSQL array type."""
+    if style == "format" and n_old:
+        text = _format_to_markers(text, n_old)
+    tree = _parse(text, dialect).copy()
+    predicate_for: Any
+    if kind == "never":
+        predicate_for = _never
+    elif kind == "list":
+        predicate_for = _in_marker
+    else:
+        predicate_for = functools.partial(_any_array, index=n_old + 1, array=kind, dialect=dialect)
+
+    target = _plain_select_target(tree, column, style, row_cap)
     if target is not None:
         tree.where(predicate_for(target), copy=False)
     else:
         wrapped = exp.select("*").from_(tree.subquery(WRAP_ALIAS, copy=False))
-        tree = wrapped.where(predicate_for(exp.column(_ident(link.column), table=WRAP_ALIAS)))
+        tree = wrapped.where(predicate_for(exp.column(_ident(column), table=WRAP_ALIAS)))
 
     sql = tree.sql(dialect=dialect)
-    if param_style == "format":
+    if style == "format":
         # the text goes through Python %-formatting in the driver once it has parameters
         sql = sql.replace("%", "%%")
-        sql = _MARK_RE.sub("%s", sql)
-    else:
-        sql = _MARK_RE.sub(lambda m: _placeholder(param_style, int(m.group(1))), sql)
-    return dataclasses.replace(statement, text=sql, params=(*existing, *new_params))
+        return _MARK_RE.sub("%s", sql)
+    return _MARK_RE.sub(lambda m: _placeholder(style, int(m.group(1))), sql)
 
 
 @functools.lru_cache(maxsize=512)
@@ -148,10 +164,6 @@ def _placeholder(style: str, index: int) -> str:
     return f"${index + 1}" if style == "dollar" else "?"
 
 
-def _mark(index: int) -> exp.Expression:
-    return exp.var(_MARK.format(index))
-
-
 def _never(_column: exp.Expression) -> exp.Expression:
     # an empty parent: the child must return nothing, never everything
     return exp.condition("1 = 0")
@@ -165,8 +177,8 @@ def _any_array(column: exp.Expression, *, index: int, array: str, dialect: str) 
     )
 
 
-def _in_list(column: exp.Expression, *, start: int, count: int) -> exp.Expression:
-    return column.copy().isin(*(_mark(start + i) for i in range(count)))
+def _in_marker(column: exp.Expression) -> exp.Expression:
+    return column.copy().isin(exp.var(_LIST))
 
 
 def _ident(name: str) -> exp.Identifier:
