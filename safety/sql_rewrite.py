@@ -14,8 +14,28 @@ from __future__ import annotations
 from functools import lru_cache
 
 from sqlglot import exp
+from sqlglot.dialects.mysql import MySQL
 
 from safety.sql_parse import parse
+
+
+class SluiceMySQL(MySQL):
+    """MySQL output that MariaDB also runs: sqlglot writes `x REGEXP p` as REGEXP_LIKE(),
+    a function MariaDB does not have; the operator works on both."""
+
+    class Generator(MySQL.Generator):
+        TRANSFORMS = {
+            **MySQL.Generator.TRANSFORMS,
+            exp.RegexpLike: lambda self, e: (
+                self.binary(e, "REGEXP")
+                if e.args.get("flag") is None
+                else self.function_fallback_sql(e)
+            ),
+        }
+
+
+# dialect name -> what sqlglot writes with (a name or a Dialect class)
+_WRITE: dict[str, str | type[MySQL]] = {"mysql": SluiceMySQL}
 
 
 @lru_cache(maxsize=4096)
@@ -26,7 +46,7 @@ def rewrite_sql(dialect: str, text: str, fetch: int | None) -> str:
     assert tree is not None, "rewrite_sql runs only on a statement that passed AST_CHECKER"
     if fetch is not None:
         tree = cap_rows(tree.copy(), fetch, dialect)
-    sql = tree.sql(dialect=dialect, comments=False)
+    sql = tree.sql(dialect=_WRITE.get(dialect, dialect), comments=False)
     return f"{parsed.explain}{sql}" if parsed.explain else sql
 
 

@@ -27,7 +27,7 @@ DATABASES: dict[str, tuple[str, str]] = {
 # One policy for every corpus database: users and orders writable (users with denied
 # columns), items read-only, secrets denied, everything else not granted. The catalog
 # entries are deliberately over-broad: INJECTION_ANALYSER must still refuse credentials.
-_TABLES = """
+TABLES_POLICY = """
       tables:
         users: {level: RW, deny_columns: [ssn, password_hash]}
         orders: RW
@@ -53,11 +53,11 @@ safety:
   query_timeout_seconds: 20
 permissions:
   default:
-    pg:{_TABLES}
-    my:{_TABLES}
-    lite:{_TABLES}
-    duck:{_TABLES}
-    mongo:{_TABLES}
+    pg:{TABLES_POLICY}
+    my:{TABLES_POLICY}
+    lite:{TABLES_POLICY}
+    duck:{TABLES_POLICY}
+    mongo:{TABLES_POLICY}
 """
 
 
