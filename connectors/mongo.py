@@ -55,11 +55,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import bson
 import pymongo
-from bson import DatetimeConversion, ObjectId
+from bson import DatetimeConversion, Int64
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.cursor import AsyncRawBatchCursor
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
@@ -240,11 +241,15 @@ class MongoConnector:
                 if doc is None:
                     yield Batch(_projected_columns(query.projection), rows=[])
                 else:
-                    self._note_objectids(query.collection, [doc])
-                    yield make([doc])
-            case _:
-                async for batch in self._stream_cursor(coll, query, statement, deadline, shaper):
+                    batch = make([doc])
+                    self._note_objectids(query.collection, shaper)
                     yield batch
+            case _:
+                # aclosing: a consumer that stops early closes the cursor now, not at GC
+                cursor_batches = self._stream_cursor(coll, query, statement, deadline, shaper)
+                async with contextlib.aclosing(cursor_batches) as batches:
+                    async for batch in batches:
+                        yield batch
 
     async def _stream_cursor(
         self,
@@ -256,41 +261,60 @@ class MongoConnector:
     ) -> AsyncIterator[Batch]:
         batch_size = max(1, statement.batch_size)
         limit = statement.max_rows
+        raw = statement.bulk and query.operation == "find"
         cursor: Any = None
+        # a fetch interrupted by cancellation or an error: PyMongo's own cleanup inside the
+        # cancelled operation cannot reach the server, so the cursor is killed explicitly
+        cut_short = False
         try:
             with self._errors(statement, deadline):
                 cursor = await self._open_cursor(coll, query, statement, batch_size)
             sent = 0
             while limit is None or sent < limit:
                 want = batch_size if limit is None else min(batch_size, limit - sent)
-                if statement.bulk and query.operation == "find":
-                    batch = await self._next_raw(cursor, shaper, statement, deadline, want)
-                    if batch is None:
-                        break
-                    got = len(batch)
-                elif statement.bulk:
-                    with self._errors(statement, deadline):
-                        docs = await cursor.to_list(want)
-                    got = len(docs)
-                    batch = await anyio.to_thread.run_sync(shaper.arrow, docs) if docs else None
-                else:
-                    with self._errors(statement, deadline):
-                        docs = await cursor.to_list(want)
-                    if sent == 0 and docs:
-                        self._note_objectids(query.collection, docs)
-                    got = len(docs)
-                    batch = shaper.rows(docs) if docs else None
-                if batch is None or got == 0:
+                try:
+                    batch, got = await self._fetch(cursor, shaper, statement, deadline, want)
+                except BaseException:
+                    cut_short = True
+                    raise
+                if batch is None:
                     break
+                if sent == 0:
+                    self._note_objectids(query.collection, shaper)
                 sent += got
                 yield batch
-                if got < want and not (statement.bulk and query.operation == "find"):
+                # raw batches come as the server sends them; a short one is not the last
+                if got < want and not raw:
                     break
             if sent == 0:
                 yield Batch(_projected_columns(query.projection), rows=[])
         finally:
             if cursor is not None:
-                await _close_cursor(cursor)
+                await _close_cursor(cursor, coll if cut_short else None)
+
+    async def _fetch(
+        self, cursor: Any, shaper: RowShaper, statement: Statement, deadline: float, want: int
+    ) -> tuple[Batch | None, int]:
+        """The next batch of at most `want` documents (None at the end) and its size.
+
+        On the bulk path nothing is shaped on the event loop: a find cursor hands over raw
+        BSON that `bson.decode_all` and the shaper turn into Arrow in a worker thread; an
+        aggregate cursor's documents are shaped there.
+        """
+        with self._errors(statement, deadline):
+            if statement.bulk and isinstance(cursor, AsyncRawBatchCursor):
+                try:
+                    data = await cursor.next()
+                except StopAsyncIteration:
+                    return None, 0
+                batch = await anyio.to_thread.run_sync(_decode_batch, data, shaper, want)
+                return batch, len(batch) if batch is not None else 0
+            docs = await cursor.to_list(want)
+            if not docs:
+                return None, 0
+            if statement.bulk:
+                return await anyio.to_thread.run_sync(shaper.arrow, docs), len(docs)
+            return shaper.rows(docs), len(docs)
 
     async def _open_cursor(
         self,
@@ -323,28 +347,13 @@ class MongoConnector:
             **query.options(),
         )
 
-    async def _next_raw(
-        self, cursor: Any, shaper: RowShaper, statement: Statement, deadline: float, want: int
-    ) -> Batch | None:
-        """The next server batch as Arrow, decoded and flattened in a worker thread.
-
-        Bulk results never build Python documents on the event loop: the driver hands over
-        the reply's raw BSON and `bson.decode_all` + the shaper run in a thread.
-        """
-        with self._errors(statement, deadline):
-            try:
-                data = await cursor.next()
-            except StopAsyncIteration:
-                return None
-            return await anyio.to_thread.run_sync(_decode_batch, data, shaper, want)
-
     def _max_time_ms(self, query: MongoQuery, statement: Statement) -> int:
         ms = max(1, int(statement.timeout * 1000))
         return min(ms, query.max_time_ms) if query.max_time_ms else ms
 
-    def _note_objectids(self, collection: str, docs: list[dict[str, Any]]) -> None:
+    def _note_objectids(self, collection: str, shaper: RowShaper) -> None:
         """Remember the fields holding ObjectIds, for the link filter's ObjectId rule."""
-        found = {k for k, v in docs[0].items() if isinstance(v, ObjectId)}
+        found = shaper.objectid_columns
         known = self._objectid_fields.get(collection, frozenset())
         if not found <= known:
             self._objectid_fields[collection] = known | found
@@ -466,11 +475,19 @@ def _decode_batch(data: bytes, shaper: RowShaper, want: int) -> Batch | None:
     return shaper.arrow(docs[:want]) if docs else None
 
 
-async def _close_cursor(cursor: Any) -> None:
-    """Kill the cursor on the server, even while the caller is being cancelled."""
+async def _close_cursor(cursor: Any, coll: AsyncCollection[dict[str, Any]] | None) -> None:
+    """Kill the cursor on the server, even while the caller is being cancelled.
+
+    `coll` is given when a fetch was interrupted: PyMongo then marks the cursor closed
+    although its killCursors (sent from inside the cancelled operation) never left, so the
+    command is sent here; a cursor the server already dropped is simply not found.
+    """
     with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_CURSOR_S):
         with contextlib.suppress(PyMongoError, OSError):
+            cursor_id = cursor.cursor_id
             await cursor.close()
+            if coll is not None and cursor_id:
+                await coll.database.command("killCursors", coll.name, cursors=[Int64(cursor_id)])
 
 
 def _reason(exc: PyMongoError) -> str:

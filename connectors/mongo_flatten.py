@@ -269,6 +269,8 @@ class RowShaper:
     def __init__(self) -> None:
         self.columns: list[Column] = []
         self._types: dict[str, str] = {}
+        # fields whose values were all ObjectIds when first seen (now VARCHAR hex strings)
+        self.objectid_columns: frozenset[str] = frozenset()
 
     def _columns_for(self, docs: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         """Register new fields (typed from this batch) and return every column's raw values."""
@@ -288,6 +290,12 @@ class RowShaper:
             values = [doc.get(key) for doc in docs]
             kinds = {kind_of(v) for v in values if v is not None}
             typ = resolve(kinds)
+            if (
+                typ == "VARCHAR"
+                and kinds
+                and all(isinstance(v, ObjectId) for v in values if v is not None)
+            ):
+                self.objectid_columns |= {str(key)}
             types[str(key)] = typ
             self.columns.append(Column(str(key), typ))
             columns.append(values)

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,28 +128,50 @@ async def connector(mongo_uri: str, db_name: str, mdb: Any) -> AsyncIterator[Mon
         await conn.close()
 
 
-@pytest.fixture
-def mock_server() -> Iterator[MockupDB]:
-    """A scripted wire-protocol server; ping, killCursors and endSessions answer by themselves.
+class Wire:
+    """A MockupDB server whose commands are answered by name (`on("find", handler)`).
 
-    Every killCursors it receives is recorded in `server.killed` (cursor ids).
+    mockupdb matches a command by its name *and* value (`{"find": 1}`), which never fits
+    `{"find": "coll"}`; one catch-all responder dispatches on the name instead. A handler
+    returns True when it answered; an unanswered request waits in the queue (a server that
+    never replies). Every killCursors is recorded in `killed` (cursor ids) and answered.
     """
-    server = MockupDB(auto_ismaster={"maxWireVersion": 21})
-    killed: list[int] = []
 
-    def kill(request: Any) -> bool:
+    def __init__(self) -> None:
+        self.server = MockupDB(auto_ismaster={"maxWireVersion": 21})
+        self.handlers: dict[str, Callable[[Any], bool]] = {
+            "ping": lambda r: bool(r.ok()),
+            "endSessions": lambda r: bool(r.ok()),
+            "killCursors": self._kill,
+        }
+        self.killed: list[int] = []
+        self.server.autoresponds(self._dispatch)
+
+    @property
+    def uri(self) -> str:
+        return str(self.server.uri)
+
+    def on(self, command: str, handler: Callable[[Any], bool]) -> None:
+        self.handlers[command] = handler
+
+    def _dispatch(self, request: Any) -> bool | None:
+        handler = self.handlers.get(getattr(request, "command_name", None) or "")
+        return handler(request) if handler is not None else None
+
+    def _kill(self, request: Any) -> bool:
         ids = [int(i) for i in request.doc.get("cursors", [])]
-        killed.extend(ids)
+        self.killed.extend(ids)
         return bool(
             request.ok(cursorsKilled=ids, cursorsNotFound=[], cursorsAlive=[], cursorsUnknown=[])
         )
 
-    server.autoresponds("ping")
-    server.autoresponds("endSessions")
-    server.autoresponds("killCursors", kill)
-    server.killed = killed  # type: ignore[attr-defined]
-    server.run()
+
+@pytest.fixture
+def wire() -> Iterator[Wire]:
+    """A scripted wire-protocol server for exact replies and injected failures."""
+    w = Wire()
+    w.server.run()
     try:
-        yield server
+        yield w
     finally:
-        server.stop()
+        w.server.stop()
