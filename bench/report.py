@@ -11,8 +11,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench import results
+from bench import results, targets
 from bench.compare import _fmt, _params, headline
+
+LABEL_PARAMS = ("server", "workers", "form", "orders_db")
 
 
 def _series(
@@ -25,7 +27,7 @@ def _series(
             continue
         params = line["params"]
         label = line["runner"] + "".join(
-            f" {params[k]}" for k in ("form", "orders_db") if k in params
+            f" {'x' if k == 'workers' else ''}{params[k]}" for k in LABEL_PARAMS if k in params
         )
         if y is None:
             _, value, _ = headline(line)
@@ -70,16 +72,48 @@ def _plot(
     return True
 
 
+def _simple_table(lines: list[dict[str, Any]]) -> list[str]:
+    """Concurrency rows, one column per side (direct asyncpg, each server x workers, peer)."""
+    cols: dict[str, dict[int, float]] = defaultdict(dict)
+    for line in lines:
+        if line["workload"] != results.ONE_ROW_LOOKUP:
+            continue
+        p = line["params"]
+        name = {"raw": "direct asyncpg", "peer": "reference"}.get(line["runner"], line["runner"])
+        if "server" in p:
+            name = f"{p['server']} x{p['workers']}"
+        cols[name][int(p["concurrency"])] = float(line["metrics"]["req_per_s"])
+    if not cols:
+        return []
+    names = sorted(cols, key=lambda n: (n != "direct asyncpg", n == "reference", n))
+    levels = sorted({c for col in cols.values() for c in col})
+    out = ["| concurrency | " + " | ".join(names) + " |", "|---" + "|---:" * len(names) + "|"]
+    for c in levels:
+        cells = [_fmt(cols[n][c]) if c in cols[n] else "" for n in names]
+        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    return out
+
+
 def render(results_dir: Path = results.RESULTS_DIR) -> Path:
     """Write latest.md (and its plots) from latest.json; returns the Markdown path."""
     lines = results.read(results_dir / "latest.json")
     lines.sort(key=lambda x: (x["workload"], x["runner"], _params(x)))
-    md = ["# Benchmark results", ""]
+    md = ["# Benchmark results", "", "Produced by `python -m bench.run` (`make bench`).", ""]
     if lines:
         m = lines[-1]["machine"]
         md += [
             f"Machine: {m['nproc']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, {m['cpu_model']}."
             f" Git {lines[-1]['git_sha']}.",
+            "",
+            "## Targets (sluice issue 7)",
+            "",
+            *targets.markdown(targets.evaluate(lines)),
+            "",
+            "## One-row lookup, requests/s by concurrency",
+            "",
+            *_simple_table(lines),
+            "",
+            "## Every measurement",
             "",
             "| workload | runner | params | metric | value | p50 ms | p99 ms | when |",
             "|---|---|---|---|---:|---:|---:|---|",

@@ -28,15 +28,18 @@ from bench.datasets import Targets
 from bench.peer import free_port, wait_until_responds
 
 SERVERS = ("hypercorn", "uvicorn", "granian")
-MAX_ROWS = 20_000_000
+JOIN_MAX_ROWS = 20_000_000  # above the largest join (10M events)
+LOOKUP_MAX_ROWS = 10_000  # sluice's default: a dashboard server's config
 INLINE_ROWS = 100
 QUERY_TIMEOUT_S = 600
 
 
 def config_yaml(
-    targets: Targets, data_dir: Path, *, pool_size: int = 32, max_rows: int = MAX_ROWS
+    targets: Targets, data_dir: Path, *, pool_size: int = 32, max_rows: int = JOIN_MAX_ROWS
 ) -> str:
-    """sluice.yaml for the benchmark databases (JSON is valid YAML)."""
+    """sluice.yaml for the benchmark databases (JSON is valid YAML). Each database's
+    query_timeout_seconds equals the safety one, as with the defaults: a step whose timeout
+    differs from its connection's default pays one more round trip to set it."""
     pg = targets.pg_admin_dsn.rsplit("/", 1)[0]
     from urllib.parse import urlsplit
 
@@ -51,6 +54,7 @@ def config_yaml(
                 "database": targets.pg_database,
                 "user": u.username or "postgres",
                 "pool_size": pool_size,
+                "query_timeout_seconds": QUERY_TIMEOUT_S,
             },
             {
                 "name": bodies.MYSQL_NAME,
@@ -61,6 +65,7 @@ def config_yaml(
                 "user": targets.mysql_user,
                 "password": targets.mysql_password,
                 "pool_size": 8,
+                "query_timeout_seconds": QUERY_TIMEOUT_S,
             },
         ],
         "permissions": {
@@ -173,6 +178,7 @@ def serve(
     workers: int = 1,
     port: int | None = None,
     pool_size: int = 32,
+    max_rows: int = JOIN_MAX_ROWS,
 ) -> Iterator[RunningSluice]:
     """`sluice serve` as a subprocess on a free loopback port; stopped on exit."""
     if server not in SERVERS:
@@ -182,7 +188,11 @@ def serve(
     work = Path(tempfile.mkdtemp(prefix="bench-sluice-"))
     cfg = work / "sluice.yaml"
     # a pool per worker process: keep the total under PostgreSQL's 100 connections
-    cfg.write_text(config_yaml(targets, work / "data", pool_size=max(4, pool_size // workers)))
+    cfg.write_text(
+        config_yaml(
+            targets, work / "data", pool_size=max(4, pool_size // workers), max_rows=max_rows
+        )
+    )
     log_path = work / "server.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
