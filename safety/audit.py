@@ -34,6 +34,9 @@ _KEY_VALUE = re.compile(
 )
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@\s/]*@")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+")
+# a string none of the three patterns can match skips them: one scan instead of three
+# substitutions (redacting a simple query's entry took ~180 us, on the event loop)
+_MAY_HOLD_SECRET = re.compile(r"(?i)pass|pwd|secret|token|api[_-]?key|://|bearer")
 _SECRET_KEYS = frozenset(
     {
         "password",
@@ -80,6 +83,8 @@ def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
+        if _MAY_HOLD_SECRET.search(value) is None:
+            return value
         value = _URL_CREDENTIALS.sub(rf"\1:{MASK}@", value)
         value = _KEY_VALUE.sub(rf"\1\2{MASK}", value)
         return _BEARER.sub(f"Bearer {MASK}", value)
