@@ -7,7 +7,9 @@
   pipeline blocks by design, so the load is real work). Each runs alone, then both in one
   request; wall time against the slowest alone (medians of `repeat`). `vs_slowest` <= 1.1 is
   the target. Both databases share this machine's two cores, so "independent" still
-  competes for CPU.
+  competes for CPU: the databases' CPU time for each step alone is measured from /proc,
+  and `cpu_floor_s` = max(slowest, both steps' database CPU / cores) is the best wall time
+  this machine allows; `vs_cpu_floor` is the wall against it.
 - Linked child: the linked join at `link_n` events; from metadata.steps, the child's first
   batch (its first native query had already returned) against the parent's end
   (started_ms + latency_ms). A positive `child_lead_ms` means the child ran while the parent
@@ -17,8 +19,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import bodies, results
@@ -42,10 +46,36 @@ def step(step_id: str, database: str, x: int) -> dict[str, Any]:
     }
 
 
+DB_PROCESSES = frozenset({"postgres", "mariadbd", "mysqld"})
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def db_cpu_seconds() -> float:
+    """CPU time used so far by the database servers on this machine (their processes, plus
+    the exited children they reaped: PostgreSQL's parallel workers)."""
+    total = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() not in DB_PROCESSES:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / _TICK
+
+
 def timed(base_url: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
     got = post_join(base_url, body)
     return time.perf_counter() - t0, got
+
+
+def timed_cpu(base_url: str, body: dict[str, Any]) -> tuple[float, float]:
+    """Wall seconds and the databases' CPU seconds for one request."""
+    cpu0 = db_cpu_seconds()
+    took, _ = timed(base_url, body)
+    return took, db_cpu_seconds() - cpu0
 
 
 def calibrate(
@@ -67,20 +97,28 @@ def independent(
     pg_x, _ = calibrate(base_url, bodies.PG_NAME, 2_000_000, target_s, max_rows)
     my_x, _ = calibrate(base_url, bodies.MYSQL_NAME, 1_000_000, target_s, max_rows)
     alone_pg, alone_my, together, server_ms = [], [], [], []
+    cpu_pg, cpu_my = [], []
     both = {
         "steps": [step("s0", bodies.PG_NAME, pg_x), step("s1", bodies.MYSQL_NAME, my_x)],
         "merge": "SELECT * FROM s0 UNION ALL SELECT * FROM s1",
     }
     steps_meta: list[Any] = []
     for _ in range(repeat):
-        alone_pg.append(timed(base_url, {"steps": [step("s0", bodies.PG_NAME, pg_x)]})[0])
-        alone_my.append(timed(base_url, {"steps": [step("s1", bodies.MYSQL_NAME, my_x)]})[0])
+        took, cpu = timed_cpu(base_url, {"steps": [step("s0", bodies.PG_NAME, pg_x)]})
+        alone_pg.append(took)
+        cpu_pg.append(cpu)
+        took, cpu = timed_cpu(base_url, {"steps": [step("s1", bodies.MYSQL_NAME, my_x)]})
+        alone_my.append(took)
+        cpu_my.append(cpu)
         took, got = timed(base_url, both)
         together.append(took)
         server_ms.append(got["metadata"]["execution_time_ms"])
         steps_meta = got["metadata"]["steps"]
     pg_s, my_s = statistics.median(alone_pg), statistics.median(alone_my)
     wall = statistics.median(together)
+    # Two cores: the databases alone need this much CPU for both steps, whatever overlaps.
+    cpu_s = statistics.median(cpu_pg) + statistics.median(cpu_my)
+    floor = max(pg_s, my_s, cpu_s / (os.cpu_count() or 1))
     return {
         "pg_rows": pg_x,
         "mysql_rows": my_x,
@@ -92,6 +130,10 @@ def independent(
         "all_seconds": together,
         "server_ms": statistics.median(server_ms),
         "vs_slowest": round(wall / max(pg_s, my_s), 3),
+        "db_cpu_pg_s": statistics.median(cpu_pg),
+        "db_cpu_mysql_s": statistics.median(cpu_my),
+        "cpu_floor_s": floor,
+        "vs_cpu_floor": round(wall / floor, 3),
         "steps": steps_meta,
         "load_avg_1m": load_avg(),
     }
