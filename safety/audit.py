@@ -37,6 +37,11 @@ _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+")
 # a string none of the three patterns can match skips them: one scan instead of three
 # substitutions (redacting a simple query's entry took ~180 us, on the event loop)
 _MAY_HOLD_SECRET = re.compile(r"(?i)pass|pwd|secret|token|api[_-]?key|://|bearer")
+# the same triggers over an encoded entry, plus the secret key names redact() masks
+_MAY_HOLD_SECRET_JSON = re.compile(
+    rb"(?i)pass|pwd|secret|token|api[_-]?key|://|bearer|authorization"
+)
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 _SECRET_KEYS = frozenset(
     {
         "password",
@@ -116,6 +121,10 @@ class AuditLog:
         self._unreported = 0
         self._batch = batch
         self._secrets = secret_values(config)
+        # secrets as they appear in encoded JSON; one that JSON escapes cannot be searched
+        # for in the encoded bytes, so its presence disables the fast path
+        self._secret_bytes = tuple(s.encode() for s in self._secrets)
+        self._fast = not any(_JSON_ESCAPED.search(s) for s in self._secrets)
         self._send, self._receive = anyio.create_memory_object_stream[dict[str, Any]](max_pending)
 
     def record(self, entry: dict[str, Any]) -> None:
@@ -173,6 +182,15 @@ class AuditLog:
         return lines
 
     def _encode(self, entry: dict[str, Any]) -> bytes:
+        # Most entries hold nothing to redact: encode once and search the bytes, instead of
+        # walking every value (redact() cost ~60 us per simple query, on the event loop).
+        raw = _ENCODER.encode(entry)
+        if (
+            self._fast
+            and _MAY_HOLD_SECRET_JSON.search(raw) is None
+            and not any(s in raw for s in self._secret_bytes)
+        ):
+            return raw + b"\n"
         return _ENCODER.encode(redact(entry, self._secrets)) + b"\n"
 
     def _open(self) -> IO[bytes]:

@@ -106,30 +106,25 @@ def _block(stage: t.StageName, ctx: StepContext, block: Block) -> t.Block:
 def _strip(
     live: list[StepContext], denied: list[tuple[StepContext, Block]], outcome: t.SafetyOutcome
 ) -> list[StepContext]:
-    """Drop the denied steps and, transitively, every step that depends on one."""
-    gone = {ctx.step.step_id for ctx, _ in denied}
-    changed = True
-    while changed:
-        changed = False
-        for ctx in live:
-            sid = ctx.step.step_id
-            if sid not in gone and any(d in gone for d in ctx.step.depends_on):
-                gone.add(sid)
-                changed = True
+    """Drop the denied steps and, transitively, every step that depends on one; a warning
+    per denied step names the steps that went with it."""
+    denied_ids = {ctx.step.step_id for ctx, _ in denied}
+    gone: set[str | None] = set(denied_ids)
     for ctx, block in denied:
-        dependants = [
-            c.step.step_id
-            for c in live
-            if c.step.step_id in gone
-            and c.step.step_id != ctx.step.step_id
-            and any(c is not d for d, _ in denied)
-            and c.step.step_id not in {d.step.step_id for d, _ in denied}
-        ]
-        tail = (
-            f"; also stripped, as they depend on it: {', '.join(map(str, dependants))}"
-            if dependants
-            else ""
-        )
+        with_it: list[str] = []
+        reach = {ctx.step.step_id}
+        changed = True
+        while changed:
+            changed = False
+            for c in live:
+                sid = c.step.step_id
+                if sid not in reach and any(d in reach for d in c.step.depends_on):
+                    reach.add(sid)
+                    changed = True
+                    if sid not in denied_ids:
+                        with_it.append(str(sid))
+        gone |= reach
+        tail = f"; also stripped, as they depend on it: {', '.join(with_it)}" if with_it else ""
         outcome.warnings.append(
             f"step {ctx.step.step_id} stripped (deny_policy PARTIAL): {block.reason}{tail}"
         )

@@ -76,7 +76,7 @@ def is_cte_reference(node: exp.Table) -> bool:
     while parent is not None:
         if isinstance(parent, exp.With):
             names = [c.alias_or_name.lower() for c in parent.expressions]
-            index = next(i for i, c in enumerate(parent.expressions) if c is child)
+            index = next((i for i, c in enumerate(parent.expressions) if c is child), len(names))
             visible = names[: index + 1] if parent.args.get("recursive") else names[:index]
             if name in visible:
                 return True
@@ -108,7 +108,7 @@ def statement_operation(tree: exp.Expression) -> Operation | None:
 
 
 def _real_tables_under(node: exp.Expression | None) -> list[exp.Table]:
-    if node is None:
+    if not isinstance(node, exp.Expression):
         return []
     found = [node] if isinstance(node, exp.Table) else []
     found += [t for t in node.find_all(exp.Table) if t is not node]
@@ -161,8 +161,15 @@ def table_access(tree: exp.Expression) -> list[tuple[TableRef, str]]:
         elif isinstance(node, exp.Delete):
             extra = ["SELECT"] if node.args.get("returning") is not None else []
             if node.args.get("tables"):  # MySQL multi-table DELETE: any joined table
+                joined = _real_tables_under(node.this)
+                names = {t.alias_or_name.lower() for t in joined} | {t.name.lower() for t in joined}
                 for ref in node.args["tables"]:
-                    ops[id(ref)] = []  # `DELETE t1 FROM ...`: t1 there is a name, not a read
+                    # `DELETE t1 FROM t1 ...`: t1 names a joined table (checked below); a
+                    # name that is no joined table or alias is checked as a DELETE target
+                    if isinstance(ref, exp.Table) and ref.name.lower() in names:
+                        ops[id(ref)] = []
+                    else:
+                        ops[id(ref)] = ["DELETE"]
                 mark(
                     [t for t in _real_tables_under(node.this) if _owner(t) is node],
                     "DELETE",
@@ -226,7 +233,7 @@ def _sources(block: exp.Expression) -> list[exp.Expression]:
     out: list[exp.Expression] = []
     if isinstance(block, exp.Update | exp.Delete | exp.Insert):
         target = block.this.this if isinstance(block.this, exp.Schema) else block.this
-        if target is not None:
+        if isinstance(target, exp.Expression):
             out.append(target)
             out += [j.this for j in target.args.get("joins") or []]
         using = block.args.get("using")

@@ -6,6 +6,7 @@ A repeated dashboard query hits the cache and skips every AST walk: only the pol
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -22,6 +23,8 @@ from safety.sql_access import (
 from safety.sql_findings import FILE_LIKE, Finding, find, is_tautology
 from safety.sql_parse import Parsed, parse
 from safety.types import Operation
+
+log = logging.getLogger("sluice.safety")
 
 # Statement kinds sluice runs; everything else is refused by AST_CHECKER with its name.
 _CREATE_KINDS = frozenset({"TABLE", "VIEW", "INDEX"})
@@ -54,6 +57,20 @@ class SqlAnalysis:
 @lru_cache(maxsize=4096)
 def analyse_sql(dialect: str, text: str) -> SqlAnalysis:
     parsed = parse(dialect, text)
+    try:
+        return _analyse(dialect, parsed)
+    except RecursionError:
+        return _failed(parsed, "SQL is nested too deeply to analyse", "simplify the query")
+    except Exception:  # fail closed: a statement we cannot analyse never runs
+        log.exception("safety analysis failed for a %s statement", dialect)
+        return _failed(
+            parsed,
+            "sluice could not analyse this statement, so it is refused rather than run unchecked",
+            "simplify the query",
+        )
+
+
+def _analyse(dialect: str, parsed: Parsed) -> SqlAnalysis:
     if parsed.error is not None:
         return _failed(parsed, parsed.error, "fix the SQL; sluice parses it with sqlglot")
     if len(parsed.statements) != 1:

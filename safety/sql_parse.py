@@ -54,7 +54,7 @@ def parse(dialect: str, text: str) -> Parsed:
         explain, body = m.group(0).strip() + " ", text[m.end() :]
     try:
         tokens = sqlglot.tokenize(body, read=dialect)
-    except TokenError as err:
+    except (TokenError, RecursionError) as err:
         return Parsed((), error=f"SQL does not tokenize: {err}", explain=explain)
     comments = tuple(c for tok in tokens for c in tok.comments)
     trailing = tokens[-1].comments[-1] if tokens and tokens[-1].comments else None
@@ -68,6 +68,8 @@ def parse(dialect: str, text: str) -> Parsed:
             comments=comments,
             trailing_comment=trailing,
         )
+    except RecursionError:
+        return Parsed((), error="SQL is nested too deeply to analyse", explain=explain)
     return Parsed(statements, explain=explain, comments=comments, trailing_comment=trailing)
 
 

@@ -289,3 +289,27 @@ def test_other_stages_block_the_whole_federated_request(config: Config) -> None:
 def test_single_step_denied_is_always_blocked(config: Config) -> None:
     outcome = run(config, "SELECT id FROM secrets", "secrets")
     assert outcome.block is not None and outcome.stripped == []
+
+
+def test_each_denied_step_names_its_own_dependants(config: Config) -> None:
+    outcome = _federated(
+        config,
+        [
+            ("a", "secrets", "SELECT id FROM secrets", []),
+            ("b", "orders", "SELECT id FROM orders", ["a"]),
+            ("c", "secrets", "SELECT token FROM secrets", []),
+            ("d", "orders", "SELECT user_id FROM orders", ["c", "e"]),
+            ("e", "items", "SELECT id FROM items", []),
+        ],
+    )
+    assert [s.step_id for s in outcome.steps] == ["e"]
+    assert outcome.warnings[0].endswith("depend on it: b")
+    assert outcome.warnings[1].endswith("depend on it: d")
+    assert sorted(outcome.stripped) == ["a", "b", "c", "d"]
+
+
+def test_unanalysable_sql_is_refused_not_crashed(config: Config) -> None:
+    deep = "SELECT " + "(" * 3000 + "1" + ")" * 3000
+    outcome = run(config, deep, "items")
+    assert outcome.block is not None and outcome.block.stage == "AST_CHECKER"
+    assert outcome.steps == []
