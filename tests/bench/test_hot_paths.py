@@ -3,10 +3,15 @@ measured in bench/, never asserted here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import msgspec
 import pytest
 
 from connectors.base import LinkFilter, Statement
 from connectors.sql_link import apply_link
+from engine.config import Config, load_config_text
+from safety.audit import AuditLog, redact, secret_values
 
 LINK = LinkFilter("id", [3, 1, 2], "BIGINT")
 CAP_FETCH = 20_000_001  # the guardrails' row cap + 1, as Statement.max_rows carries it
@@ -52,3 +57,40 @@ def test_a_limit_without_a_known_cap_is_wrapped() -> None:
     st = Statement(text="SELECT id, status FROM orders LIMIT 20000001")
     got = apply_link(st, LINK, dialect="mysql", param_style="format")
     assert got.text.startswith("SELECT * FROM (SELECT id, status FROM orders LIMIT 20000001)")
+
+
+ENTRIES = [
+    {"query": "SELECT * FROM users WHERE id = 5", "verdicts": [{"policy": "default: R"}]},
+    {"query": "SELECT 'hunter22' AS x", "n": 1.5, "none": None},
+    {"query": "SELECT * FROM t WHERE note = 'password=abc'"},
+    {"dsn": "postgresql://u:pw@h/db", "headers": {"Authorization": "Bearer abc.def"}},
+    {"nested": [{"token": "t0k3n"}, {"api_key": "k"}], "ok": "plain"},
+]
+
+
+def _encoded(tmp_path: Path, config: Config, entry: dict) -> bytes:
+    log = AuditLog(tmp_path / "audit.jsonl", config=config)
+    try:
+        return log._encode(entry)
+    finally:
+        log._send.close()
+        log._receive.close()
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_audit_fast_encoding_matches_full_redaction(tmp_path: Path, entry: dict) -> None:
+    config = load_config_text(
+        "databases:\n  - {name: pg, type: postgresql, host: h, password: hunter22}\n"
+    )
+    expected = msgspec.json.encode(redact(entry, secret_values(config))) + b"\n"
+    got = _encoded(tmp_path, config, entry)
+    assert got == expected
+    assert b"hunter22" not in got
+
+
+def test_audit_secret_that_json_escapes_takes_the_full_path(tmp_path: Path) -> None:
+    config = load_config_text(
+        'databases:\n  - {name: pg, type: postgresql, host: h, password: "a\\"b\\\\c"}\n'
+    )
+    entry = {"query": "SELECT 'a\"b\\c'"}
+    assert b"***" in _encoded(tmp_path, config, entry)
