@@ -20,7 +20,8 @@ from safety.sql_access import (
     statement_operation,
     table_access,
 )
-from safety.sql_findings import FILE_LIKE, Finding, find, is_tautology
+from safety.sql_findings import Finding, find, is_tautology
+from safety.sql_names import FILE_LIKE
 from safety.sql_parse import Parsed, parse
 from safety.types import Operation
 
