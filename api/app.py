@@ -20,9 +20,10 @@ from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
 from api.openapi import build_openapi
+from api.ops_routes import OPS_ENDPOINTS
 from api.responses import MsgspecResponse
 from api.routes import ENDPOINTS, Endpoint, routes
-from api.runs_routes import OPS_ENDPOINTS, RUN_ENDPOINTS, build_run_manager
+from api.runs_routes import RUN_ENDPOINTS, build_run_manager
 from api.service import audit_log_for, build_service
 from engine.config import Config
 from engine.results import ResultStore

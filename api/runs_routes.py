@@ -1,21 +1,20 @@
-"""The run control plane (reference/runs-api.txt) and the ops probes.
+"""The run control plane (reference/runs-api.txt).
 
-`RUN_ENDPOINTS` (/v1/runs...) and `OPS_ENDPOINTS` (/healthz, /readyz, /metrics) are Endpoint
-lists for the route table. A submit is checked synchronously (400 parse errors with their
-line, 422 validation and safety verdicts, 422 doctor report), then queued in the RunManager
-at `app.state.runs`, which executes it through `QueryService.federated` with the run id as
-the result id, so `/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it.
+`RUN_ENDPOINTS` (/v1/runs...) is the Endpoint list for the route table. A submit is
+checked synchronously (400 parse errors with their line, 422 validation and safety
+verdicts, 422 doctor report), then queued in the RunManager at `app.state.runs`, which
+executes it through `QueryService.federated` with the run id as the result id, so
+`/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -23,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api import metrics as m
-from api.envelopes import Body
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
+from engine.dagfile import DagInvalid, DagParseError, parse_dag
+from engine.dagfile import to_query as dag_to_query
 from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
 from engine.run_store import (
@@ -52,107 +52,17 @@ if TYPE_CHECKING:
     from api.service import QueryService
     from engine.config import Config
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-
-
-# -- bodies and envelopes ---------------------------------------------------------------------
-class RunSubmit(Body):
-    config: str | dict[str, Any]
-    config_format: Literal["yaml", "json"] = "yaml"
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
-    timeout_secs: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    doctor_first: bool = False
-    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
-
-
-class RunAccepted(msgspec.Struct, kw_only=True):
-    run_id: str
-    status: str
-    submitted_at: str
-
-
-class StepView(msgspec.Struct, kw_only=True):
-    step_id: str
-    state: str
-    rows: int
-    latency_ms: float | None
-
-
-class RunErrorView(msgspec.Struct, kw_only=True):
-    code: str
-    message: str
-    reason: str | None
-
-
-class RunView(msgspec.Struct, kw_only=True):
-    run_id: str
-    name: str | None
-    labels: dict[str, str]
-    status: str
-    submitted_at: str
-    started_at: str | None
-    finished_at: str | None
-    elapsed_secs: float | None
-    records_written: int
-    steps: list[StepView]
-    error: RunErrorView | None
-    idempotency_key: str | None
-    doctor_report: list[dict[str, Any]] | None
-    timeout_secs: float | None
-    result: str | None  # where a completed run's rows are paged
-
-
-class RunList(msgspec.Struct, kw_only=True):
-    runs: list[RunView]
-    next_cursor: str | None
-
-
-class ReadyResponse(msgspec.Struct, kw_only=True):
-    status: Literal["ready", "not_ready"]
-    checks: dict[str, str]
-
-
-class LiveResponse(msgspec.Struct, kw_only=True):
-    status: Literal["ok"]
-
-
-_BODY_FIELDS = frozenset(RunSubmit.__struct_fields__)
-_DECODE = msgspec.json.Decoder()
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def view(run: RunRecord) -> RunView:
-    elapsed = None
-    if run.started_at is not None:
-        elapsed = round((run.finished_at or time.time()) - run.started_at, 3)
-    return RunView(
-        run_id=run.run_id,
-        name=run.name,
-        labels=run.labels,
-        status=run.status,
-        submitted_at=rfc3339(run.submitted_at) or "",
-        started_at=rfc3339(run.started_at),
-        finished_at=rfc3339(run.finished_at),
-        elapsed_secs=elapsed,
-        records_written=run.records_written,
-        steps=[
-            StepView(step_id=s.step_id, state=s.state, rows=s.rows, latency_ms=s.latency_ms)
-            for s in run.steps
-        ],
-        error=None
-        if run.error is None
-        else RunErrorView(code=run.error.code, message=run.error.message, reason=run.error.reason),
-        idempotency_key=run.idempotency_key,
-        doctor_report=run.doctor_report,
-        timeout_secs=run.timeout_secs,
-        result=f"/v1/results/{run.run_id}" if run.status == "completed" else None,
-    )
+from api.run_envelopes import (
+    _BODY_FIELDS,
+    _DECODE,
+    STATUSES,
+    RunAccepted,
+    RunList,
+    RunSubmit,
+    RunView,
+    rfc3339,
+    view,
+)
 
 
 # -- config parsing ---------------------------------------------------------------------------
@@ -160,58 +70,22 @@ def parse_config(text: str | dict[str, Any], fmt: str) -> Any:
     """The config body as plain data; 400 naming the line and column of a parse error."""
     if isinstance(text, dict):
         return text
-    if fmt == "json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ApiError(
-                400,
-                "config_parse_error",
-                f"config is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                details={"format": "json", "line": exc.lineno, "column": exc.colno},
-            ) from None
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
     try:
-        return YAML(typ="safe", pure=True).load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
-        raise ApiError(
-            400,
-            "config_parse_error",
-            f"config is not valid YAML: {exc.problem or exc.context} at line {line}, column {col}",
-            details={"format": "yaml", "line": line, "column": col},
-        ) from None
-    except YAMLError as exc:
-        raise ApiError(
-            400,
-            "config_parse_error",
-            f"config is not valid YAML: {exc}",
-            details={"format": "yaml"},
-        ) from None
+        return parse_dag(text, fmt, "config")
+    except DagParseError as exc:
+        raise ApiError(400, exc.code, exc.problems[0].replace("not valid", "config is not valid"),
+                       details={"format": exc.format, "line": exc.line, "column": exc.column},
+                       ) from None
 
 
 def to_query(data: Any) -> FederatedQuery:
-    """The federated query; 422 naming the path of a validation error."""
-    if not isinstance(data, dict):
-        raise ApiError(
-            422,
-            "invalid_config",
-            "config must be a mapping with `steps` (and optionally `merge`)",
-            suggestion="see the /v1/query body: {steps: [...], merge: ...}",
-        )
+    """The federated query; 422 naming the line and path of a validation error."""
     try:
-        query = msgspec.convert(data, FederatedQuery)
-    except msgspec.ValidationError as exc:
-        raise ApiError(
-            422,
-            "invalid_config",
-            f"invalid federated query: {exc}",
-            suggestion="the config has the /v1/query body: steps and merge",
-        ) from None
+        query = dag_to_query(data, "config")
+    except DagInvalid as exc:
+        raise ApiError(422, exc.code, f"invalid federated query: {exc.problems[0]}",
+                       suggestion="the config has the /v1/query body: steps and merge",
+                       ) from None
     if query.dry_run:
         raise ApiError(
             422,
@@ -523,49 +397,6 @@ async def stream_result(path: Path, fmt: str) -> AsyncIterator[bytes]:
         yield chunk
 
 
-# -- ops --------------------------------------------------------------------------------------
-async def healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
-
-
-async def readyz(request: Request) -> Response:
-    state = request.app.state
-    checks: dict[str, str] = {}
-    checks["config"] = "ok" if getattr(state, "config", None) is not None else "missing"
-    runs: RunManager | None = getattr(state, "runs", None)
-    if runs is None:
-        checks["run_store"] = "not started"
-    elif runs.draining:
-        checks["run_store"] = "draining"
-    else:
-        try:
-            with anyio.fail_after(2):
-                await runs.store.expire_keys()  # a write: the store accepts writes
-            checks["run_store"] = "ok"
-        except Exception as exc:  # any failure means not ready
-            checks["run_store"] = f"error: {type(exc).__name__}: {exc}"
-    service = getattr(state, "service", None)
-    results = getattr(service, "store", None)
-    if results is None:
-        checks["result_store"] = "not started"
-    else:
-        ok = os.access(results.dir, os.W_OK)
-        checks["result_store"] = "ok" if ok else f"not writable: {results.dir}"
-    catalog = getattr(state, "catalog", None)
-    reachable = catalog.reachable_count if catalog is not None else 0
-    total = len(catalog.names()) if catalog is not None else 0
-    checks["databases"] = f"{reachable}/{total} reachable"
-    ready = all(v == "ok" for k, v in checks.items() if k != "databases") and reachable > 0
-    body = ReadyResponse(status="ready" if ready else "not_ready", checks=checks)
-    return Response(
-        msgspec.json.encode(body), status_code=200 if ready else 503, media_type="application/json"
-    )
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    return Response(m.METRICS.render(), media_type=m.CONTENT_TYPE)
-
-
 RUN_ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST",
@@ -635,20 +466,6 @@ RUN_ENDPOINTS: list[Endpoint] = [
         errors=(400, 404, 409),
     ),
 ]
-
-OPS_ENDPOINTS: list[Endpoint] = [
-    Endpoint("GET", "/healthz", healthz, "Liveness: the process answers.", response=LiveResponse),
-    Endpoint(
-        "GET",
-        "/readyz",
-        readyz,
-        "Readiness: config loaded, stores writable, a database reachable, not draining.",
-        response=ReadyResponse,
-        errors=(503,),
-    ),
-    Endpoint("GET", "/metrics", metrics_endpoint, "Prometheus metrics (text exposition)."),
-]
-
 
 # -- wiring -----------------------------------------------------------------------------------
 def service_executor(service: QueryService):  # type: ignore[no-untyped-def]

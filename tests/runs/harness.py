@@ -30,8 +30,9 @@ from api.app import http_error
 from api.envelopes import ENCODER
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.openapi import build_openapi
+from api.ops_routes import OPS_ENDPOINTS
 from api.routes import ENDPOINTS, routes
-from api.runs_routes import OPS_ENDPOINTS, RUN_ENDPOINTS, build_run_manager
+from api.runs_routes import RUN_ENDPOINTS, build_run_manager
 from api.service import build_service
 from engine.config import Config, load_config
 
