@@ -36,10 +36,10 @@ _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@\s/]*@
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+")
 # a string none of the three patterns can match skips them: one scan instead of three
 # substitutions (redacting a simple query's entry took ~180 us, on the event loop)
-_MAY_HOLD_SECRET = re.compile(r"(?i)pass|pwd|secret|token|api[_-]?key|://|bearer")
+_MAY_HOLD_SECRET = re.compile(r"(?i)passw|pwd|secret|token|api[_-]?key|://|bearer")
 # the same triggers over an encoded entry, plus the secret key names redact() masks
 _MAY_HOLD_SECRET_JSON = re.compile(
-    rb"(?i)pass|pwd|secret|token|api[_-]?key|://|bearer|authorization"
+    rb"(?i)passw|pwd|secret|token|api[_-]?key|://|bearer|authorization"
 )
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 _SECRET_KEYS = frozenset(

@@ -11,7 +11,7 @@ import pytest
 from connectors.base import LinkFilter, Statement
 from connectors.sql_link import apply_link
 from engine.config import Config, load_config_text
-from safety.audit import AuditLog, redact, secret_values
+from safety.audit import _MAY_HOLD_SECRET_JSON, AuditLog, redact, secret_values
 
 LINK = LinkFilter("id", [3, 1, 2], "BIGINT")
 CAP_FETCH = 20_000_001  # the guardrails' row cap + 1, as Statement.max_rows carries it
@@ -60,7 +60,8 @@ def test_a_limit_without_a_known_cap_is_wrapped() -> None:
 
 
 ENTRIES = [
-    {"query": "SELECT * FROM users WHERE id = 5", "verdicts": [{"policy": "default: R"}]},
+    {"query": "SELECT * FROM users WHERE id = 5", "verdicts": [{"outcome": "pass"}]},
+    {"query": "SELECT 1", "note": "passwd: x, pwd=y"},
     {"query": "SELECT 'hunter22' AS x", "n": 1.5, "none": None},
     {"query": "SELECT * FROM t WHERE note = 'password=abc'"},
     {"dsn": "postgresql://u:pw@h/db", "headers": {"Authorization": "Bearer abc.def"}},
@@ -86,6 +87,13 @@ def test_audit_fast_encoding_matches_full_redaction(tmp_path: Path, entry: dict)
     got = _encoded(tmp_path, config, entry)
     assert got == expected
     assert b"hunter22" not in got
+
+
+def test_a_plain_entry_takes_the_fast_path(tmp_path: Path) -> None:
+    config = load_config_text("databases:\n  - {name: pg, type: postgresql, host: h}\n")
+    entry = ENTRIES[0]
+    assert _MAY_HOLD_SECRET_JSON.search(msgspec.json.encode(entry)) is None
+    assert _encoded(tmp_path, config, entry) == msgspec.json.encode(entry) + b"\n"
 
 
 def test_audit_secret_that_json_escapes_takes_the_full_path(tmp_path: Path) -> None:
