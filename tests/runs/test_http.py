@@ -27,7 +27,6 @@ from api.client import ApiFailure, Client, Event
 from sluice.cli_runs import add_run_commands
 from tests.api.conftest import free_port, wait_until_responds
 from tests.helpers import assert_error_envelope
-from tests.runs.harness import lead_wired
 from tests.servers import PgServer
 
 SPIN_ROWS = 40_000  # spin x spin is 1.6e9 rows: a query that runs until cancelled
@@ -126,27 +125,8 @@ def start(pg: PgServer, folder: Path, **env: str) -> RunServer:
     config.write_text(config_text(pg, folder / "state"))
     port = free_port()
     log_path = folder / f"server-{port}.log"
-    if lead_wired():
-        cmd = [
-            sys.executable,
-            "-m",
-            "sluice.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tests.runs.harness",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ]
+    cmd = [sys.executable, "-m", "sluice.cli", "serve", "--config", str(config),
+           "--port", str(port)]
     defaults = {
         "SLUICE_MAX_CONCURRENT_RUNS": "2",
         "SLUICE_MAX_QUEUED_RUNS": "3",
