@@ -57,7 +57,12 @@ _SECRET_KEYS = frozenset(
 )
 MASK = "***"
 
-_ENCODER = msgspec.json.Encoder()
+
+def _fallback(value: Any) -> Any:
+    return str(value)  # anything msgspec cannot encode is logged as its text
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_fallback, decimal_format="number")
 
 
 def secret_values(config: Config | None) -> tuple[str, ...]:
@@ -149,6 +154,7 @@ class AuditLog:
                     first = await self._receive.receive()
                 except anyio.EndOfStream:
                     break
+                # encoding and redaction run in the worker thread too, never on the loop
                 await anyio.to_thread.run_sync(self._write, fh, self._take([first]))
         finally:
             with anyio.CancelScope(shield=True):
@@ -158,30 +164,37 @@ class AuditLog:
                 self._send.close()
                 self._receive.close()
 
-    def _take(self, batch: list[dict[str, Any]]) -> list[bytes]:
+    def _take(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         while len(batch) < self._batch:
             try:
                 batch.append(self._receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
-        lines = []
         if self._unreported:
-            lines.append(
-                self._encode(
-                    {
-                        "ts": time.time(),
-                        "event": "audit_dropped",
-                        "dropped": self._unreported,
-                        "message": f"{self._unreported} audit entries were "
-                        "dropped: the writer queue was full",
-                    }
-                )
-            )
+            notice = {
+                "ts": time.time(),
+                "event": "audit_dropped",
+                "dropped": self._unreported,
+                "message": f"{self._unreported} audit entries were dropped: the writer "
+                "queue was full",
+            }
+            batch.insert(0, notice)
             self._unreported = 0
-        lines += [self._encode(entry) for entry in batch]
-        return lines
+        return batch
 
     def _encode(self, entry: dict[str, Any]) -> bytes:
+        try:
+            return self._encode_redacted(entry)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            # one odd entry must never stop the writer (and with it the server)
+            notice = {
+                "ts": time.time(),
+                "event": "audit_unencodable",
+                "message": f"an audit entry could not be encoded: {exc}",
+            }
+            return _ENCODER.encode(notice) + b"\n"
+
+    def _encode_redacted(self, entry: dict[str, Any]) -> bytes:
         # Most entries hold nothing to redact: encode once and search the bytes, instead of
         # walking every value (redact() cost ~60 us per simple query, on the event loop).
         raw = _ENCODER.encode(entry)
@@ -197,16 +210,14 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return self.path.open("ab")
 
-    @staticmethod
-    def _write(fh: IO[bytes], lines: list[bytes]) -> None:
-        fh.write(b"".join(lines))
+    def _write(self, fh: IO[bytes], entries: list[dict[str, Any]]) -> None:
+        fh.write(b"".join(self._encode(entry) for entry in entries))
         fh.flush()
 
-    @staticmethod
-    def _finish(fh: IO[bytes], lines: list[bytes]) -> None:
+    def _finish(self, fh: IO[bytes], entries: list[dict[str, Any]]) -> None:
         try:
-            if lines:
-                fh.write(b"".join(lines))
+            if entries:
+                fh.write(b"".join(self._encode(entry) for entry in entries))
             fh.flush()
         finally:
             fh.close()

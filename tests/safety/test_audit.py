@@ -191,3 +191,24 @@ def test_tail_follow_prints_new_lines(tmp_path: Path) -> None:
         pass
     t.join()
     assert "req_000000000001" in out.getvalue() and "req_000000000002" in out.getvalue()
+
+
+async def test_odd_values_never_stop_the_writer(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque-thing"
+
+    path = tmp_path / "a.jsonl"
+    audit = AuditLog(path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(audit.serve)
+        audit.record({"rows": Decimal("1.50"), "obj": Opaque(), "set": {1, 2}})
+        audit.record({"bad": float("nan"), 1: "int key"})
+        audit.record(_entry(3))
+        tg.cancel_scope.cancel()
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["obj"] == "opaque-thing"
+    assert json.loads(lines[-1])["request_id"] == "req_000000000003"
+    assert len(lines) == 3
