@@ -10,15 +10,16 @@ from typing import Any
 
 import duckdb
 
-from connectors.base import Distribution, FieldInfo, TableInfo
-from connectors.types_map import duckdb_type, json_safe, json_safe_list
+from connectors.base import FieldInfo, TableInfo
+from connectors.sampled_stats import quote, sampled_distributions
+from connectors.types_map import duckdb_type
+
+SPELLING = ("approx_count_distinct({c})", "count(*) - count({c})", "min({c})::VARCHAR",
+    "max({c})::VARCHAR", "{c}::VARCHAR")
 
 MAX_TABLES = 500
-SAMPLE_ROWS = 100_000
 
 
-def _q(ident: str) -> str:
-    return '"' + ident.replace('"', '""') + '"'
 
 
 def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:
@@ -54,8 +55,8 @@ def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:
     out = []
     for schema, table, estimate, comment in tables:
         cols = columns.get((schema, table), [])
-        qualified = f"{_q(schema)}.{_q(table)}"
-        dists = _distributions(cur, qualified, [c[2] for c in cols])
+        qualified = f"{quote(schema)}.{quote(table)}"
+        dists = sampled_distributions(cur.execute, qualified, [c[2] for c in cols], SPELLING)
         k = keys.get((schema, table), {})
         fields = [
             FieldInfo(
@@ -74,37 +75,5 @@ def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:
         name = table if schema == "main" else f"{schema}.{table}"
         out.append(
             TableInfo(name=name, fields=fields, row_count_estimate=estimate, description=comment)
-        )
-    return out
-
-
-def _distributions(
-    cur: duckdb.DuckDBPyConnection, qualified: str, cols: list[str]
-) -> dict[str, Distribution]:
-    if not cols:
-        return {}
-    sample = f"(SELECT * FROM {qualified} LIMIT {SAMPLE_ROWS})"
-    parts = ["count(*)"]
-    for c in cols:
-        parts += [
-            f"approx_count_distinct({_q(c)})",
-            f"count(*) - count({_q(c)})",
-            f"min({_q(c)})::VARCHAR",
-            f"max({_q(c)})::VARCHAR",
-        ]
-    row = cur.execute(f"SELECT {', '.join(parts)} FROM {sample}").fetchone()
-    total = row[0] or 0
-    out = {}
-    for i, c in enumerate(cols):
-        distinct, nulls, lo, hi = row[1 + 4 * i : 5 + 4 * i]
-        samples = cur.execute(
-            f"SELECT DISTINCT {_q(c)}::VARCHAR FROM {sample} WHERE {_q(c)} IS NOT NULL LIMIT 5"
-        ).fetchall()
-        out[c] = Distribution(
-            distinct_count=distinct,
-            null_fraction=nulls / total if total else 0.0,
-            sample_values=json_safe_list([s[0] for s in samples]),
-            min_value=json_safe(lo),
-            max_value=json_safe(hi),
         )
     return out
