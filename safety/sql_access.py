@@ -148,7 +148,7 @@ def table_access(tree: exp.Expression) -> list[tuple[TableRef, str]]:
             target = _target(node)
             extra = []
             conflict = node.args.get("conflict")
-            if conflict is not None and conflict.args.get("action") is not None:
+            if conflict is not None and "UPDATE" in str(conflict.args.get("action") or "").upper():
                 extra.append("UPDATE")
             if node.args.get("returning") is not None:
                 extra.append("SELECT")
