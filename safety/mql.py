@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import msgspec
 
+from safety.text_cache import text_cache
 from safety.types import Operation
 
 OPERATIONS: dict[str, Operation] = {
@@ -98,7 +98,7 @@ class MqlAnalysis:
     returns_all: bool = False  # whole documents come back (no inclusion projection)
 
 
-@lru_cache(maxsize=4096)
+@text_cache
 def analyse_mql(text: str) -> MqlAnalysis:
     try:
         body = _DECODER.decode(text)
@@ -276,7 +276,7 @@ def _walk(
         )
 
 
-@lru_cache(maxsize=4096)
+@text_cache
 def rewrite_mql(text: str, cap: int | None, max_time_ms: int) -> str:
     """The body with its row cap (cap + 1 fetched) and maxTimeMS set, as JSON text."""
     analysis = analyse_mql(text)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 
 from sqlglot import exp
 
@@ -23,6 +22,7 @@ from safety.sql_access import (
 from safety.sql_findings import Finding, find, is_tautology
 from safety.sql_names import FILE_LIKE
 from safety.sql_parse import Parsed, parse
+from safety.text_cache import text_cache
 from safety.types import Operation
 
 log = logging.getLogger("sluice.safety")
@@ -55,7 +55,7 @@ class SqlAnalysis:
         return self.operation == "SELECT" and self.parsed.explain is None and self.error is None
 
 
-@lru_cache(maxsize=4096)
+@text_cache
 def analyse_sql(dialect: str, text: str) -> SqlAnalysis:
     parsed = parse(dialect, text)
     try:

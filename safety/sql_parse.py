@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+
+from safety.text_cache import text_cache
 
 # EXPLAIN with its option words; anything else after EXPLAIN is left to the parser.
 _EXPLAIN = re.compile(
@@ -57,7 +58,7 @@ class Parsed:
         return self.explain is not None and "ANALY" in self.explain.upper()
 
 
-@lru_cache(maxsize=4096)
+@text_cache
 def parse(dialect: str, text: str) -> Parsed:
     """Parse `text` once; a parse failure keeps sqlglot's line and column in `error`."""
     explain = None

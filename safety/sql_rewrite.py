@@ -11,12 +11,11 @@ would have deduplicated into a final result under the cap.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL
 
 from safety.sql_parse import parse
+from safety.text_cache import text_cache
 
 
 class SluiceMySQL(MySQL):
@@ -38,7 +37,7 @@ class SluiceMySQL(MySQL):
 _WRITE: dict[str, str | type[MySQL]] = {"mysql": SluiceMySQL}
 
 
-@lru_cache(maxsize=4096)
+@text_cache
 def rewrite_sql(dialect: str, text: str, fetch: int | None) -> str:
     """The text the connector runs: `fetch` (= cap + 1) rows at most for a query."""
     parsed = parse(dialect, text)

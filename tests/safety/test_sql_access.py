@@ -97,3 +97,11 @@ def test_explain_is_a_read_and_explain_analyze_the_inner_statement() -> None:
     analyze = analyse_sql("postgres", "EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t WHERE id = 1")
     assert analyze.operation == "DELETE"
     assert not plain.returns_rows  # a plan is not capped
+
+
+def test_long_texts_are_not_cached() -> None:
+    from safety.text_cache import CACHE_MAX_CHARS
+
+    long = "SELECT id FROM t WHERE name IN (" + ", ".join(["'x'"] * CACHE_MAX_CHARS) + ")"
+    first = analyse_sql("postgres", long)
+    assert first.error is None and analyse_sql("postgres", long) is not first
