@@ -51,6 +51,7 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import bson
@@ -145,6 +146,13 @@ class MongoConnector:
         if self._client is not None:
             return
         c = self.config
+        # checked before a client exists: closing a client whose monitor is mid-handshake
+        # leaves PyMongo's socket to the garbage collector
+        name = c.database or _dsn_database(c.dsn)
+        if not name:
+            raise ConnectorUnavailable(
+                c.name, "no database: set `database`, or name it in the dsn (mongodb://h/db)"
+            )
         try:
             client: AsyncMongoClient[dict[str, Any]] = (
                 AsyncMongoClient(c.dsn, **self.client_options())
@@ -153,12 +161,6 @@ class MongoConnector:
             )
         except (ConfigurationError, ValueError, TypeError) as exc:
             raise ConnectorUnavailable(c.name, f"invalid MongoDB settings: {exc}") from exc
-        name = c.database or _dsn_database(client)
-        if not name:
-            await client.close()
-            raise ConnectorUnavailable(
-                c.name, "no database: set `database`, or name it in the dsn (mongodb://h/db)"
-            )
         self._client, self._db = client, client[name]
         try:
             await self.ping()
@@ -436,11 +438,12 @@ class MongoConnector:
         return apply_link(statement, link, self.config.name, oid_fields or frozenset())
 
 
-def _dsn_database(client: AsyncMongoClient[dict[str, Any]]) -> str | None:
-    try:
-        return client.get_default_database().name
-    except ConfigurationError:
+def _dsn_database(dsn: str | None) -> str | None:
+    """The database named in a mongodb:// or mongodb+srv:// URI's path, if any."""
+    if not dsn:
         return None
+    path = urlsplit(dsn).path.lstrip("/")
+    return unquote(path) or None
 
 
 def _find_limit(body_limit: int | None, max_rows: int | None) -> int:

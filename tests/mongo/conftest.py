@@ -151,6 +151,13 @@ class Wire:
     def uri(self) -> str:
         return str(self.server.uri)
 
+    def stop(self) -> None:
+        # MockupDB.stop() closes the listening socket under its accept loop's select(), which
+        # then dies with EBADF in its thread; let the loop see `_stopped` and end first
+        self.server._stopped = True
+        self.server._accept_thread.join(5)
+        self.server.stop()
+
     def on(self, command: str, handler: Callable[[Any], bool]) -> None:
         self.handlers[command] = handler
 
@@ -174,4 +181,4 @@ def wire() -> Iterator[Wire]:
     try:
         yield w
     finally:
-        w.server.stop()
+        w.stop()
