@@ -170,28 +170,37 @@ class DuckDBConnector:
         if reader is None:
             yield Batch([], rows=[])
             return
-        columns, to_rows, to_arrow = _plan(reader.schema)
-        sent = 0
-        limit = statement.max_rows
-        while limit is None or sent < limit:
-            with self._errors(statement, deadline):
-                rb = await call_interruptible(_next(reader), cursor.interrupt)
-            if rb is None:
-                break
-            if limit is not None and sent + rb.num_rows > limit:
-                rb = rb.slice(0, limit - sent)
-            if rb.num_rows == 0:
-                continue
-            sent += rb.num_rows
-            if statement.bulk:
-                yield Batch(columns, arrow=to_arrow(rb))
-            else:
-                yield Batch(columns, rows=to_rows(rb))
-        if sent == 0:
-            empty = pa.RecordBatch.from_pylist([], schema=reader.schema)
-            yield (
-                Batch(columns, arrow=to_arrow(empty)) if statement.bulk else Batch(columns, rows=[])
-            )
+        try:
+            columns, to_rows, to_arrow = _plan(reader.schema)
+            sent = 0
+            limit = statement.max_rows
+            while limit is None or sent < limit:
+                with self._errors(statement, deadline):
+                    rb = await call_interruptible(_next(reader), cursor.interrupt)
+                if rb is None:
+                    break
+                if limit is not None and sent + rb.num_rows > limit:
+                    rb = rb.slice(0, limit - sent)
+                if rb.num_rows == 0:
+                    continue
+                sent += rb.num_rows
+                if statement.bulk:
+                    yield Batch(columns, arrow=to_arrow(rb))
+                else:
+                    yield Batch(columns, rows=to_rows(rb))
+            if sent == 0:
+                empty = pa.RecordBatch.from_pylist([], schema=reader.schema)
+                yield (
+                    Batch(columns, arrow=to_arrow(empty))
+                    if statement.bulk
+                    else Batch(columns, rows=[])
+                )
+        finally:
+            # a reader left unfinished (max_rows reached, cancelled) sits in a reference
+            # cycle that keeps the read-only database open, and the next write would block
+            # in duckdb.connect(read_only=False) until the garbage collector ran
+            reader.close()
+            del reader
 
     @contextlib.asynccontextmanager
     async def _writer(self, statement: Statement) -> AsyncIterator[duckdb.DuckDBPyConnection]:
