@@ -421,3 +421,21 @@ async def test_discover(connector: MongoConnector, orders: list[ObjectId], mdb: 
         LinkFilter("ref", ["65a1b2c3d4e5f60718293a4b"], "VARCHAR"),
     )
     assert '"$oid"' in linked.text
+
+
+async def test_objectid_fields_seen_in_reads_get_the_objectid_link_rule(
+    connector: MongoConnector, mdb: Any
+) -> None:
+    owners = [ObjectId(), ObjectId()]
+    await mdb.items.insert_many([{"n": i, "owner": owners[i % 2]} for i in range(4)])
+    before = connector.with_link(
+        stmt({"operation": "find"}, "items"), LinkFilter("owner", [str(owners[1])], "VARCHAR")
+    )
+    assert '"$oid"' not in before.text  # not known yet: the value stays a plain string
+    first = records(await collect(connector, stmt({"operation": "find"}, "items")))
+    assert first[0]["owner"] == str(owners[0])  # shown as hex text
+    linked = connector.with_link(
+        stmt({"operation": "find", "sort": {"n": 1}}, "items"),
+        LinkFilter("owner", [str(owners[1])], "VARCHAR"),
+    )
+    assert [r["n"] for r in records(await collect(connector, linked))] == [1, 3]
