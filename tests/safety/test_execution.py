@@ -9,7 +9,6 @@ packages that drop and recreate their own tables).
 from __future__ import annotations
 
 import asyncio
-import gc
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -237,11 +236,6 @@ async def execute(conn: Connector, outcome: Any) -> list[Any]:
                 rows += batch.rows or []
             results.append(rows)
         else:
-            if conn.name == "duckdb":
-                # Known connector issue (reported): a read stopped at max_rows leaves its
-                # Arrow reader in a reference cycle that keeps the read-only DuckDB instance
-                # alive, so the next read-write open blocks until the garbage collector runs.
-                gc.collect()
             results.append(await conn.execute_write(statement))
     return results
 
