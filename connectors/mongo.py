@@ -38,11 +38,15 @@ Writes are not transactional: a MongoDB transaction needs a replica set, and the
 commands here are single operations (insertMany is `ordered`: it stops at the first error,
 documents before it stay inserted).
 
-Bulk path (`Statement.bulk`): documents are flattened in Python into Arrow record batches typed
-like the row path. pymongoarrow was measured and not kept (see `bench` notes in the report):
-it has no async API, its wheels are built against an older pyarrow ABI, and its own schema
-inference (struct/list columns, int32, ObjectId extension type) would still need a pass to
-reach these column types.
+Bulk path (`Statement.bulk`): Arrow record batches typed exactly like the row path. A find
+cursor hands over each server reply as raw BSON (`find_raw_batches`), decoded and flattened in
+a worker thread; aggregate documents are shaped there too. Measured on 200k documents (8
+fields, two nested; client CPU only, from the same raw bytes): bson decode 1.40 s, decode +
+flatten to rows 3.90 s, to Arrow 2.66 s; pymongoarrow 1.15 0.28 s. pymongoarrow is not used:
+its schema inference takes a field's type from the first value and silently loses the rest
+(a later "two" in an int32 column becomes null, 3.5 is truncated to 3, an array in a field
+first seen as a document becomes an empty struct), it has no async API, and its wheels are
+built against an older pyarrow ABI (a RuntimeWarning per class on import with pyarrow 25).
 """
 
 from __future__ import annotations
@@ -227,8 +231,10 @@ class MongoConnector:
                     )
                 if statement.max_rows is not None:
                     values = values[: statement.max_rows]
+                if not values:
+                    yield Batch([Column(query.key, "VARCHAR")], rows=[])
                 step = max(1, statement.batch_size)
-                for at in range(0, max(len(values), 1), step):
+                for at in range(0, len(values), step):
                     yield make([{query.key: v} for v in values[at : at + step]])
             case "findOne":
                 with self._errors(statement, deadline):

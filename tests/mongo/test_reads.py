@@ -163,6 +163,10 @@ async def test_count_and_distinct(connector: MongoConnector, orders: list[Object
         connector, stmt({"operation": "distinct", "key": "qty", "filter": {"status": "closed"}})
     )
     assert sorted(r[0] for r in filtered[0].rows) == [1, 3, 5]
+    empty = await collect(
+        connector, stmt({"operation": "distinct", "key": "sku", "filter": {"qty": 99}})
+    )
+    assert [(b.columns, b.rows) for b in empty] == [([Column("sku", "VARCHAR")], [])]
 
 
 async def test_aggregate(connector: MongoConnector, orders: list[ObjectId]) -> None:
