@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # asyncmy logs every server note ("database exists" after CREATE DATABASE IF NOT EXISTS)
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
     plan = FULL if args.full else QUICK
     started = time.perf_counter()
     spec = ensure_dataset(max(plan.scale, max(plan.join_n)))

@@ -41,8 +41,9 @@ def measure(seconds: float, n_events: int, concurrent: int, queued: int) -> dict
         start = time.time()
         end = start + seconds
         while time.time() < end:
-            r = http.post("/v1/runs", json={"config": config, "config_format": "json",
-                                            "name": "bench-runs"})
+            r = http.post(
+                "/v1/runs", json={"config": config, "config_format": "json", "name": "bench-runs"}
+            )
             if r.status_code == 202:
                 submitted.append(r.json()["run_id"])
             elif r.status_code == 429:
@@ -53,10 +54,16 @@ def measure(seconds: float, n_events: int, concurrent: int, queued: int) -> dict
         records = [http.get(f"/v1/runs/{rid}").json() for rid in submitted]
         for rid in submitted:  # leave nothing running behind us
             http.post(f"/v1/runs/{rid}/cancel")
-    done = [r for r in records
-            if r["status"] == "completed" and (_ts(r["finished_at"]) or end + 1) <= end]
-    failed = [r for r in records if r["status"] in ("failed", "cancelled")
-              and (_ts(r["finished_at"]) or end + 1) <= end]
+    done = [
+        r
+        for r in records
+        if r["status"] == "completed" and (_ts(r["finished_at"]) or end + 1) <= end
+    ]
+    failed = [
+        r
+        for r in records
+        if r["status"] in ("failed", "cancelled") and (_ts(r["finished_at"]) or end + 1) <= end
+    ]
     latencies = [(_ts(r["finished_at"]) or 0) - (_ts(r["submitted_at"]) or 0) for r in done]
     return {
         "seconds": seconds,
@@ -82,8 +89,9 @@ def main() -> None:
     p.add_argument("--queued", type=int, default=20)
     args = p.parse_args()
     metrics = measure(args.seconds, args.events, args.concurrent, args.queued)
-    line = results.record("runs", WORKLOAD, metrics,
-                          params={"seconds": args.seconds, "events": args.events})
+    line = results.record(
+        "runs", WORKLOAD, metrics, params={"seconds": args.seconds, "events": args.events}
+    )
     print(json.dumps(line))
 
 

@@ -113,6 +113,19 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by pid and its live descendants."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
 @dataclass
 class RssSampler:
     """Samples the summed RSS of a process tree every `every_s` in a thread; `peak` is the
@@ -160,6 +173,9 @@ class RunningSluice:
 
     def tree_rss_bytes(self) -> int:
         return sum(_status_kb(p, "VmRSS") for p in process_tree(self.pid)) * 1024
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.pid)
 
     def tree_hwm_bytes(self) -> int:
         return sum(_status_kb(p, "VmHWM") for p in process_tree(self.pid)) * 1024

@@ -83,8 +83,16 @@ def sluice(
                 # the safety pipeline's per-text cache (the uncached cost is bench.safety_cost)
                 run_load(url, lookups, concurrency=8, duration_s=3.0 * w, warmup_s=0.0)
                 for c in concurrencies:
+                    cpu0 = s.cpu_seconds()
                     res = run_load(url, lookups, concurrency=c, duration_s=duration_s)
-                    metrics: dict[str, Any] = {**res.as_metrics(), "load_avg_1m": load_avg()}
+                    # the server's own CPU per request: steadier than requests/s on a
+                    # shared machine (includes the warm-up second)
+                    cpu_us = (s.cpu_seconds() - cpu0) / max(1, res.requests) * 1e6
+                    metrics: dict[str, Any] = {
+                        **res.as_metrics(),
+                        "server_cpu_us_per_req": round(cpu_us, 1),
+                        "load_avg_1m": load_avg(),
+                    }
                     if baseline and baseline.get(c):
                         metrics["direct_req_per_s"] = baseline[c]
                         metrics["vs_direct"] = round(res.req_per_s / baseline[c], 3)
