@@ -182,3 +182,18 @@ def wire() -> Iterator[Wire]:
         yield w
     finally:
         w.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any blocking call on the event loop (STYLE.md: anyio's blockbuster fixture).
+
+    Sync setup (the nx-27017 subprocess, mockupdb threads) runs outside the loop and is not
+    affected; blockbuster only flags calls made from a running event loop's thread.
+    """
+    from blockbuster import blockbuster_ctx
+
+    with blockbuster_ctx() as bb:
+        # PyMongo's client constructor stats /.dockerenv once (driver metadata)
+        bb.functions["os.stat"].can_block_in("pymongo/pool_options.py", "get_container_env_info")
+        yield
