@@ -35,11 +35,11 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install-test
+bench: install-test services
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run --quick
 
-bench-full: install-test
+bench-full: install-test services
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run --full
 
