@@ -4,16 +4,19 @@ and cancellation. `mockupdb` scripts the server's exact replies (see conftest.py
 from __future__ import annotations
 
 import asyncio
+import decimal
 import gc
 import json
 import socket
 import time
+import uuid
 import warnings
 from typing import Any
 
 import anyio
 import pytest
-from bson import Int64
+from bson import Binary, Decimal128, Int64
+from bson.datetime_ms import DatetimeMS
 
 from connectors.base import Batch, Statement
 from connectors.config import DatabaseConfig
@@ -199,3 +202,32 @@ async def test_max_rows_reached_closes_the_cursor(wire: Wire) -> None:
     assert [len(b) for b in batches] == [2]
     assert seen[0]["limit"] == 2  # the fetch cap travels as find's limit
     assert 5 in wire.killed
+
+
+async def test_types_nx_cannot_store_arrive_typed_over_the_wire(wire: Wire) -> None:
+    """Decimal128, UUID (binary subtype 4) and out-of-range dates, as a real server sends
+    them: the client's codec options decide how they decode (nx-27017 cannot store them)."""
+    uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    docs = [{"d": Decimal128("12.5"), "u": Binary(uid.bytes, 4), "far": DatetimeMS(2**62)}]
+    wire.on("find", first_batch(0, docs))
+    conn = mock_connector(wire)
+    await conn.open()
+    try:
+        for bulk in (False, True):
+            statement = Statement(FIND, bulk=bulk, options={"collection": "c"})
+            (batch,) = [b async for b in conn.stream(statement)]
+            assert [(c.name, c.type) for c in batch.columns] == [
+                ("d", "DECIMAL(38,10)"),
+                ("u", "UUID"),
+                ("far", "VARCHAR"),
+            ]
+            row = (
+                batch.rows[0]
+                if batch.rows is not None
+                else tuple(batch.arrow.to_pylist()[0].values())
+            )
+            assert row[0] == decimal.Decimal("12.5")
+            assert row[1] in (uid, str(uid))  # Arrow carries UUIDs as text for the sink
+            assert row[2] == str(2**62)
+    finally:
+        await conn.close()
