@@ -66,21 +66,12 @@ from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.cursor import AsyncRawBatchCursor
-from pymongo.errors import (
-    BulkWriteError,
-    ConfigurationError,
-    ConnectionFailure,
-    CursorNotFound,
-    ExecutionTimeout,
-    NetworkTimeout,
-    OperationFailure,
-    PyMongoError,
-    WriteError,
-)
+from pymongo.errors import ConfigurationError, PyMongoError
 
 from connectors import mongo_discovery
 from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.mongo_errors import mapped, reason
 from connectors.mongo_flatten import RowShaper
 from connectors.mongo_query import MongoQuery, apply_link, parse, write_stages
 
@@ -94,7 +85,6 @@ DEFAULT_TIMEOUT_S = 30.0
 # the client-side deadline trails the server's maxTimeMS so the server stops first
 CLIENT_GRACE_S = 1.0
 CLOSE_CURSOR_S = 5.0
-_TIMEOUT_CODES = frozenset({50, 262})  # MaxTimeMSExpired, ExceededTimeLimit
 # how documents are decoded: the client's options and the bulk path's raw batches alike
 DECODE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=True,
@@ -192,7 +182,7 @@ class MongoConnector:
         except TimeoutError as exc:
             raise ConnectorUnavailable(self.config.name, "ping timed out") from exc
         except PyMongoError as exc:
-            raise ConnectorUnavailable(self.config.name, f"unreachable: {_reason(exc)}") from exc
+            raise ConnectorUnavailable(self.config.name, f"unreachable: {reason(exc)}") from exc
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -374,7 +364,7 @@ class MongoConnector:
             try:
                 yield
             except PyMongoError as exc:
-                raise _mapped(db, exc, statement.timeout) from exc
+                raise mapped(db, exc, statement.timeout) from exc
             except (BSONError, ValueError, TypeError) as exc:
                 # the driver validates arguments (sort spec, hint, documents) before sending
                 raise QueryFailed(db, f"invalid MQL: {exc}") from exc
@@ -497,28 +487,3 @@ async def _close_cursor(cursor: Any, coll: AsyncCollection[dict[str, Any]] | Non
             await cursor.close()
             if coll is not None and cursor_id:
                 await coll.database.command("killCursors", coll.name, cursors=[Int64(cursor_id)])
-
-
-def _reason(exc: PyMongoError) -> str:
-    details = getattr(exc, "details", None)
-    if isinstance(details, Mapping) and details.get("errmsg"):
-        return str(details["errmsg"])
-    return str(exc).split(", full error:", 1)[0]
-
-
-def _mapped(db: str, exc: PyMongoError, seconds: float) -> Exception:
-    """One PyMongo error -> QueryTimedOut / ConnectorUnavailable / QueryFailed."""
-    if isinstance(exc, ExecutionTimeout | NetworkTimeout) or getattr(exc, "timeout", False):
-        return QueryTimedOut(db, seconds)
-    if isinstance(exc, OperationFailure) and exc.code in _TIMEOUT_CODES:
-        return QueryTimedOut(db, seconds)
-    if isinstance(exc, CursorNotFound):
-        return QueryFailed(db, f"the server lost the cursor mid-stream: {_reason(exc)}")
-    if isinstance(exc, ConnectionFailure):
-        return ConnectorUnavailable(db, f"connection lost: {_reason(exc)}")
-    if isinstance(exc, BulkWriteError):
-        errors = exc.details.get("writeErrors") or [{}]
-        return QueryFailed(db, f"write failed: {errors[0].get('errmsg', exc)}")
-    if isinstance(exc, WriteError | OperationFailure):
-        return QueryFailed(db, _reason(exc))
-    return QueryFailed(db, str(exc))

@@ -3,8 +3,9 @@
 A body is one JSON object (MongoDB Extended JSON: `{"$oid"}`, `{"$date"}`,
 `{"$numberDecimal"}`, `{"$numberLong"}`, `{"$uuid"}`..., relaxed or canonical) naming an
 `operation` and its arguments; see `connectors.mongo` for the format. Link values are put
-into the parsed document as BSON values and the body is re-serialised as canonical Extended
-JSON, so a value never becomes query syntax and round-trips exactly.
+into the parsed document as BSON values and the body is re-serialised as relaxed Extended
+JSON, so a value never becomes query syntax and keeps its BSON type ($oid, $date,
+$numberDecimal).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def loads(text: str, database: str) -> dict[str, Any]:
 
 
 def dumps(body: Mapping[str, Any]) -> str:
-    """A body as canonical Extended JSON (exact: types survive the round trip)."""
+    """A body as relaxed Extended JSON (readable in the audit log; BSON types survive)."""
     return json_util.dumps(body, json_options=_DUMP_OPTIONS)
 
 
