@@ -23,7 +23,10 @@ Results. Documents become rows as `connectors.mongo_flatten` describes (top-leve
 columns, the union of the fields seen, stable order and types across batches; nested values
 as JSON). `count` -> one row `count`; `distinct` -> one column named after the key, a row per
 value; `findOne` -> zero or one row. A read with no documents has the columns of an inclusion
-projection (`_id` first unless excluded), or none.
+projection (`_id` first unless excluded), or none; an empty `distinct` keeps its key column.
+
+Links. `with_link` adds `{column: {"$in": values}}` to the filter (in `$and` with a non-empty
+one) or as a leading `$match`; values become BSON values (rules in `mongo_query.link_values`).
 
 Time limits. `maxTimeMS` is sent with every read: the lower of the body's `maxTimeMS` and
 `Statement.timeout`; writes run under `pymongo.timeout(Statement.timeout)`. A client-side
