@@ -16,15 +16,17 @@ from typing import Any
 
 import msgspec
 
+from connectors.mongo_query import BODY_KEYS, READ_OPERATIONS, WRITE_OPERATIONS
 from safety.text_cache import text_cache
 from safety.types import Operation
 
-OPERATIONS: dict[str, Operation] = {
+# The connector's lists are the one source of truth for what a body may say; safety only adds
+# each operation's class (checked at import so a new connector operation cannot go unclassified).
+_CLASS: dict[str, Operation] = {
     "find": "SELECT",
     "findOne": "SELECT",
     "aggregate": "SELECT",
     "count": "SELECT",
-    "countDocuments": "SELECT",
     "distinct": "SELECT",
     "insertOne": "INSERT",
     "insertMany": "INSERT",
@@ -34,27 +36,12 @@ OPERATIONS: dict[str, Operation] = {
     "deleteOne": "DELETE",
     "deleteMany": "DELETE",
 }
-KEYS = frozenset(
-    {
-        "operation",
-        "collection",
-        "filter",
-        "projection",
-        "sort",
-        "limit",
-        "skip",
-        "pipeline",
-        "key",
-        "document",
-        "documents",
-        "update",
-        "replacement",
-        "maxTimeMS",
-        "hint",
-        "upsert",
-        "options",
-    }
-)
+if set(_CLASS) != set(READ_OPERATIONS + WRITE_OPERATIONS) or any(
+    _CLASS[op] != "SELECT" for op in READ_OPERATIONS
+):
+    raise ImportError("safety.mql's operation classes disagree with connectors.mongo_query")
+OPERATIONS: dict[str, Operation] = {op: _CLASS[op] for op in READ_OPERATIONS + WRITE_OPERATIONS}
+KEYS: frozenset[str] = BODY_KEYS
 # Server-side JavaScript and writes from inside a read: refused wherever they appear.
 BLOCKED_OPERATORS = frozenset(
     {"$where", "$function", "$accumulator", "$out", "$merge", "$code", "$eval"}
