@@ -33,6 +33,7 @@ from bench.raw import simple_direct
 from bench.server import LOOKUP_MAX_ROWS, SERVERS, serve
 
 RUNNER = "sluice"
+WARMUP_S = 1.0
 
 
 def emit(line: dict[str, Any]) -> None:
@@ -84,10 +85,13 @@ def sluice(
                 run_load(url, lookups, concurrency=8, duration_s=3.0 * w, warmup_s=0.0)
                 for c in concurrencies:
                     cpu0 = s.cpu_seconds()
-                    res = run_load(url, lookups, concurrency=c, duration_s=duration_s)
+                    res = run_load(
+                        url, lookups, concurrency=c, duration_s=duration_s, warmup_s=WARMUP_S
+                    )
                     # the server's own CPU per request: steadier than requests/s on a
-                    # shared machine (includes the warm-up second)
-                    cpu_us = (s.cpu_seconds() - cpu0) / max(1, res.requests) * 1e6
+                    # shared machine (the warm-up's requests estimated at the measured rate)
+                    served = res.req_per_s * (duration_s + WARMUP_S)
+                    cpu_us = (s.cpu_seconds() - cpu0) / max(1.0, served) * 1e6
                     metrics: dict[str, Any] = {
                         **res.as_metrics(),
                         "server_cpu_us_per_req": round(cpu_us, 1),
