@@ -102,6 +102,7 @@ def seed_mongo(db: Database[dict[str, Any]]) -> None:
     )
     db.secrets.insert_many([{"id": 1, "token": "hunter2"}])
     db.audit_log.insert_many([{"id": 1, "what": "boot"}])
+    db.ledger.insert_many([{"k": 0}])  # the write tests' collection, reset per test
 
 
 def seed_pg(pg: PgServer, items: list[dict[str, Any]]) -> None:
@@ -162,8 +163,8 @@ safety:
 
 @pytest.fixture(scope="session")
 def env(
-    mongo_uri: str,
-    pg_server: PgServer,  # noqa: F811
+    mongo_uri: str,  # noqa: F811
+    pg_server: PgServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
