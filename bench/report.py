@@ -15,6 +15,7 @@ from bench import results, targets
 from bench.compare import _fmt, _params, headline
 
 LABEL_PARAMS = ("server", "workers", "form", "orders_db")
+RUNNER_LABELS = {"raw": "raw drivers", "peer": "reference product"}
 
 
 def _series(
@@ -26,7 +27,7 @@ def _series(
         if line["workload"] != workload or x_param not in line.get("params", {}):
             continue
         params = line["params"]
-        label = line["runner"] + "".join(
+        label = RUNNER_LABELS.get(line["runner"], line["runner"]) + "".join(
             f" {'x' if k == 'workers' else ''}{params[k]}" for k in LABEL_PARAMS if k in params
         )
         if y is None:
@@ -72,6 +73,20 @@ def _plot(
     return True
 
 
+def _load_note(lines: list[dict[str, Any]]) -> list[str]:
+    """The machine's 1-minute load average while measuring: on two cores anything above
+    ~2 means other processes took CPU from the server, the client and the databases."""
+    loads = [x["metrics"]["load_avg_1m"] for x in lines if "load_avg_1m" in x["metrics"]]
+    if not loads:
+        return []
+    return [
+        f"1-minute load average while measuring: {min(loads):.1f} to {max(loads):.1f} "
+        "(2 cores shared by the server, the load generator, PostgreSQL and MariaDB; above "
+        "~2, other processes on the machine were competing for the same cores).",
+        "",
+    ]
+
+
 def _simple_table(lines: list[dict[str, Any]]) -> list[str]:
     """Concurrency rows, one column per side (direct asyncpg, each server x workers, peer)."""
     cols: dict[str, dict[int, float]] = defaultdict(dict)
@@ -105,6 +120,7 @@ def render(results_dir: Path = results.RESULTS_DIR) -> Path:
             f"Machine: {m['nproc']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, {m['cpu_model']}."
             f" Git {lines[-1]['git_sha']}.",
             "",
+            *_load_note(lines),
             "## Targets (sluice issue 7)",
             "",
             *targets.markdown(targets.evaluate(lines)),
@@ -135,7 +151,7 @@ def render(results_dir: Path = results.RESULTS_DIR) -> Path:
             "One-row lookup throughput",
             "concurrency",
             "requests/s",
-            False,
+            True,
         ),
         (
             _series(lines, results.LINKED_JOIN, "n_events"),
