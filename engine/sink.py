@@ -191,6 +191,9 @@ class TableState:
     columns: dict[str, str] = field(default_factory=dict)  # name (lower) -> DuckDB type
     names: dict[str, str] = field(default_factory=dict)  # lower -> as created
     rows: int = 0
+    # columns typed only by a batch without rows (a guess, e.g. a MongoDB projection); the
+    # first batch with rows that declares one of them sets its real type
+    provisional: set[str] = field(default_factory=set)
 
 
 Declared = list[tuple[str, str]]  # (unique column name, DuckDB type)
@@ -241,7 +244,9 @@ class RequestTables:
                     continue
                 table, declared = self._as_table(batch)
                 if step_id not in self.tables:  # create it now, even for an empty batch
-                    await anyio.to_thread.run_sync(self._ensure_columns, step_id, declared)
+                    await anyio.to_thread.run_sync(
+                        self._ensure_columns, step_id, declared, table.num_rows == 0
+                    )
                 if table.num_rows:
                     buf.pieces.append((table, declared))
                     buf.rows += table.num_rows
@@ -262,23 +267,37 @@ class RequestTables:
         pieces, buf.pieces, buf.rows = buf.pieces, [], 0
         await anyio.to_thread.run_sync(self._append, step_id, pieces)
 
-    def _ensure_columns(self, step_id: str, declared: Declared) -> TableState:
-        """Create the step table, or add the columns a later batch brought (MongoDB)."""
+    def _ensure_columns(
+        self, step_id: str, declared: Declared, provisional: bool = False
+    ) -> TableState:
+        """Create the step table, or add the columns a later batch brought (MongoDB).
+
+        `provisional`: the batch has no rows, so its types are a guess; a later batch with
+        rows settles them (ALTER ... TYPE is safe then: those columns hold only NULLs)."""
+        table = self.table_name(step_id)
         state = self.tables.get(step_id)
         if state is None:
             state = TableState()
             cols = ", ".join(f"{quote(n)} {t}" for n, t in declared)
-            self.run(f"CREATE TABLE {self.table_name(step_id)} ({cols})")
+            self.run(f"CREATE TABLE {table} ({cols})")
             self.tables[step_id] = state
         else:
             for name, typ in declared:
-                if name.lower() not in state.columns:
-                    self.run(
-                        f"ALTER TABLE {self.table_name(step_id)} ADD COLUMN {quote(name)} {typ}"
-                    )
+                key = name.lower()
+                if key not in state.columns:
+                    self.run(f"ALTER TABLE {table} ADD COLUMN {quote(name)} {typ}")
+                elif not provisional and key in state.provisional:
+                    if state.columns[key] != typ:
+                        col = quote(state.names[key])
+                        self.run(f"ALTER TABLE {table} ALTER COLUMN {col} TYPE {typ}")
+                        state.columns[key] = typ
+                    state.provisional.discard(key)
         for name, typ in declared:
-            state.columns.setdefault(name.lower(), typ)
-            state.names.setdefault(name.lower(), name)
+            key = name.lower()
+            if key not in state.columns and provisional:
+                state.provisional.add(key)
+            state.columns.setdefault(key, typ)
+            state.names.setdefault(key, name)
         return state
 
     def _append(self, step_id: str, pieces: list[tuple[pa.Table, Declared]]) -> None:

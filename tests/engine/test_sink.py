@@ -126,6 +126,26 @@ async def test_new_columns_in_later_batches_are_kept(tables: RequestTables) -> N
     assert rows == [("x", 1, None), ("y", None, "z")]
 
 
+async def test_types_guessed_by_an_empty_batch_yield_to_real_rows(
+    tables: RequestTables,
+) -> None:
+    """A link batch that matched nothing may guess VARCHAR for a projected column; the rows
+    that follow carry the real type, and the merge must see numbers, not text."""
+    await write(
+        tables,
+        [
+            ("m", Batch([Column("k", "VARCHAR"), Column("n", "VARCHAR")], rows=[])),
+            ("m", Batch([Column("k", "BIGINT"), Column("n", "DOUBLE")], rows=[(1, 1.5), (2, 2)])),
+            ("m", Batch([Column("k", "VARCHAR")], rows=[])),
+            ("m", None),
+        ],
+    )
+    name = tables.table_name("m")
+    types = tables.cursor.sql(f"SELECT column_name, column_type FROM (DESCRIBE {name})").fetchall()
+    assert types == [("k", "BIGINT"), ("n", "DOUBLE")]
+    assert tables.cursor.sql(f"SELECT sum(k), sum(n) FROM {name}").fetchall() == [(3, 3.5)]
+
+
 async def test_bulk_appends_lose_nothing(tables: RequestTables) -> None:
     cols = [Column("k", "BIGINT"), Column("v", "DOUBLE")]
     messages: list[tuple[str, Batch | None]] = []
