@@ -111,9 +111,12 @@ def analyse_mql(text: str) -> MqlAnalysis:
     lookups: list[str] = []
     structural += [
         (f"MQL `{name}` must be an object", None)
-        for name in ("filter", "projection", "sort", "replacement", "document")
+        for name in ("filter", "projection", "replacement", "document")
         if name in body and not isinstance(body[name], dict)
     ]
+    if "sort" in body and sort_spec(body["sort"]) is None:
+        structural.append(('MQL `sort` must be an object or a list of [field, direction] '
+                           'pairs, e.g. {"a": 1} or [["a", 1]]', None))
     if "update" in body and not isinstance(body["update"], dict | list):
         structural.append(("MQL `update` must be an object or a pipeline list", None))
     for name in ("pipeline", "documents"):
@@ -152,6 +155,18 @@ def analyse_mql(text: str) -> MqlAnalysis:
     )
 
 
+def sort_spec(sort: Any) -> dict[str, Any] | None:
+    """`sort` as an object: `{"a": 1}` as is, `[["a", 1], ...]` (the connector accepts both)
+    converted, so field checks see every sort field; None when it is neither."""
+    if isinstance(sort, dict):
+        return sort
+    if isinstance(sort, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in sort
+    ):
+        return dict(sort)
+    return None
+
+
 def _fields(body: dict[str, Any], op_name: str) -> tuple[tuple[str, ...], frozenset[str], bool]:
     """Field names the body touches (over-approximated: any non-operator key or `$path`)."""
     found: dict[str, None] = {}
@@ -168,8 +183,9 @@ def _fields(body: dict[str, Any], op_name: str) -> tuple[tuple[str, ...], frozen
         elif isinstance(node, str) and node.startswith("$") and not node.startswith("$$"):
             found[node[1:].split(".", 1)[0]] = None
 
-    for name in ("filter", "sort", "pipeline", "update", "replacement", "document", "documents"):
+    for name in ("filter", "pipeline", "update", "replacement", "document", "documents"):
         walk(body.get(name))
+    walk(sort_spec(body.get("sort")))  # the list form names its fields in values, not keys
     if isinstance(body.get("key"), str):
         found[body["key"].split(".", 1)[0]] = None
     projection = body.get("projection")

@@ -239,10 +239,6 @@ def test_under_the_cap_is_not_truncated(env: Env) -> None:
     assert got["safety"]["warnings"] == []
 
 
-@pytest.mark.xfail(
-    reason="safety/mql.py refuses the list form of `sort` the connector accepts "
-    "(AST_CHECKER: MQL `sort` must be an object)"
-)
 def test_sort_as_a_list_of_pairs(env: Env) -> None:
     r = env.simple(
         "items",

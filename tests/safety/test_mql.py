@@ -87,3 +87,18 @@ def test_sql_language_for_a_mongodb_database_is_blocked(config: Config) -> None:
     outcome = run(config, "SELECT 1", "items", "mql", language="sql")
     assert outcome.block is not None and outcome.block.stage == "PROMPT_GUARD"
     assert "speaks mql" in outcome.block.reason
+
+
+def test_sort_as_list_of_pairs_is_checked_like_an_object(config: Config) -> None:
+    """The list form `[["field", 1]]` passes, and its fields meet the column denies: a
+    sort by a denied column is blocked in both forms."""
+    ok = '{"operation": "find", "projection": {"name": 1}, "sort": [["name", 1], ["id", -1]]}'
+    outcome = run(config, ok, "users", "mql")
+    assert outcome.block is None, outcome.block
+    for sort in ('{"ssn": 1}', '[["ssn", 1]]'):
+        q = f'{{"operation": "find", "projection": {{"name": 1}}, "sort": {sort}}}'
+        outcome = run(config, q, "users", "mql")
+        assert outcome.block is not None and outcome.block.stage == "RBAC_GATE", sort
+        assert "ssn" in outcome.block.reason
+    bad = run(config, '{"operation": "find", "sort": [["name"]]}', "items", "mql")
+    assert bad.block is not None and "list of [field, direction] pairs" in bad.block.reason
