@@ -44,3 +44,37 @@ def test_backend_killed_mid_query(server: Server, seeded: tuple[PgServer, object
                              "query": "SELECT count(*) AS n FROM items"})
         assert r.status_code == 200, r.text
         assert r.json()["data"]["rows"] == [{"n": 500}]
+
+
+def test_client_disconnect_stops_the_query_on_the_server(
+    server: Server, seeded: tuple[PgServer, object]
+) -> None:
+    pg, _ = seeded
+    marker = "AS disconnect_probe"
+    sql = f"SELECT count(*) {marker} FROM items a, items b, items c WHERE a.id + b.id > c.id"
+
+    def running() -> int:
+        return len(pg.run(
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+            "AND query LIKE '%disconnect_probe%' AND pid <> pg_backend_pid()"))
+
+    def post_and_hang_up() -> None:
+        with httpx.Client(base_url=server.url, timeout=0.6) as c:
+            try:
+                c.post("/v1/query/simple",
+                       json={"database": "pg", "table": "items", "query": sql})
+            except httpx.ReadTimeout:
+                pass  # the client gives up and closes the connection
+
+    t = threading.Thread(target=post_and_hang_up)
+    t.start()
+    seen = False
+    while t.is_alive() and not seen:
+        seen = running() > 0
+        time.sleep(0.02)
+    t.join()
+    assert seen, "the query never showed up in pg_stat_activity"
+    deadline = time.monotonic() + 0.9  # before the 2 s statement_timeout could end it
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == 0, "the query kept running after the client went away"
