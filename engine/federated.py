@@ -21,7 +21,7 @@ import msgspec
 from connectors.base import Connector
 from engine.config import SafetyConfig
 from engine.errors import InvalidRequest, MergeFailed, StepFailed
-from engine.execute import Execution, StepError, StepMeta, StepProgress
+from engine.execute import FULL_SCAN_AFTER, Execution, StepError, StepMeta, StepProgress
 from engine.ir import FederatedQuery
 from engine.merge import parse_merge, qualify
 from engine.plan import Plan, build_plan
@@ -30,12 +30,6 @@ from engine.sink import Message, RequestTables, Sink, quote
 from safety.types import CheckedStep
 
 DEFAULT_PAGE_SIZE = 100  # GET /v1/results default `size`
-# Distinct link values after which a linked child stops sending key batches and scans.
-# Measured (bench/federated.py, 1M events -> 100k keys into a 1M-row orders table): key
-# batches all the way took 1.24 s / 245 MB peak RSS with a MariaDB child and 1.79 s with a
-# PostgreSQL one; switching to a scan at 50k keys took 1.88 s / 388 MB and 2.02 s. A scan
-# only pays once the keys are a large share of the child table, which the engine cannot see.
-FULL_SCAN_AFTER = 200_000
 MERGE_BATCH_ROWS = 65_536
 
 __all__ = ["FederatedResult", "ResultPages", "StepMeta", "StepProgress", "explain", "run_federated"]
