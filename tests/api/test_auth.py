@@ -17,6 +17,8 @@ from tests.helpers import assert_blocked, assert_error_envelope
 
 ANALYST_TOKEN = "analyst-" + "a" * 24
 ADMIN_TOKEN = "admin-" + "b" * 24
+WRITER_TOKEN = "writer-" + "c" * 24
+OWNER_TOKEN = "owner-" + "d" * 24
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,10 @@ auth:
       requests_per_minute: 5
     - token_sha256: {admin_sha}
       principal: admin
+    - token: {WRITER_TOKEN}
+      principal: writer
+    - token: {OWNER_TOKEN}
+      principal: owner
 permissions:
   principals:
     analyst:
@@ -46,6 +52,14 @@ permissions:
     admin:
       lite:
         level: R
+    writer:
+      lite:
+        level: none
+        tables:
+          people: RW
+    owner:
+      lite:
+        level: RWA
 """
     srv = start_server(config, folder, env={"ANALYST_TOKEN": ANALYST_TOKEN})
     try:
@@ -113,3 +127,44 @@ def test_no_tokens_refuses_to_bind_off_loopback(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "refusing to bind '0.0.0.0' without auth" in r.stderr
     assert "--insecure-no-auth" in r.stderr
+
+
+def count_people(server: Server) -> int:
+    r = query(server, ADMIN_TOKEN, "SELECT count(*) AS n FROM people")
+    assert r.status_code == 200, r.text
+    return int(r.json()["data"]["rows"][0]["n"])
+
+
+def test_writes_follow_the_grant_and_report_rows_affected(auth_server: Server) -> None:
+    before = count_people(auth_server)
+    insert = "INSERT INTO people (id, name, age, city) VALUES (100, 'Edsger', 72, 'Austin')"
+    assert_blocked(query(auth_server, ADMIN_TOKEN, insert), "RBAC_GATE")  # R only
+    # dry run: the verdicts and the statement, nothing executed
+    r = httpx.post(f"{auth_server.url}/v1/query/simple", timeout=30,
+                   headers={"Authorization": f"Bearer {WRITER_TOKEN}"},
+                   json={"database": "lite", "table": "people", "query": insert,
+                         "dry_run": True})
+    assert r.status_code == 200, r.text
+    (step,) = r.json()["steps"]
+    assert step["operation"] == "INSERT" and "INSERT INTO people" in step["rewritten"]
+    assert count_people(auth_server) == before
+    r = query(auth_server, WRITER_TOKEN, insert)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["rows_affected"] == 1
+    assert count_people(auth_server) == before + 1
+    r = query(auth_server, WRITER_TOKEN, "UPDATE people SET city = 'Zurich' WHERE id = 100")
+    assert r.json()["data"]["rows_affected"] == 1
+    # a DELETE without WHERE needs the A level; a bounded one does not
+    body = assert_blocked(query(auth_server, WRITER_TOKEN, "DELETE FROM people"), "RBAC_GATE")
+    assert "(A) for DELETE without a WHERE clause" in body["error"]["reason"]
+    assert "people: RWA" in body["error"]["suggestion"]
+    assert count_people(auth_server) == before + 1
+    r = query(auth_server, WRITER_TOKEN, "DELETE FROM people WHERE id = 100")
+    assert r.json()["data"]["rows_affected"] == 1
+    # a failing write commits nothing: a duplicate key in a two-row insert
+    r = query(auth_server, WRITER_TOKEN,
+              "INSERT INTO people (id, name) VALUES (101, 'x'), (1, 'duplicate')")
+    assert_error_envelope(r, 500, "query_failed")
+    assert count_people(auth_server) == before
+    r = query(auth_server, OWNER_TOKEN, "DELETE FROM people WHERE id > 1000")
+    assert r.status_code == 200 and r.json()["data"]["rows_affected"] == 0
