@@ -168,16 +168,18 @@ def env(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
-    client.drop_database(MONGO_DB)
-    db = client[MONGO_DB]
-    seed_mongo(db)
-    seed_pg(pg_server, list(db.items.find({}, sort=[("n", 1)])))
     folder = tmp_path_factory.mktemp("e2e_mongo")
-    srv = start_server(config_text(mongo_uri, pg_server), folder)
-    try:
+    srv: Server | None = None
+    try:  # closes the client and drops the data even when seeding or startup fails
+        client.drop_database(MONGO_DB)
+        db = client[MONGO_DB]
+        seed_mongo(db)
+        seed_pg(pg_server, list(db.items.find({}, sort=[("n", 1)])))
+        srv = start_server(config_text(mongo_uri, pg_server), folder)
         yield Env(srv, db, pg_server)
     finally:
-        stop_server(srv)
+        if srv is not None:
+            stop_server(srv)
         client.drop_database(MONGO_DB)
         client.close()
         pg_server.run("DROP TABLE IF EXISTS e2e_customers, e2e_picks")

@@ -3,8 +3,10 @@ mockupdb server that answers the first batch of a find and hangs up on getMore."
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +70,11 @@ permissions:
     finally:
         stop_server(srv)
         wire.stop()
+        # mockupdb leaves the sockets of connections still open at stop() to the garbage
+        # collector; collect them here rather than as a ResourceWarning in a later test
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def test_connection_dropped_mid_cursor_is_an_error_not_a_partial_result(
@@ -81,7 +88,7 @@ def test_connection_dropped_mid_cursor_is_an_error_not_a_partial_result(
         r = c.post("/v1/query/simple", json={"database": "mock", "table": "c", "query": query})
     assert time.monotonic() - started < 15  # never a hang
     body = assert_error_envelope(r, 503, "database_unavailable")
-    assert "connection closed" in body["error"]["message"]
+    assert "connection" in body["error"]["message"]  # "closed" or "lost", by timing
     assert "rows" not in r.text  # the first batch did not slip out as a partial result
     # it broke mid-stream: the first batch was served and the getMore for cursor 77 dropped
     assert [int(g["getMore"]) for g in GET_MORES] == [77]
