@@ -43,6 +43,7 @@ DEFAULT_TIMEOUT_S = 30.0
 # the client-side deadline trails the server's statement_timeout so the server stops first
 CLIENT_GRACE_S = 1.0
 COLUMN_CACHE_SIZE = 2048
+STATEMENT_CACHE_SIZE = 1024
 _STATEMENT_TIMEOUT = re.compile(r"statement timeout", re.I)
 
 
@@ -106,6 +107,10 @@ class PostgresConnector:
                     max_size=c.pool_size,
                     timeout=c.connect_timeout_seconds,
                     command_timeout=None,
+                    # dashboards repeat many distinct texts (one per key they look up):
+                    # asyncpg's default of 100 prepared statements per connection made
+                    # every lookup of a 1,000-key working set parse and plan anew
+                    statement_cache_size=STATEMENT_CACHE_SIZE,
                     server_settings=settings,
                     init=_init_connection,
                 )
