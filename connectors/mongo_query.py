@@ -37,6 +37,10 @@ WRITE_OPERATIONS: tuple[str, ...] = (
     "deleteMany",
 )
 OPERATIONS = READ_OPERATIONS + WRITE_OPERATIONS
+# writes that must name their `filter` ({} means every document): an absent one is a mistake
+FILTER_REQUIRED: tuple[str, ...] = (
+    "updateOne", "updateMany", "replaceOne", "deleteOne", "deleteMany",
+)
 
 # keys a body may carry; anything else is a typo we refuse rather than silently ignore
 BODY_KEYS: frozenset[str] = frozenset(
@@ -210,9 +214,7 @@ def _check_write_args(q: MongoQuery, database: str) -> None:
         raise QueryFailed(database, f"`{op}` needs an `update` (object or pipeline)")
     if op == "replaceOne" and not isinstance(body.get("replacement"), dict):
         raise QueryFailed(database, "`replaceOne` needs a `replacement` object")
-    if op in ("updateOne", "updateMany", "replaceOne", "deleteOne", "deleteMany") and (
-        "filter" not in body
-    ):
+    if op in FILTER_REQUIRED and "filter" not in body:
         # an absent filter would touch every document; `{}` says so explicitly
         raise QueryFailed(database, f"`{op}` needs a `filter` (use {{}} to mean all documents)")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from connectors.mongo_query import BODY_KEYS, READ_OPERATIONS, WRITE_OPERATIONS
+from connectors.mongo_query import BODY_KEYS, FILTER_REQUIRED, READ_OPERATIONS, WRITE_OPERATIONS
 from safety.text_cache import text_cache
 from safety.types import Operation
 
@@ -114,6 +114,9 @@ def analyse_mql(text: str) -> MqlAnalysis:
         for name in ("filter", "projection", "replacement", "document")
         if name in body and not isinstance(body[name], dict)
     ]
+    if op_name in FILTER_REQUIRED and "filter" not in body:
+        structural.append((f"MQL `{op_name}` needs a `filter`",
+                           "use {} to mean every document (that needs the A level)"))
     if "sort" in body and sort_spec(body["sort"]) is None:
         structural.append(('MQL `sort` must be an object or a list of [field, direction] '
                            'pairs, e.g. {"a": 1} or [["a", 1]]', None))

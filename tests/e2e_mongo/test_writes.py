@@ -9,7 +9,7 @@ import pytest
 from pymongo.collection import Collection
 
 from tests.e2e_mongo.conftest import Env
-from tests.helpers import assert_blocked, assert_error_envelope
+from tests.helpers import assert_blocked
 
 pytestmark = [pytest.mark.mongodb, pytest.mark.postgres]
 
@@ -130,10 +130,10 @@ def test_unbounded_write_needs_a(env: Env, ledger: Any, body: dict[str, Any]) ->
         assert snapshot(ledger) == before
     r = env.simple(ledger.name, body, principal="admin")
     if "filter" not in body:
-        # passes safety (as unbounded) but the connector wants an explicit `{}`: refused
-        # there, after every stage passed, and nothing is deleted
-        assert_error_envelope(r, 500, "query_failed")
-        assert "filter" in r.json()["error"]["message"]
+        # an absent filter is refused before anything runs: `{}` says "every document"
+        blocked = assert_blocked(r, "AST_CHECKER")
+        assert "needs a `filter`" in blocked["error"]["reason"]
+        assert blocked["error"]["suggestion"].startswith("use {} to mean every document")
         assert snapshot(ledger) == before
         return
     assert r.status_code == 200, r.text
