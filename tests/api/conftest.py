@@ -106,8 +106,13 @@ def start_server(config_text: str, folder: Path, *, extra_args: list[str] | None
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})}, cwd=folder)
     url = f"http://127.0.0.1:{port}"
-    wait_until_responds(f"{url}/v1/health", process, log_path)
-    return Server(url, process, config_path, folder / ".sluice", log_path)
+    server = Server(url, process, config_path, folder / ".sluice", log_path)
+    try:
+        wait_until_responds(f"{url}/v1/health", process, log_path)
+    except BaseException:
+        stop_server(server)  # never leave a half-started server behind
+        raise
+    return server
 
 
 def stop_server(server: Server) -> None:
