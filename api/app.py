@@ -44,17 +44,20 @@ async def http_error(request: Request, exc: Exception) -> Response:
         suggestion = "GET /openapi.json lists every route"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    body = ErrorEnvelope(request_id=request_id_of(request.scope), status="error",
-                         error=ErrorBody(code=code, message=str(message), suggestion=suggestion))
+    body = ErrorEnvelope(
+        request_id=request_id_of(request.scope),
+        status="error",
+        error=ErrorBody(code=code, message=str(message), suggestion=suggestion),
+    )
     return MsgspecResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-def build_app(config: Config, *, startup_wait: float | None = None,
-              endpoints: list[Endpoint] | None = None) -> tuple[ASGIApp, Starlette]:
+def build_app(
+    config: Config, *, startup_wait: float | None = None, endpoints: list[Endpoint] | None = None
+) -> tuple[ASGIApp, Starlette]:
     """The middleware-wrapped ASGI app, and the Starlette app inside it (its `state` holds
     the service and the run manager, which the server's SIGTERM handler drains)."""
-    endpoints = endpoints if endpoints is not None else [
-        *ENDPOINTS, *RUN_ENDPOINTS, *OPS_ENDPOINTS]
+    endpoints = endpoints if endpoints is not None else [*ENDPOINTS, *RUN_ENDPOINTS, *OPS_ENDPOINTS]
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
 
     @contextlib.asynccontextmanager
@@ -68,8 +71,11 @@ def build_app(config: Config, *, startup_wait: float | None = None,
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(audit.serve)
-                await tg.start(lambda task_status: service.catalog.serve(
-                    startup_wait=startup_wait, task_status=task_status))
+                await tg.start(
+                    lambda task_status: service.catalog.serve(
+                        startup_wait=startup_wait, task_status=task_status
+                    )
+                )
                 tg.start_soon(_evict_results, service.store)
                 await tg.start(runs.serve)
                 yield
@@ -79,8 +85,9 @@ def build_app(config: Config, *, startup_wait: float | None = None,
             await service.catalog.close()
             service.close()
 
-    app = Starlette(routes=routes(endpoints), lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=routes(endpoints), lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
     app.state.config = config
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))
 
@@ -90,8 +97,9 @@ def build_app(config: Config, *, startup_wait: float | None = None,
     return RequestIdMiddleware(wrapped), app
 
 
-def create_app(config: Config, *, startup_wait: float | None = None,
-               endpoints: list[Endpoint] | None = None) -> ASGIApp:
+def create_app(
+    config: Config, *, startup_wait: float | None = None, endpoints: list[Endpoint] | None = None
+) -> ASGIApp:
     return build_app(config, startup_wait=startup_wait, endpoints=endpoints)[0]
 
 

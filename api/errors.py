@@ -27,9 +27,16 @@ log = logging.getLogger("sluice.api")
 class ApiError(SluiceError):
     """An error raised by the HTTP layer itself, with its own status."""
 
-    def __init__(self, status: int, code: str, message: str, *,
-                 suggestion: str | None = None, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        suggestion: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message, suggestion=suggestion)
         self.status = status
         self.code = code
@@ -52,8 +59,12 @@ STATUS: dict[type[BaseException], int] = {
 }
 
 # the federated engine adds these; looked up by name so the table stays in one place
-for _name, _status in (("StepFailed", 500), ("MergeFailed", 500), ("MergeBlocked", 400),
-                       ("InvalidQuery", 400)):
+for _name, _status in (
+    ("StepFailed", 500),
+    ("MergeFailed", 500),
+    ("MergeBlocked", 400),
+    ("InvalidQuery", 400),
+):
     _cls = getattr(engine_errors, _name, None)
     if isinstance(_cls, type):
         STATUS[_cls] = _status
@@ -75,17 +86,26 @@ def envelope_for(exc: BaseException, request_id: str) -> tuple[int, ErrorEnvelop
     """The status and JSON envelope for any exception; unexpected ones never leak a trace."""
     status = status_for(exc)
     if isinstance(exc, SluiceError):
-        body = ErrorBody(code=exc.code, message=exc.message, suggestion=exc.suggestion,
-                         details=getattr(exc, "details", None))
+        body = ErrorBody(
+            code=exc.code,
+            message=exc.message,
+            suggestion=exc.suggestion,
+            details=getattr(exc, "details", None),
+        )
     elif isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
         status = 400
-        body = ErrorBody(code="invalid_body", message=_body_message(exc),
-                         suggestion="see /openapi.json for the request schema")
+        body = ErrorBody(
+            code="invalid_body",
+            message=_body_message(exc),
+            suggestion="see /openapi.json for the request schema",
+        )
     else:
         log.exception("unexpected error in request %s", request_id, exc_info=exc)
-        body = ErrorBody(code="internal_error",
-                         message=f"internal error ({type(exc).__name__}); see the server log "
-                                 f"for request {request_id}")
+        body = ErrorBody(
+            code="internal_error",
+            message=f"internal error ({type(exc).__name__}); see the server log "
+            f"for request {request_id}",
+        )
     return status, ErrorEnvelope(request_id=request_id, status="error", error=body)
 
 

@@ -20,15 +20,19 @@ from engine.ir import FederatedQuery
 
 
 @contextlib.asynccontextmanager
-async def open_service(config: Config, *, startup_wait: float | None = None,
-                       principal: str | None = None) -> AsyncIterator[LocalSession]:
+async def open_service(
+    config: Config, *, startup_wait: float | None = None, principal: str | None = None
+) -> AsyncIterator[LocalSession]:
     audit = audit_log_for(config)
     service = build_service(config, audit=audit)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(audit.serve)
-            await tg.start(lambda task_status: service.catalog.serve(
-                startup_wait=startup_wait, task_status=task_status))
+            await tg.start(
+                lambda task_status: service.catalog.serve(
+                    startup_wait=startup_wait, task_status=task_status
+                )
+            )
             yield LocalSession(service, principal)
             tg.cancel_scope.cancel()
     finally:
@@ -42,19 +46,30 @@ class LocalSession:
         self.principal = principal
 
     def context(self) -> RequestContext:
-        return RequestContext(request_id=new_request_id(), principal=self.principal,
-                              transport="python")
+        return RequestContext(
+            request_id=new_request_id(), principal=self.principal, transport="python"
+        )
 
-    async def simple(self, database: str, table: str, query: str, *,
-                     language: str | None = None, dry_run: bool = False,
-                     ) -> QuerySuccess | DryRunResponse:
-        req = SimpleQueryRequest(database=database, table=table, query=query,
-                                 language=language, dry_run=dry_run)
+    async def simple(
+        self,
+        database: str,
+        table: str,
+        query: str,
+        *,
+        language: str | None = None,
+        dry_run: bool = False,
+    ) -> QuerySuccess | DryRunResponse:
+        req = SimpleQueryRequest(
+            database=database, table=table, query=query, language=language, dry_run=dry_run
+        )
         return await self.service.simple(req, self.context())
 
-    async def federated(self, query: FederatedQuery, *,
-                        on_progress: Callable[[StepProgress], None] | None = None,
-                        ) -> QuerySuccess | DryRunResponse:
+    async def federated(
+        self,
+        query: FederatedQuery,
+        *,
+        on_progress: Callable[[StepProgress], None] | None = None,
+    ) -> QuerySuccess | DryRunResponse:
         return await self.service.federated(query, self.context(), on_progress=on_progress)
 
     async def rows(self, database: str, table: str, query: str) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ def new_request_id() -> str:
     if not _pool:
         raw = secrets.token_bytes(_ID_BYTES * _POOL_IDS).hex()
         step = 2 * _ID_BYTES
-        _pool.extend(f"req_{raw[i:i + step]}" for i in range(0, len(raw), step))
+        _pool.extend(f"req_{raw[i : i + step]}" for i in range(0, len(raw), step))
     return _pool.pop()
 
 
@@ -37,14 +37,27 @@ def request_id_of(scope: Scope) -> str:
     return str(rid)
 
 
-async def send_envelope(send: Send, status: int, request_id: str, code: str, message: str,
-                        suggestion: str | None = None,
-                        headers: dict[str, str] | None = None) -> None:
-    body = ENCODER.encode(ErrorEnvelope(
-        request_id=request_id, status="error",
-        error=ErrorBody(code=code, message=message, suggestion=suggestion)))
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-           (b"x-request-id", request_id.encode())]
+async def send_envelope(
+    send: Send,
+    status: int,
+    request_id: str,
+    code: str,
+    message: str,
+    suggestion: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    body = ENCODER.encode(
+        ErrorEnvelope(
+            request_id=request_id,
+            status="error",
+            error=ErrorBody(code=code, message=message, suggestion=suggestion),
+        )
+    )
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
@@ -80,8 +93,13 @@ class RequestIdMiddleware:
         except Exception:
             log.exception("unhandled error in request %s", rid)
             if not started:
-                await send_envelope(send, 500, rid, "internal_error",
-                                    f"internal error; see the server log for request {rid}")
+                await send_envelope(
+                    send,
+                    500,
+                    rid,
+                    "internal_error",
+                    f"internal error; see the server log for request {rid}",
+                )
 
 
 class BodyLimitMiddleware:
@@ -121,9 +139,14 @@ class BodyLimitMiddleware:
             await self._too_large(scope, send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
-        await send_envelope(send, 413, request_id_of(scope), "body_too_large",
-                            f"request body exceeds the limit of {self.limit} bytes",
-                            suggestion="send a smaller body, or raise server.body_limit_bytes")
+        await send_envelope(
+            send,
+            413,
+            request_id_of(scope),
+            "body_too_large",
+            f"request body exceeds the limit of {self.limit} bytes",
+            suggestion="send a smaller body, or raise server.body_limit_bytes",
+        )
 
 
 class BodyTooLarge(Exception):

@@ -10,11 +10,19 @@ import sluice
 from api.envelopes import ErrorEnvelope, QueryBlocked
 from api.routes import Endpoint
 
-_DESCRIPTIONS = {400: "Malformed body or invalid request", 401: "Missing or invalid token",
-                 403: "Blocked by the safety pipeline", 404: "Unknown database, table or result",
-                 409: "Conflict", 413: "Body too large", 422: "Validation failed",
-                 429: "Rate or queue limit (Retry-After)", 500: "Connector or merge failure",
-                 503: "Not ready or database unavailable", 504: "Query timed out"}
+_DESCRIPTIONS = {
+    400: "Malformed body or invalid request",
+    401: "Missing or invalid token",
+    403: "Blocked by the safety pipeline",
+    404: "Unknown database, table or result",
+    409: "Conflict",
+    413: "Body too large",
+    422: "Validation failed",
+    429: "Rate or queue limit (Retry-After)",
+    500: "Connector or merge failure",
+    503: "Not ready or database unavailable",
+    504: "Query timed out",
+}
 
 
 def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
@@ -22,29 +30,44 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
     for e in endpoints:
         types += [t for t in (e.response, e.body) if t is not None]
     schemas, components = msgspec.json.schema_components(
-        types, ref_template="#/components/schemas/{name}")
+        types, ref_template="#/components/schemas/{name}"
+    )
     ref = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
         op: dict[str, Any] = {"summary": e.summary, "responses": {}}
-        params = [{"name": n, "in": "query", "required": False, "description": d,
-                   "schema": {"type": "integer", "default": default}} for n, d, default in e.query]
-        params += [{"name": p.strip("{}"), "in": "path", "required": True,
-                    "schema": {"type": "string"}}
-                   for p in e.path.split("/") if p.startswith("{")]
+        params = [
+            {
+                "name": n,
+                "in": "query",
+                "required": False,
+                "description": d,
+                "schema": {"type": "integer", "default": default},
+            }
+            for n, d, default in e.query
+        ]
+        params += [
+            {"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in e.path.split("/")
+            if p.startswith("{")
+        ]
         if params:
             op["parameters"] = params
         if e.body is not None:
-            op["requestBody"] = {"required": True,
-                                 "content": {"application/json": {"schema": ref[e.body]}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref[e.body]}},
+            }
         ok: dict[str, Any] = {"description": "OK"}
         if e.response is not None:
             ok["content"] = {"application/json": {"schema": ref[e.response]}}
         op["responses"][str(e.status)] = ok
         for code in e.errors:
             schema = ref[QueryBlocked] if code == 403 else ref[ErrorEnvelope]
-            op["responses"][str(code)] = {"description": _DESCRIPTIONS.get(code, "Error"),
-                                          "content": {"application/json": {"schema": schema}}}
+            op["responses"][str(code)] = {
+                "description": _DESCRIPTIONS.get(code, "Error"),
+                "content": {"application/json": {"schema": schema}},
+            }
         op.update(e.extra)
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {

@@ -79,5 +79,3 @@ OPS_ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint("GET", "/metrics", metrics_endpoint, "Prometheus metrics (text exposition)."),
 ]
-
-

@@ -51,10 +51,14 @@ def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
             result = await func(request)
         except QueryBlocked as exc:
             b = exc.block
-            return MsgspecResponse(env.QueryBlocked(
-                request_id=rid, status="blocked",
-                error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
-            ), status_code=403)
+            return MsgspecResponse(
+                env.QueryBlocked(
+                    request_id=rid,
+                    status="blocked",
+                    error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
+                ),
+                status_code=403,
+            )
         except Exception as exc:
             status, envelope = envelope_for(exc, rid)
             headers = exc.headers if isinstance(exc, ApiError) else None
@@ -75,9 +79,11 @@ def int_param(request: Request, name: str, default: int, *, lo: int, hi: int) ->
     except ValueError:
         value = lo - 1
     if not lo <= value <= hi:
-        raise ApiError(400, "invalid_parameter",
-                       f"query parameter {name!r} must be an integer from {lo} to {hi}, "
-                       f"got {raw!r}")
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"query parameter {name!r} must be an integer from {lo} to {hi}, got {raw!r}",
+        )
     return value
 
 
@@ -133,8 +139,9 @@ async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) 
 @json_endpoint
 async def health(request: Request) -> env.HealthResponse:
     catalog = request.app.state.catalog
-    return env.HealthResponse(status="ok", version=sluice.__version__,
-                              databases_connected=catalog.reachable_count)
+    return env.HealthResponse(
+        status="ok", version=sluice.__version__, databases_connected=catalog.reachable_count
+    )
 
 
 @json_endpoint
@@ -143,16 +150,25 @@ async def databases(request: Request) -> env.DatabasesResponse:
     size = int_param(request, "size", 4, lo=1, hi=100)
     states, total, pages = request.app.state.catalog.page(page, size)
     entries = [
-        env.DatabaseEntry(name=s.config.name, type=s.config.type,
-                          database=s.config.display_database, reachable=s.reachable,
-                          tables=s.tables, error=s.error)
+        env.DatabaseEntry(
+            name=s.config.name,
+            type=s.config.type,
+            database=s.config.display_database,
+            reachable=s.reachable,
+            tables=s.tables,
+            error=s.error,
+        )
         for s in states
     ]
     return env.DatabasesResponse(
         databases=entries,
-        pagination=env.Pagination(page=page, size=size, total_databases=total,
-                                  total_pages=max(1, math.ceil(total / size)),
-                                  has_more=page < pages),
+        pagination=env.Pagination(
+            page=page,
+            size=size,
+            total_databases=total,
+            total_pages=max(1, math.ceil(total / size)),
+            has_more=page < pages,
+        ),
     )
 
 
@@ -193,8 +209,15 @@ async def result_page(request: Request) -> env.ResultPage:
     page = int_param(request, "page", 1, lo=1, hi=10_000_000)
     size = int_param(request, "size", 100, lo=1, hi=10_000)
     got = await request.app.state.service.store.page(rid, page, size)
-    return env.ResultPage(request_id=rid, page=page, size=size, columns=got.columns,
-                          rows=got.rows, has_more=got.has_more, total_rows=got.total)
+    return env.ResultPage(
+        request_id=rid,
+        page=page,
+        size=size,
+        columns=got.columns,
+        rows=got.rows,
+        has_more=got.has_more,
+        total_rows=got.total,
+    )
 
 
 async def openapi(request: Request) -> Response:
@@ -202,31 +225,57 @@ async def openapi(request: Request) -> Response:
 
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint("GET", "/v1/health", health, "Liveness probe; never pings a database.",
-             response=env.HealthResponse),
-    Endpoint("GET", "/v1/databases", databases,
-             "Paginated list of configured databases with their discovered schemas.",
-             response=env.DatabasesResponse,
-             query=(("page", "1-indexed page number", 1),
-                    ("size", "databases per page, max 100", 4)),
-             errors=(400,)),
-    Endpoint("GET", "/v1/databases/{db}/tables/{table}", table_detail,
-             "One table's schema with per-field distributions.", response=TableInfo,
-             errors=(404,)),
-    Endpoint("POST", "/v1/query/simple", query_simple,
-             "One query on one database, through the safety pipeline.",
-             response=env.QuerySuccess, body=env.SimpleQueryRequest,
-             errors=(400, 403, 404, 413, 500, 503, 504)),
-    Endpoint("POST", "/v1/query", query_federated,
-             "A DAG of steps across databases, merged in DuckDB.",
-             response=env.QuerySuccess, body=FederatedQuery,
-             errors=(400, 403, 404, 413, 500, 503, 504)),
-    Endpoint("GET", "/v1/results/{request_id}", result_page,
-             "A page of a stored federated result, in a stable order.",
-             response=env.ResultPage,
-             query=(("page", "1-indexed page number", 1),
-                    ("size", "rows per page, max 10,000", 100)),
-             errors=(400, 404)),
+    Endpoint(
+        "GET",
+        "/v1/health",
+        health,
+        "Liveness probe; never pings a database.",
+        response=env.HealthResponse,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/databases",
+        databases,
+        "Paginated list of configured databases with their discovered schemas.",
+        response=env.DatabasesResponse,
+        query=(("page", "1-indexed page number", 1), ("size", "databases per page, max 100", 4)),
+        errors=(400,),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/databases/{db}/tables/{table}",
+        table_detail,
+        "One table's schema with per-field distributions.",
+        response=TableInfo,
+        errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/query/simple",
+        query_simple,
+        "One query on one database, through the safety pipeline.",
+        response=env.QuerySuccess,
+        body=env.SimpleQueryRequest,
+        errors=(400, 403, 404, 413, 500, 503, 504),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/query",
+        query_federated,
+        "A DAG of steps across databases, merged in DuckDB.",
+        response=env.QuerySuccess,
+        body=FederatedQuery,
+        errors=(400, 403, 404, 413, 500, 503, 504),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/results/{request_id}",
+        result_page,
+        "A page of a stored federated result, in a stable order.",
+        response=env.ResultPage,
+        query=(("page", "1-indexed page number", 1), ("size", "rows per page, max 10,000", 100)),
+        errors=(400, 404),
+    ),
 ]
 
 
@@ -234,5 +283,3 @@ def routes(endpoints: list[Endpoint]) -> list[Route]:
     table = [Route(e.path, e.handler, methods=[e.method]) for e in endpoints]
     table.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))
     return table
-
-

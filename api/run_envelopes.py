@@ -108,5 +108,3 @@ def view(run: RunRecord) -> RunView:
         timeout_secs=run.timeout_secs,
         result=f"/v1/results/{run.run_id}" if run.status == "completed" else None,
     )
-
-

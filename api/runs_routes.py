@@ -73,9 +73,12 @@ def parse_config(text: str | dict[str, Any], fmt: str) -> Any:
     try:
         return parse_dag(text, fmt, "config")
     except DagParseError as exc:
-        raise ApiError(400, exc.code, exc.problems[0].replace("not valid", "config is not valid"),
-                       details={"format": exc.format, "line": exc.line, "column": exc.column},
-                       ) from None
+        raise ApiError(
+            400,
+            exc.code,
+            exc.problems[0].replace("not valid", "config is not valid"),
+            details={"format": exc.format, "line": exc.line, "column": exc.column},
+        ) from None
 
 
 def to_query(data: Any) -> FederatedQuery:
@@ -83,9 +86,12 @@ def to_query(data: Any) -> FederatedQuery:
     try:
         query = dag_to_query(data, "config")
     except DagInvalid as exc:
-        raise ApiError(422, exc.code, f"invalid federated query: {exc.problems[0]}",
-                       suggestion="the config has the /v1/query body: steps and merge",
-                       ) from None
+        raise ApiError(
+            422,
+            exc.code,
+            f"invalid federated query: {exc.problems[0]}",
+            suggestion="the config has the /v1/query body: steps and merge",
+        ) from None
     if query.dry_run:
         raise ApiError(
             422,
@@ -466,6 +472,7 @@ RUN_ENDPOINTS: list[Endpoint] = [
         errors=(400, 404, 409),
     ),
 ]
+
 
 # -- wiring -----------------------------------------------------------------------------------
 def service_executor(service: QueryService):  # type: ignore[no-untyped-def]

@@ -61,9 +61,16 @@ def app_from_env() -> ASGIApp:
 SERVERS: tuple[str, ...] = ("hypercorn", "uvicorn", "granian")
 
 
-def serve(config_path: str, host: str, port: int, *, workers: int = 1,
-          insecure_no_auth: bool = False, access_log: bool = False,
-          server: str = "hypercorn") -> int:
+def serve(
+    config_path: str,
+    host: str,
+    port: int,
+    *,
+    workers: int = 1,
+    insecure_no_auth: bool = False,
+    access_log: bool = False,
+    server: str = "hypercorn",
+) -> int:
     """Serve with hypercorn (the default), or uvicorn/granian where measured faster
     (bench/ reports all three side by side)."""
     config = load_config(config_path)
@@ -121,9 +128,18 @@ def _serve_uvicorn(host: str, port: int, workers: int, access_log: bool) -> int:
         import uvicorn
     except ImportError as exc:
         raise RefusedToStart("--server uvicorn needs: pip install 'sluice[servers]'") from exc
-    uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port,
-                workers=workers, loop="uvloop", http="httptools", access_log=access_log,
-                lifespan="on", log_level="warning")
+    uvicorn.run(
+        "api.server:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
+        lifespan="on",
+        log_level="warning",
+    )
     return 0
 
 
@@ -133,7 +149,14 @@ def _serve_granian(host: str, port: int, workers: int, access_log: bool) -> int:
         from granian.constants import Interfaces, Loops
     except ImportError as exc:
         raise RefusedToStart("--server granian needs: pip install 'sluice[servers]'") from exc
-    Granian("api.server:app_from_env", address=host, port=port, workers=workers,
-            interface=Interfaces.ASGI, loop=Loops.uvloop, factory=True,
-            log_access=access_log).serve()
+    Granian(
+        "api.server:app_from_env",
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        factory=True,
+        log_access=access_log,
+    ).serve()
     return 0

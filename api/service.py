@@ -42,7 +42,11 @@ if TYPE_CHECKING:
 # The reference's languages; a connector speaks exactly one of them.
 LANGUAGES: tuple[str, ...] = ("sql", "mql", "cypher", "es_dsl", "vector", "dynamo", "couchdb")
 LANGUAGE_OF_TYPE: dict[str, str] = {
-    "postgresql": "sql", "mysql": "sql", "sqlite": "sql", "duckdb": "sql", "mongodb": "mql",
+    "postgresql": "sql",
+    "mysql": "sql",
+    "sqlite": "sql",
+    "duckdb": "sql",
+    "mongodb": "mql",
 }
 
 
@@ -70,8 +74,15 @@ class RequestContext:
 
 
 class QueryService:
-    def __init__(self, config: Config, catalog: Catalog, *, sink: Sink, store: ResultStore,
-                 audit: AuditSink | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        *,
+        sink: Sink,
+        store: ResultStore,
+        audit: AuditSink | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.sink = sink
@@ -79,34 +90,55 @@ class QueryService:
         self.audit = audit
 
     # -- simple -----------------------------------------------------------------------------
-    async def simple(self, req: SimpleQueryRequest,
-                     ctx: RequestContext) -> QuerySuccess | DryRunResponse:
+    async def simple(
+        self, req: SimpleQueryRequest, ctx: RequestContext
+    ) -> QuerySuccess | DryRunResponse:
         started = time.perf_counter()
         state = self._state(req.database)
         db_type = state.config.type
         check_language(req.language, req.database, db_type)
         request = CheckRequest(
-            steps=[StepInput(step_id=None, database=req.database, db_type=db_type,
-                             table=req.table, query=req.query, language=req.language)],
-            principal=ctx.principal, transport=ctx.transport, client=ctx.client,
+            steps=[
+                StepInput(
+                    step_id=None,
+                    database=req.database,
+                    db_type=db_type,
+                    table=req.table,
+                    query=req.query,
+                    language=req.language,
+                )
+            ],
+            principal=ctx.principal,
+            transport=ctx.transport,
+            client=ctx.client,
             body_bytes=ctx.body_bytes,
         )
         outcome = pipeline.check(request, self.config)
         audit = self._audit_entry(ctx, request, outcome)
-        return await self._finishing(audit, started, self._simple_run(
-            req, ctx, state, outcome, audit, started))
+        return await self._finishing(
+            audit, started, self._simple_run(req, ctx, state, outcome, audit, started)
+        )
 
-    async def _simple_run(self, req: SimpleQueryRequest, ctx: RequestContext,
-                          state: DatabaseState, outcome: SafetyOutcome, audit: dict[str, Any],
-                          started: float) -> QuerySuccess | DryRunResponse:
+    async def _simple_run(
+        self,
+        req: SimpleQueryRequest,
+        ctx: RequestContext,
+        state: DatabaseState,
+        outcome: SafetyOutcome,
+        audit: dict[str, Any],
+        started: float,
+    ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
             raise QueryBlocked(outcome.block)
         step = outcome.steps[0]
-        report = SafetyReport(stages_passed=outcome.stages_passed,
-                              warnings=list(outcome.warnings))
+        report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if req.dry_run:
-            return DryRunResponse(request_id=ctx.request_id, status="dry_run",
-                                  safety=report, steps=[dry_run_step(step)])
+            return DryRunResponse(
+                request_id=ctx.request_id,
+                status="dry_run",
+                safety=report,
+                steps=[dry_run_step(step)],
+            )
         self._reachable(req.database)
         if step.operation != "DDL" and await self.catalog.find_table(state, req.table) is None:
             raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
@@ -130,53 +162,88 @@ class QueryService:
         )
 
     # -- federated --------------------------------------------------------------------------
-    def check_federated(self, query: FederatedQuery,
-                        ctx: RequestContext) -> tuple[SafetyOutcome, CheckRequest]:
+    def check_federated(
+        self, query: FederatedQuery, ctx: RequestContext
+    ) -> tuple[SafetyOutcome, CheckRequest]:
         """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
         explain(query, self.catalog.names())
         inputs = []
         for step in query.steps:
             state = self._state(step.database)
             check_language(step.language, step.database, state.config.type)
-            inputs.append(StepInput(step_id=step.step_id, database=step.database,
-                                    db_type=state.config.type, table=step.table,
-                                    query=step.query, language=step.language,
-                                    depends_on=list(step.depends_on)))
-        request = CheckRequest(steps=inputs, principal=ctx.principal, transport=ctx.transport,
-                               client=ctx.client, body_bytes=ctx.body_bytes)
+            inputs.append(
+                StepInput(
+                    step_id=step.step_id,
+                    database=step.database,
+                    db_type=state.config.type,
+                    table=step.table,
+                    query=step.query,
+                    language=step.language,
+                    depends_on=list(step.depends_on),
+                )
+            )
+        request = CheckRequest(
+            steps=inputs,
+            principal=ctx.principal,
+            transport=ctx.transport,
+            client=ctx.client,
+            body_bytes=ctx.body_bytes,
+        )
         return pipeline.check(request, self.config), request
 
-    async def federated(self, query: FederatedQuery, ctx: RequestContext, *,
-                        on_progress: Callable[[StepProgress], None] | None = None,
-                        result_id: str | None = None) -> QuerySuccess | DryRunResponse:
+    async def federated(
+        self,
+        query: FederatedQuery,
+        ctx: RequestContext,
+        *,
+        on_progress: Callable[[StepProgress], None] | None = None,
+        result_id: str | None = None,
+    ) -> QuerySuccess | DryRunResponse:
         """Run a federated DAG; its whole result is stored under `result_id` (default: the
         request id) for GET /v1/results."""
         started = time.perf_counter()
         outcome, request = self.check_federated(query, ctx)
         audit = self._audit_entry(ctx, request, outcome)
-        return await self._finishing(audit, started, self._federated_run(
-            query, ctx, outcome, audit, started, on_progress, result_id))
+        return await self._finishing(
+            audit,
+            started,
+            self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id),
+        )
 
-    async def _federated_run(self, query: FederatedQuery, ctx: RequestContext,
-                             outcome: SafetyOutcome, audit: dict[str, Any], started: float,
-                             on_progress: Callable[[StepProgress], None] | None,
-                             result_id: str | None) -> QuerySuccess | DryRunResponse:
+    async def _federated_run(
+        self,
+        query: FederatedQuery,
+        ctx: RequestContext,
+        outcome: SafetyOutcome,
+        audit: dict[str, Any],
+        started: float,
+        on_progress: Callable[[StepProgress], None] | None,
+        result_id: str | None,
+    ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
             raise QueryBlocked(outcome.block)
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
-        report = SafetyReport(stages_passed=outcome.stages_passed,
-                              warnings=list(outcome.warnings))
+        report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:
             plan = explain(query, self.catalog.names(), keep=list(checked))
-            return DryRunResponse(request_id=ctx.request_id, status="dry_run",
-                                  safety=report, plan=repr(plan),
-                                  steps=[dry_run_step(s) for s in outcome.steps])
+            return DryRunResponse(
+                request_id=ctx.request_id,
+                status="dry_run",
+                safety=report,
+                plan=repr(plan),
+                steps=[dry_run_step(s) for s in outcome.steps],
+            )
         used = {s.database for s in outcome.steps}
         states = {name: self._reachable(name) for name in sorted(used)}
         result = await run_federated(
-            query, checked, {n: st.connector for n, st in states.items()},
-            sink=self.sink, store=self.store, safety=self.config.safety,
-            request_id=result_id or ctx.request_id, on_progress=on_progress,
+            query,
+            checked,
+            {n: st.connector for n, st in states.items()},
+            sink=self.sink,
+            store=self.store,
+            safety=self.config.safety,
+            request_id=result_id or ctx.request_id,
+            on_progress=on_progress,
             limiters={n: st.limiter for n, st in states.items()},
         )
         report.warnings.extend(result.warnings)
@@ -185,9 +252,12 @@ class QueryService:
         audit["rows_by_step"] = {m.step_id: m.rows_returned for m in result.steps}
         return federated_success(ctx, report, result, started)
 
-    async def _finishing(self, audit: dict[str, Any], started: float,
-                         work: Awaitable[QuerySuccess | DryRunResponse],
-                         ) -> QuerySuccess | DryRunResponse:
+    async def _finishing(
+        self,
+        audit: dict[str, Any],
+        started: float,
+        work: Awaitable[QuerySuccess | DryRunResponse],
+    ) -> QuerySuccess | DryRunResponse:
         try:
             response = await work
         except BaseException as exc:
@@ -197,8 +267,7 @@ class QueryService:
         self._finish(audit, started, None)
         return response
 
-    def _finish(self, audit: dict[str, Any], started: float,
-                exc: BaseException | None) -> None:
+    def _finish(self, audit: dict[str, Any], started: float, exc: BaseException | None) -> None:
         """Every query ends here: one audit line and the query metrics, whatever happened."""
         audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         rows = audit.pop("rows_by_step", {})
@@ -208,14 +277,16 @@ class QueryService:
             metrics.safety_blocked(blocked["stage"])
         elif exc is None:
             outcome = "ok"
-        elif isinstance(exc, QueryTimedOut) or isinstance(getattr(exc, "cause", None),
-                                                          QueryTimedOut):
+        elif isinstance(exc, QueryTimedOut) or isinstance(
+            getattr(exc, "cause", None), QueryTimedOut
+        ):
             outcome = "timeout"
         else:
             outcome = "error"
         for step in audit["steps"]:
-            metrics.query_finished(step["database"], step["language"] or "sql", outcome,
-                                   rows.get(step["step_id"], 0))
+            metrics.query_finished(
+                step["database"], step["language"] or "sql", outcome, rows.get(step["step_id"], 0)
+            )
         if self.audit is not None:
             self.audit.record(audit)
 
@@ -237,8 +308,9 @@ class QueryService:
             )
         return state
 
-    def _audit_entry(self, ctx: RequestContext, request: CheckRequest,
-                     outcome: SafetyOutcome) -> dict[str, Any]:
+    def _audit_entry(
+        self, ctx: RequestContext, request: CheckRequest, outcome: SafetyOutcome
+    ) -> dict[str, Any]:
         rewritten = {s.step_id: s.text for s in outcome.steps}
         return {
             "request_id": ctx.request_id,
@@ -247,18 +319,29 @@ class QueryService:
             "transport": ctx.transport,
             "client": ctx.client,
             "steps": [
-                {"step_id": s.step_id, "database": s.database, "table": s.table,
-                 "language": s.language or LANGUAGE_OF_TYPE.get(s.db_type),
-                 "query": s.query, "rewritten": rewritten.get(s.step_id)}
+                {
+                    "step_id": s.step_id,
+                    "database": s.database,
+                    "table": s.table,
+                    "language": s.language or LANGUAGE_OF_TYPE.get(s.db_type),
+                    "query": s.query,
+                    "rewritten": rewritten.get(s.step_id),
+                }
                 for s in request.steps
             ],
             "verdicts": [
-                {"stage": v.stage, "outcome": v.outcome, "step_id": v.step_id,
-                 "reason": v.reason, "policy": v.policy}
+                {
+                    "stage": v.stage,
+                    "outcome": v.outcome,
+                    "step_id": v.step_id,
+                    "reason": v.reason,
+                    "policy": v.policy,
+                }
                 for v in outcome.verdicts
             ],
-            "blocked": None if outcome.block is None else
-            {"stage": outcome.block.stage, "reason": outcome.block.reason},
+            "blocked": None
+            if outcome.block is None
+            else {"stage": outcome.block.stage, "reason": outcome.block.reason},
             "warnings": list(outcome.warnings),
         }
 
@@ -272,7 +355,7 @@ def check_language(language: str | None, database: str, db_type: str) -> None:
         raise InvalidRequest(
             f"unknown language {language!r}",
             suggestion=f"use one of {', '.join(LANGUAGES)}, or omit it to infer it from the "
-                       f"database ({database!r} speaks {spoken})",
+            f"database ({database!r} speaks {spoken})",
         )
     if language != spoken:
         raise InvalidRequest(
@@ -283,26 +366,43 @@ def check_language(language: str | None, database: str, db_type: str) -> None:
 
 
 def dry_run_step(step: CheckedStep) -> DryRunStep:
-    return DryRunStep(step_id=step.step_id, database=step.database, table=step.table,
-                      language=step.language, operation=step.operation,
-                      original=step.original, rewritten=step.text, row_cap=step.row_cap,
-                      timeout_seconds=step.timeout)
+    return DryRunStep(
+        step_id=step.step_id,
+        database=step.database,
+        table=step.table,
+        language=step.language,
+        operation=step.operation,
+        original=step.original,
+        rewritten=step.text,
+        row_cap=step.row_cap,
+        timeout_seconds=step.timeout,
+    )
 
 
 def to_data(result: StepResult) -> Data:
     names = [c.name for c in result.columns]
     rows = [dict(zip(names, row, strict=True)) for row in result.rows]
-    return Data(columns=names, rows=rows, row_count=len(rows), truncated=result.truncated,
-                rows_affected=result.rows_affected)
+    return Data(
+        columns=names,
+        rows=rows,
+        row_count=len(rows),
+        truncated=result.truncated,
+        rows_affected=result.rows_affected,
+    )
 
 
-def federated_success(ctx: RequestContext, report: SafetyReport, result: FederatedResult,
-                      started: float) -> QuerySuccess:
+def federated_success(
+    ctx: RequestContext, report: SafetyReport, result: FederatedResult, started: float
+) -> QuerySuccess:
     return QuerySuccess(
         request_id=ctx.request_id,
         status="ok",
-        data=Data(columns=result.columns, rows=result.rows, row_count=result.row_count,
-                  truncated=result.truncated),
+        data=Data(
+            columns=result.columns,
+            rows=result.rows,
+            row_count=result.row_count,
+            truncated=result.truncated,
+        ),
         safety=report,
         metadata=Metadata(
             database=None,
@@ -321,12 +421,17 @@ def build_service(config: Config, *, audit: AuditSink | None = None) -> QuerySer
     from engine.results import ResultStore
     from engine.sink import Sink
 
-    catalog = Catalog(config.databases, ttl_seconds=config.server.discovery_ttl_seconds,
-                      max_concurrent_queries=config.server.max_concurrent_queries_per_database)
-    store = ResultStore(Path(config.server.data_dir) / "results",
-                        ttl=config.server.result_ttl_seconds,
-                        max_results=config.server.max_results,
-                        max_bytes=config.server.max_result_bytes)
+    catalog = Catalog(
+        config.databases,
+        ttl_seconds=config.server.discovery_ttl_seconds,
+        max_concurrent_queries=config.server.max_concurrent_queries_per_database,
+    )
+    store = ResultStore(
+        Path(config.server.data_dir) / "results",
+        ttl=config.server.result_ttl_seconds,
+        max_results=config.server.max_results,
+        max_bytes=config.server.max_result_bytes,
+    )
     return QueryService(config, catalog, sink=Sink(), store=store, audit=audit)
 
 

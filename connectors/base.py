@@ -22,8 +22,23 @@ if TYPE_CHECKING:
 # DuckDB type names every connector maps its native types onto. DECIMAL carries (p,s),
 # e.g. "DECIMAL(12,2)"; anything without a faithful mapping becomes VARCHAR.
 LOGICAL_TYPES: tuple[str, ...] = (
-    "BOOLEAN", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "REAL", "DOUBLE", "DECIMAL",
-    "VARCHAR", "BLOB", "DATE", "TIME", "TIMESTAMP", "TIMESTAMPTZ", "INTERVAL", "UUID", "JSON",
+    "BOOLEAN",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "REAL",
+    "DOUBLE",
+    "DECIMAL",
+    "VARCHAR",
+    "BLOB",
+    "DATE",
+    "TIME",
+    "TIMESTAMP",
+    "TIMESTAMPTZ",
+    "INTERVAL",
+    "UUID",
+    "JSON",
 )
 
 Language = Literal["sql", "mql"]

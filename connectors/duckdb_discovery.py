@@ -14,12 +14,15 @@ from connectors.base import FieldInfo, TableInfo
 from connectors.sampled_stats import quote, sampled_distributions
 from connectors.types_map import duckdb_type
 
-SPELLING = ("approx_count_distinct({c})", "count(*) - count({c})", "min({c})::VARCHAR",
-    "max({c})::VARCHAR", "{c}::VARCHAR")
+SPELLING = (
+    "approx_count_distinct({c})",
+    "count(*) - count({c})",
+    "min({c})::VARCHAR",
+    "max({c})::VARCHAR",
+    "{c}::VARCHAR",
+)
 
 MAX_TABLES = 500
-
-
 
 
 def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:

@@ -39,7 +39,11 @@ WRITE_OPERATIONS: tuple[str, ...] = (
 OPERATIONS = READ_OPERATIONS + WRITE_OPERATIONS
 # writes that must name their `filter` ({} means every document): an absent one is a mistake
 FILTER_REQUIRED: tuple[str, ...] = (
-    "updateOne", "updateMany", "replaceOne", "deleteOne", "deleteMany",
+    "updateOne",
+    "updateMany",
+    "replaceOne",
+    "deleteOne",
+    "deleteMany",
 )
 
 # keys a body may carry; anything else is a typo we refuse rather than silently ignore

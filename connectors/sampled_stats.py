@@ -20,8 +20,9 @@ def quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
-def sampled_distributions(execute: Callable[[str], Any], table_sql: str, cols: Sequence[str],
-                          spelling: Spelling) -> dict[str, Distribution]:
+def sampled_distributions(
+    execute: Callable[[str], Any], table_sql: str, cols: Sequence[str], spelling: Spelling
+) -> dict[str, Distribution]:
     """`execute(sql)` returns a cursor; `table_sql` is the quoted (qualified) table name."""
     if not cols:
         return {}
@@ -36,8 +37,9 @@ def sampled_distributions(execute: Callable[[str], Any], table_sql: str, cols: S
     for i, name in enumerate(cols):
         n_distinct, n_nulls, low, high = row[1 + 4 * i : 5 + 4 * i]
         c = quote(name)
-        samples = execute(f"SELECT DISTINCT {value.format(c=c)} FROM {sample} "
-                          f"WHERE {c} IS NOT NULL LIMIT 5").fetchall()
+        samples = execute(
+            f"SELECT DISTINCT {value.format(c=c)} FROM {sample} WHERE {c} IS NOT NULL LIMIT 5"
+        ).fetchall()
         out[name] = Distribution(
             distinct_count=n_distinct,
             null_fraction=(n_nulls or 0) / total if total else 0.0,

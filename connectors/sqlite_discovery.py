@@ -18,8 +18,6 @@ SPELLING = ("count(DISTINCT {c})", "sum({c} IS NULL)", "min({c})", "max({c})", "
 MAX_TABLES = 500
 
 
-
-
 def discover_sqlite(conn: sqlite3.Connection) -> list[TableInfo]:
     """Tables and views of the main schema with fields, keys and sampled distributions."""
     tables = conn.execute(

@@ -53,8 +53,9 @@ class DatabaseState:
 class Catalog:
     """Owns one connector per database; `serve()` keeps them open and their schemas cached."""
 
-    def __init__(self, databases: list[DatabaseConfig], *, ttl_seconds: float,
-                 max_concurrent_queries: int) -> None:
+    def __init__(
+        self, databases: list[DatabaseConfig], *, ttl_seconds: float, max_concurrent_queries: int
+    ) -> None:
         self.ttl = ttl_seconds
         self.states: dict[str, DatabaseState] = {}
         for db in databases:
@@ -74,8 +75,12 @@ class Catalog:
     def reachable_count(self) -> int:
         return sum(1 for s in self.states.values() if s.reachable)
 
-    async def serve(self, *, startup_wait: float | None = None,
-                    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self,
+        *,
+        startup_wait: float | None = None,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Open and discover every database, then refresh in the background forever.
 
         Reports started once each database has either been discovered or failed its first
@@ -86,8 +91,10 @@ class Catalog:
                 tg.start_soon(self._keep, state)
             wait = startup_wait
             if wait is None:
-                wait = max((s.config.connect_timeout_seconds for s in self.states.values()),
-                           default=0) + 10.0
+                wait = (
+                    max((s.config.connect_timeout_seconds for s in self.states.values()), default=0)
+                    + 10.0
+                )
             with anyio.move_on_after(wait):
                 for state in self.states.values():
                     await state.ready.wait()
@@ -118,8 +125,9 @@ class Catalog:
                 state.reachable = False
                 state.error = str(exc)
                 state.ready.set()
-                log.warning("database %s unreachable: %s (retry in %.0fs)",
-                            state.config.name, exc, delay)
+                log.warning(
+                    "database %s unreachable: %s (retry in %.0fs)", state.config.name, exc, delay
+                )
                 if state.opened:
                     # a pool that failed discovery is kept; only reopen if open() never worked
                     pass
@@ -156,4 +164,4 @@ class Catalog:
         total = len(states)
         pages = max(1, math.ceil(total / size))
         start = (page - 1) * size
-        return states[start:start + size], total, pages
+        return states[start : start + size], total, pages

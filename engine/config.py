@@ -164,8 +164,12 @@ def _interpolate(node: Any, problems: _Problems, env: Mapping[str, str], where: 
 
         value = _VAR.sub(sub, node)
         if missing:
-            problems.add(None, where, f"environment variable {missing[0]} is not set "
-                         f"(write ${{{missing[0]}:-default}} to give a default)")
+            problems.add(
+                None,
+                where,
+                f"environment variable {missing[0]} is not set "
+                f"(write ${{{missing[0]}:-default}} to give a default)",
+            )
         if _VAR.fullmatch(node.strip()):
             # a whole-scalar reference is typed like YAML would type the value itself
             typed = YAML(typ="safe").load(value) if value.strip() else None
@@ -237,8 +241,9 @@ def _strip(tp: Any) -> Any:
     return tp
 
 
-def load_config_text(text: str, source: str = "sluice.yaml",
-                     env: Mapping[str, str] | None = None) -> Config:
+def load_config_text(
+    text: str, source: str = "sluice.yaml", env: Mapping[str, str] | None = None
+) -> Config:
     """Parse and validate config text. Raises ConfigError listing every problem found."""
     problems = _Problems(source)
     yaml = YAML(typ="rt")
@@ -253,15 +258,23 @@ def load_config_text(text: str, source: str = "sluice.yaml",
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):
-        raise ConfigError(source, ["(top level): expected a mapping of sections "
-                                   "(databases, safety, permissions, auth, server)"])
+        raise ConfigError(
+            source,
+            [
+                "(top level): expected a mapping of sections "
+                "(databases, safety, permissions, auth, server)"
+            ],
+        )
     doc = _interpolate(doc, problems, os.environ if env is None else env, "")
 
     allowed_top = ["databases", *SECTIONS]
     for key in doc:
         if key not in allowed_top:
-            problems.add(_line_of(doc, key), str(key),
-                         f"unknown section; allowed sections: {', '.join(allowed_top)}")
+            problems.add(
+                _line_of(doc, key),
+                str(key),
+                f"unknown section; allowed sections: {', '.join(allowed_top)}",
+            )
 
     values: dict[str, Any] = {}
     for section, tp in SECTIONS.items():
@@ -276,15 +289,20 @@ def load_config_text(text: str, source: str = "sluice.yaml",
         raw_tokens = doc["auth"].get("tokens") if isinstance(doc["auth"], CommentedMap) else None
         for i, token in enumerate(values["auth"].tokens):
             if (token.token is None) == (token.token_sha256 is None):
-                problems.add(_line_of(raw_tokens, i), f"auth.tokens[{i}]",
-                             "give exactly one of `token` (e.g. ${SLUICE_TOKEN}) or "
-                             "`token_sha256`")
+                problems.add(
+                    _line_of(raw_tokens, i),
+                    f"auth.tokens[{i}]",
+                    "give exactly one of `token` (e.g. ${SLUICE_TOKEN}) or `token_sha256`",
+                )
 
     databases: list[DatabaseConfig] = []
     raw_dbs = doc.get("databases")
     if raw_dbs is not None and not isinstance(raw_dbs, CommentedSeq):
-        problems.add(_line_of(doc, "databases"), "databases",
-                     "expected a list of databases (each item starts with '- name: ...')")
+        problems.add(
+            _line_of(doc, "databases"),
+            "databases",
+            "expected a list of databases (each item starts with '- name: ...')",
+        )
     else:
         seen: dict[str, int | None] = {}
         for i, item in enumerate(raw_dbs or []):
@@ -296,9 +314,12 @@ def load_config_text(text: str, source: str = "sluice.yaml",
                 continue
             line = _line_of(raw_dbs, i)
             if db.name in seen:
-                problems.add(line, f"databases[{i}].name",
-                             f"duplicate database name {db.name!r} (first defined on line "
-                             f"{seen[db.name]}); names must be unique")
+                problems.add(
+                    line,
+                    f"databases[{i}].name",
+                    f"duplicate database name {db.name!r} (first defined on line "
+                    f"{seen[db.name]}); names must be unique",
+                )
                 continue
             seen[db.name] = line
             problem = _connection_problem(db)
@@ -340,8 +361,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def fix(value: str) -> str:
         return value if os.path.isabs(value) else str((base / value).resolve())
 
-    dbs = [msgspec.structs.replace(db, path=fix(db.path)) if db.path else db
-           for db in config.databases]
+    dbs = [
+        msgspec.structs.replace(db, path=fix(db.path)) if db.path else db for db in config.databases
+    ]
     server = msgspec.structs.replace(config.server, data_dir=fix(config.server.data_dir))
     if server.audit_log:
         server = msgspec.structs.replace(server, audit_log=fix(server.audit_log))

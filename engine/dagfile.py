@@ -22,8 +22,15 @@ class DagParseError(ConfigError):
 
     code = "config_parse_error"
 
-    def __init__(self, source: str, message: str, *, fmt: str, line: int | None = None,
-                 column: int | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        message: str,
+        *,
+        fmt: str,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
         where = f"line {line}, column {column}: " if line is not None else ""
         super().__init__(source, [f"{where}{message}"])
         self.format, self.line, self.column = fmt, line, column
@@ -41,17 +48,22 @@ def parse_dag(text: str, fmt: str = "yaml", source: str = "dag.yaml") -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DagParseError(source, f"not valid JSON: {exc.msg}", fmt="json",
-                                line=exc.lineno, column=exc.colno) from None
+            raise DagParseError(
+                source, f"not valid JSON: {exc.msg}", fmt="json", line=exc.lineno, column=exc.colno
+            ) from None
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
         return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise DagParseError(source, f"not valid YAML: {exc.problem or exc.context}", fmt="yaml",
-                            line=None if mark is None else mark.line + 1,
-                            column=None if mark is None else mark.column + 1) from None
+        raise DagParseError(
+            source,
+            f"not valid YAML: {exc.problem or exc.context}",
+            fmt="yaml",
+            line=None if mark is None else mark.line + 1,
+            column=None if mark is None else mark.column + 1,
+        ) from None
     except YAMLError as exc:
         raise DagParseError(source, f"not valid YAML: {exc}", fmt="yaml") from None
 
@@ -59,8 +71,10 @@ def parse_dag(text: str, fmt: str = "yaml", source: str = "dag.yaml") -> Any:
 def to_query(doc: Any, source: str = "dag.yaml") -> FederatedQuery:
     """The federated query in a parsed document. Raises DagInvalid naming line and key."""
     if not isinstance(doc, dict):
-        raise DagInvalid(source, ["(top level): expected a mapping with `steps` and `merge` "
-                                  "(the POST /v1/query body)"])
+        raise DagInvalid(
+            source,
+            ["(top level): expected a mapping with `steps` and `merge` (the POST /v1/query body)"],
+        )
     try:
         return msgspec.convert(doc, FederatedQuery)
     except msgspec.ValidationError as err:

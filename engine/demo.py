@@ -14,16 +14,55 @@ import pyarrow as pa
 DEMO_VERSION = "1"
 
 COUNTRIES = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "NL", "ES", "CA"]
-FIRST = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances",
-         "Edsger", "Radia", "John", "Katherine", "Donald", "Sophie", "Tim"]
-LAST = ["Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Thompson", "Hamilton",
-        "Ritchie", "Allen", "Dijkstra", "Perlman", "Backus", "Johnson", "Knuth", "Wilson"]
-PRODUCTS = [("Espresso beans 1kg", "coffee", "18.90"), ("Filter papers", "coffee", "3.50"),
-            ("Hand grinder", "equipment", "64.00"), ("Moka pot", "equipment", "32.00"),
-            ("Green tea 250g", "tea", "9.80"), ("Kettle", "equipment", "45.50"),
-            ("Oolong 100g", "tea", "12.40"), ("Mug", "accessories", "8.00"),
-            ("Scale", "equipment", "27.90"), ("Decaf beans 500g", "coffee", "11.20"),
-            ("Chai mix", "tea", "6.30"), ("Travel cup", "accessories", "15.00")]
+FIRST = [
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Barbara",
+    "Ken",
+    "Margaret",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "John",
+    "Katherine",
+    "Donald",
+    "Sophie",
+    "Tim",
+]
+LAST = [
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Liskov",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Backus",
+    "Johnson",
+    "Knuth",
+    "Wilson",
+]
+PRODUCTS = [
+    ("Espresso beans 1kg", "coffee", "18.90"),
+    ("Filter papers", "coffee", "3.50"),
+    ("Hand grinder", "equipment", "64.00"),
+    ("Moka pot", "equipment", "32.00"),
+    ("Green tea 250g", "tea", "9.80"),
+    ("Kettle", "equipment", "45.50"),
+    ("Oolong 100g", "tea", "12.40"),
+    ("Mug", "accessories", "8.00"),
+    ("Scale", "equipment", "27.90"),
+    ("Decaf beans 500g", "coffee", "11.20"),
+    ("Chai mix", "tea", "6.30"),
+    ("Travel cup", "accessories", "15.00"),
+]
 STATUSES = ["paid", "paid", "paid", "shipped", "shipped", "delivered", "refunded"]
 PAGES = ["/", "/products", "/products/{}", "/cart", "/checkout", "/blog", "/support"]
 
@@ -88,12 +127,20 @@ def _make_shop(path: Path, rng: random.Random) -> int:
         customers = []
         for i in range(1, n_customers + 1):
             first, last = rng.choice(FIRST), rng.choice(LAST)
-            customers.append((i, f"{first} {last}", f"{first}.{last}.{i}@example.com".lower(),
-                              rng.choice(COUNTRIES),
-                              (start + timedelta(days=rng.randrange(600))).isoformat()))
+            customers.append(
+                (
+                    i,
+                    f"{first} {last}",
+                    f"{first}.{last}.{i}@example.com".lower(),
+                    rng.choice(COUNTRIES),
+                    (start + timedelta(days=rng.randrange(600))).isoformat(),
+                )
+            )
         con.executemany("INSERT INTO customers VALUES (?,?,?,?,?)", customers)
-        con.executemany("INSERT INTO products VALUES (?,?,?,?)",
-                        [(i, n, c, p) for i, (n, c, p) in enumerate(PRODUCTS, 1)])
+        con.executemany(
+            "INSERT INTO products VALUES (?,?,?,?)",
+            [(i, n, c, p) for i, (n, c, p) in enumerate(PRODUCTS, 1)],
+        )
         orders, items = [], []
         for oid in range(1, n_orders + 1):
             when = datetime(2024, 3, 1) + timedelta(minutes=rng.randrange(900 * 24 * 60))
@@ -104,8 +151,15 @@ def _make_shop(path: Path, rng: random.Random) -> int:
                 price = float(PRODUCTS[pid - 1][2])
                 total += qty * price
                 items.append((oid, pid, qty, PRODUCTS[pid - 1][2]))
-            orders.append((oid, rng.randint(1, n_customers), when.isoformat(sep=" "),
-                           rng.choice(STATUSES), f"{total:.2f}"))
+            orders.append(
+                (
+                    oid,
+                    rng.randint(1, n_customers),
+                    when.isoformat(sep=" "),
+                    rng.choice(STATUSES),
+                    f"{total:.2f}",
+                )
+            )
         con.executemany("INSERT INTO orders VALUES (?,?,?,?,?)", orders)
         con.executemany("INSERT INTO order_items VALUES (?,?,?,?)", items)
         con.commit()
@@ -121,8 +175,16 @@ def _make_analytics(path: Path, rng: random.Random, n_customers: int) -> None:
     for i in range(1, 6001):
         page = rng.choice(PAGES).format(rng.randint(1, len(PRODUCTS)))
         customer = rng.randint(1, n_customers) if rng.random() > 0.15 else None
-        rows.append((i, customer, page, base + timedelta(seconds=rng.randrange(300 * 86400)),
-                     rng.randint(200, 120_000), rng.choice(["web", "ios", "android"])))
+        rows.append(
+            (
+                i,
+                customer,
+                page,
+                base + timedelta(seconds=rng.randrange(300 * 86400)),
+                rng.randint(200, 120_000),
+                rng.choice(["web", "ios", "android"]),
+            )
+        )
     con = duckdb.connect(str(path))
     try:
         con.execute("""

@@ -27,8 +27,9 @@ def format_for(path: str | Path) -> str:
     return fmt
 
 
-def iter_chunks(path: str | Path, fmt: str, *, chunk: int = 1 << 20,
-                batch_rows: int = 10_000) -> Iterator[bytes]:
+def iter_chunks(
+    path: str | Path, fmt: str, *, chunk: int = 1 << 20, batch_rows: int = 10_000
+) -> Iterator[bytes]:
     if fmt == "parquet":
         with open(path, "rb") as f:
             while data := f.read(chunk):

@@ -37,8 +37,9 @@ async def run_simple(step: CheckedStep, state: DatabaseState) -> StepResult:
     async with state.limiter:
         if not step.readonly and step.operation != "SELECT":
             affected = await connector.execute_write(statement)
-            return StepResult(columns=[], rows=[], rows_affected=affected,
-                              execution_ms=_ms(started))
+            return StepResult(
+                columns=[], rows=[], rows_affected=affected, execution_ms=_ms(started)
+            )
         columns: list[Column] = []
         rows: list[tuple[Any, ...]] = []
         batches = 0

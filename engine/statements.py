@@ -12,8 +12,13 @@ from safety.types import CheckedStep
 DEFAULT_BATCH_ROWS = 10_000
 
 
-def to_statement(step: CheckedStep, *, bulk: bool = False, linked: bool = False,
-                 batch_size: int = DEFAULT_BATCH_ROWS) -> Statement:
+def to_statement(
+    step: CheckedStep,
+    *,
+    bulk: bool = False,
+    linked: bool = False,
+    batch_size: int = DEFAULT_BATCH_ROWS,
+) -> Statement:
     """The connector statement for a checked step; `row_cap + 1` rows so truncation shows.
 
     `linked`: the statement a link filter will be applied to, i.e. the checked text before

@@ -115,11 +115,20 @@ def analyse_mql(text: str) -> MqlAnalysis:
         if name in body and not isinstance(body[name], dict)
     ]
     if op_name in FILTER_REQUIRED and "filter" not in body:
-        structural.append((f"MQL `{op_name}` needs a `filter`",
-                           "use {} to mean every document (that needs the A level)"))
+        structural.append(
+            (
+                f"MQL `{op_name}` needs a `filter`",
+                "use {} to mean every document (that needs the A level)",
+            )
+        )
     if "sort" in body and sort_spec(body["sort"]) is None:
-        structural.append(('MQL `sort` must be an object or a list of [field, direction] '
-                           'pairs, e.g. {"a": 1} or [["a", 1]]', None))
+        structural.append(
+            (
+                "MQL `sort` must be an object or a list of [field, direction] "
+                'pairs, e.g. {"a": 1} or [["a", 1]]',
+                None,
+            )
+        )
     if "update" in body and not isinstance(body["update"], dict | list):
         structural.append(("MQL `update` must be an object or a pipeline list", None))
     for name in ("pipeline", "documents"):

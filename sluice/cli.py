@@ -37,9 +37,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path, demo = resolve_config_path(args.config)
     config = load_config(path)
     # the run manager reads these in every worker process (api/runs_routes.build_run_manager)
-    for flag, env in ((args.max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS"),
-                      (args.max_queued_runs, "SLUICE_MAX_QUEUED_RUNS"),
-                      (args.run_store, "SLUICE_RUN_STORE")):
+    for flag, env in (
+        (args.max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS"),
+        (args.max_queued_runs, "SLUICE_MAX_QUEUED_RUNS"),
+        (args.run_store, "SLUICE_RUN_STORE"),
+    ):
         if flag is not None:
             os.environ[env] = str(flag)
     host = args.host or config.server.host
@@ -48,14 +50,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if demo:
         print(f"sluice: no sluice.yaml here; serving the embedded demo from {DEMO_DIR}/")
         print(f"  try:  curl {url}/v1/databases")
-        print(f"        curl -X POST {url}/v1/query/simple -H 'Content-Type: application/json' "
-              "-d '{\"database\": \"shop\", \"table\": \"orders\", \"query\": "
-              "\"SELECT status, count(*) AS n FROM orders GROUP BY status\"}'")
+        print(
+            f"        curl -X POST {url}/v1/query/simple -H 'Content-Type: application/json' "
+            '-d \'{"database": "shop", "table": "orders", "query": '
+            '"SELECT status, count(*) AS n FROM orders GROUP BY status"}\''
+        )
     print(f"sluice: serving {path} on {url} ({args.server}, {args.workers} worker(s))", flush=True)
     try:
-        return serve(path, host, port, workers=args.workers,
-                     insecure_no_auth=args.insecure_no_auth, access_log=args.access_log,
-                     server=args.server) or 0
+        return (
+            serve(
+                path,
+                host,
+                port,
+                workers=args.workers,
+                insecure_no_auth=args.insecure_no_auth,
+                access_log=args.access_log,
+                server=args.server,
+            )
+            or 0
+        )
     except RefusedToStart as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -83,8 +96,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from sluice.errors import SluiceError
 
     if args.file is None and (args.query is None or not args.database or not args.table):
-        print("sluice query: give -d DATABASE -t TABLE \"QUERY\", or -f dag.yaml",
-              file=sys.stderr)
+        print('sluice query: give -d DATABASE -t TABLE "QUERY", or -f dag.yaml', file=sys.stderr)
         return EXIT_ERROR
     dag = None
     if args.file is not None:
@@ -104,8 +116,13 @@ def cmd_query(args: argparse.Namespace) -> int:
                     result = await session.federated(dag, on_progress=progress)
                     progress.done()
                 else:
-                    result = await session.simple(args.database, args.table, args.query,
-                                                  language=args.language, dry_run=args.dry_run)
+                    result = await session.simple(
+                        args.database,
+                        args.table,
+                        args.query,
+                        language=args.language,
+                        dry_run=args.dry_run,
+                    )
             except QueryBlocked as exc:
                 b = exc.block
                 print(f"blocked by {b.stage}: {b.reason}", file=sys.stderr)
@@ -129,8 +146,10 @@ def cmd_query(args: argparse.Namespace) -> int:
                 return EXIT_OK
             write_rows(result.data.columns, result.data.rows, args.format, sys.stdout)
             if result.data.truncated and dag is not None:
-                print(f"({result.data.row_count} rows in all; write them with -o out.parquet)",
-                      file=sys.stderr)
+                print(
+                    f"({result.data.row_count} rows in all; write them with -o out.parquet)",
+                    file=sys.stderr,
+                )
         return EXIT_OK
 
     return anyio.run(go)
@@ -153,8 +172,11 @@ class Progress:
         if event.event == "batch" and now - self.last.get(event.step_id, -1e9) < 1000.0:
             return
         self.last[event.step_id] = now
-        print(f"  {event.step_id}: {event.event:<12} {event.rows:>12,} rows "
-              f"{event.batches:>6} batches  {event.at_ms / 1000:8.2f}s", file=self.out)
+        print(
+            f"  {event.step_id}: {event.event:<12} {event.rows:>12,} rows "
+            f"{event.batches:>6} batches  {event.at_ms / 1000:8.2f}s",
+            file=self.out,
+        )
 
     def done(self) -> None:
         self.out.flush()
@@ -197,8 +219,9 @@ def write_rows(columns: Sequence[str], rows: list[dict[str, Any]], fmt: str, out
             w.writerow([text(r[c]) for c in columns])
         return
     cells = [[text(r[c]) for c in columns] for r in rows]
-    widths = [min(60, max([len(c)] + [len(row[i]) for row in cells])) for i, c in
-              enumerate(columns)]
+    widths = [
+        min(60, max([len(c)] + [len(row[i]) for row in cells])) for i, c in enumerate(columns)
+    ]
     buf = io.StringIO()
     buf.write(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + "\n")
     buf.write("-+-".join("-" * w for w in widths) + "\n")
@@ -286,8 +309,9 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
     path, _ = resolve_config_path(args.config)
     config = load_config(path)
-    log = args.file or config.server.audit_log or os.path.join(config.server.data_dir,
-                                                               "audit.jsonl")
+    log = (
+        args.file or config.server.audit_log or os.path.join(config.server.data_dir, "audit.jsonl")
+    )
     try:
         tail(log, follow=args.follow, out=sys.stdout)
     except KeyboardInterrupt:
@@ -304,17 +328,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--insecure-no-auth", action="store_true",
-                   help="allow binding off loopback without bearer tokens")
+    s.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow binding off loopback without bearer tokens",
+    )
     s.add_argument("--access-log", action="store_true")
-    s.add_argument("--max-concurrent-runs", type=int,
-                   help="runs executing at once (default server.max_concurrent_runs)")
-    s.add_argument("--max-queued-runs", type=int,
-                   help="runs waiting at most; past it submit is a 429 with Retry-After")
-    s.add_argument("--run-store", help="run store URL: postgresql://... to share it between "
-                   "processes (default: <data_dir>/runs.sqlite)")
-    s.add_argument("--server", choices=["hypercorn", "uvicorn", "granian"], default="hypercorn",
-                   help="ASGI server (hypercorn by default; see README Performance)")
+    s.add_argument(
+        "--max-concurrent-runs",
+        type=int,
+        help="runs executing at once (default server.max_concurrent_runs)",
+    )
+    s.add_argument(
+        "--max-queued-runs",
+        type=int,
+        help="runs waiting at most; past it submit is a 429 with Retry-After",
+    )
+    s.add_argument(
+        "--run-store",
+        help="run store URL: postgresql://... to share it between "
+        "processes (default: <data_dir>/runs.sqlite)",
+    )
+    s.add_argument(
+        "--server",
+        choices=["hypercorn", "uvicorn", "granian"],
+        default="hypercorn",
+        help="ASGI server (hypercorn by default; see README Performance)",
+    )
     s.set_defaults(func=cmd_serve)
 
     q = sub.add_parser("query", help="run a query (or -f dag.yaml) in-process")

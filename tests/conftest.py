@@ -40,8 +40,10 @@ def pg_server() -> Iterator[PgServer]:
         try:
             conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
         except (OSError, asyncpg.PostgresError) as exc:
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: {exc} "
-                        "(run `make services` or start it; tests never skip a missing server)")
+            pytest.fail(
+                f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: {exc} "
+                "(run `make services` or start it; tests never skip a missing server)"
+            )
         try:
             await conn.execute(sql)
         finally:
@@ -63,12 +65,19 @@ def mysql_server() -> Iterator[MySQLServer]:
 
     async def admin(sql: str) -> None:
         try:
-            conn = await asyncmy.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
-                                         password=MYSQL_PASSWORD, autocommit=True,
-                                         connect_timeout=10)
+            conn = await asyncmy.connect(
+                host=MYSQL_HOST,
+                port=MYSQL_PORT,
+                user=MYSQL_USER,
+                password=MYSQL_PASSWORD,
+                autocommit=True,
+                connect_timeout=10,
+            )
         except Exception as exc:  # the driver raises several unrelated types here
-            pytest.fail(f"MariaDB is not reachable at {MYSQL_HOST}:{MYSQL_PORT}: {exc} "
-                        "(run `make services`; tests never skip a missing server)")
+            pytest.fail(
+                f"MariaDB is not reachable at {MYSQL_HOST}:{MYSQL_PORT}: {exc} "
+                "(run `make services`; tests never skip a missing server)"
+            )
         try:
             async with conn.cursor() as cur:
                 await cur.execute(sql)

@@ -46,9 +46,14 @@ class MySQLServer:
 
     def run(self, *sql: str) -> list[tuple]:
         async def go() -> list[tuple]:
-            conn = await asyncmy.connect(host=self.host, port=self.port, user=self.user,
-                                         password=self.password, database=self.database,
-                                         autocommit=True)
+            conn = await asyncmy.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self.password,
+                database=self.database,
+                autocommit=True,
+            )
             try:
                 out: list[tuple] = []
                 async with conn.cursor() as cur:

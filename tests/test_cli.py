@@ -9,14 +9,20 @@ from pathlib import Path
 
 
 def sluice(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sluice.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_validate_reports_every_problem_with_lines(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(
         "databases:\n  - name: a\n    type: postgress\n  - name: b\n    type: sqlite\n"
-        "    path: x.db\n    pool: 3\nserver:\n  port: high\n")
+        "    path: x.db\n    pool: 3\nserver:\n  port: high\n"
+    )
     r = sluice("validate", "bad.yaml", cwd=tmp_path)
     assert r.returncode == 1
     assert "bad.yaml: invalid configuration" in r.stderr
@@ -37,23 +43,42 @@ def test_validate_ok_and_init_template_is_valid(tmp_path: Path) -> None:
 def test_query_prints_a_table_csv_and_json(tmp_path: Path) -> None:
     db = tmp_path / "t.sqlite"
     con = sqlite3.connect(db)
-    con.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);"
-                      "INSERT INTO t VALUES (1, 'one'), (2, NULL);")
+    con.executescript(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);"
+        "INSERT INTO t VALUES (1, 'one'), (2, NULL);"
+    )
     con.commit()
     con.close()
     (tmp_path / "sluice.yaml").write_text(
         f"databases:\n  - name: lite\n    type: sqlite\n    path: {db}\n"
-        "permissions:\n  default:\n    lite:\n      level: R\n")
-    r = sluice("query", "-d", "lite", "-t", "t", "SELECT id, name FROM t ORDER BY id",
-               cwd=tmp_path)
+        "permissions:\n  default:\n    lite:\n      level: R\n"
+    )
+    r = sluice("query", "-d", "lite", "-t", "t", "SELECT id, name FROM t ORDER BY id", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["id | name", "---+-----", "1  | one ", "2  | NULL",
-                                     "(2 rows)"]
-    r = sluice("query", "-d", "lite", "-t", "t", "--format", "csv",
-               "SELECT id, name FROM t ORDER BY id", cwd=tmp_path)
+    assert r.stdout.splitlines() == ["id | name", "---+-----", "1  | one ", "2  | NULL", "(2 rows)"]
+    r = sluice(
+        "query",
+        "-d",
+        "lite",
+        "-t",
+        "t",
+        "--format",
+        "csv",
+        "SELECT id, name FROM t ORDER BY id",
+        cwd=tmp_path,
+    )
     assert r.stdout.splitlines() == ["id,name", "1,one", "2,"]
-    r = sluice("query", "-d", "lite", "-t", "t", "--format", "json",
-               "SELECT count(*) AS n FROM t", cwd=tmp_path)
+    r = sluice(
+        "query",
+        "-d",
+        "lite",
+        "-t",
+        "t",
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM t",
+        cwd=tmp_path,
+    )
     assert '"rows":[{"n":2}]' in r.stdout
 
 
@@ -62,7 +87,8 @@ def test_query_exit_codes(tmp_path: Path) -> None:
     sqlite3.connect(db).executescript("CREATE TABLE t (id INTEGER); CREATE TABLE s (id INT);")
     (tmp_path / "sluice.yaml").write_text(
         f"databases:\n  - name: lite\n    type: sqlite\n    path: {db}\n"
-        "permissions:\n  default:\n    lite:\n      level: R\n      tables:\n        s: none\n")
+        "permissions:\n  default:\n    lite:\n      level: R\n      tables:\n        s: none\n"
+    )
     blocked = sluice("query", "-d", "lite", "-t", "s", "SELECT * FROM s", cwd=tmp_path)
     assert blocked.returncode == 2 and "blocked by RBAC_GATE" in blocked.stderr
     failed = sluice("query", "-d", "lite", "-t", "t", "SELECT nope FROM t", cwd=tmp_path)
@@ -72,14 +98,32 @@ def test_query_exit_codes(tmp_path: Path) -> None:
 
 
 def test_demo_is_created_once_and_queryable(tmp_path: Path) -> None:
-    r = sluice("query", "-d", "shop", "-t", "orders", "--format", "csv",
-               "SELECT count(*) AS n FROM orders", cwd=tmp_path)
+    r = sluice(
+        "query",
+        "-d",
+        "shop",
+        "-t",
+        "orders",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM orders",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["n", "3000"]
     demo = tmp_path / ".sluice" / "demo"
     stamp = (demo / "shop.sqlite").stat().st_mtime_ns
-    r = sluice("query", "-d", "analytics", "-t", "page_views", "--format", "csv",
-               "SELECT count(*) AS n FROM page_views", cwd=tmp_path)
+    r = sluice(
+        "query",
+        "-d",
+        "analytics",
+        "-t",
+        "page_views",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM page_views",
+        cwd=tmp_path,
+    )
     assert r.stdout.splitlines() == ["n", "6000"]
     assert (demo / "shop.sqlite").stat().st_mtime_ns == stamp  # not rebuilt
 
@@ -109,18 +153,22 @@ def test_query_federated_dag_file_to_table_and_files(tmp_path: Path) -> None:
 
     lite, duck = tmp_path / "l.sqlite", tmp_path / "d.duckdb"
     con = sqlite3.connect(lite)
-    con.executescript("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);"
-                      "INSERT INTO people VALUES (1, 'a'), (2, 'b'), (3, 'c');")
+    con.executescript(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT);"
+        "INSERT INTO people VALUES (1, 'a'), (2, 'b'), (3, 'c');"
+    )
     con.commit()
     con.close()
     d = duckdb.connect(str(duck))
-    d.execute("CREATE TABLE visits AS SELECT i AS id, 1 + i % 2 AS person_id, i AS ms "
-              "FROM range(10) t(i)")
+    d.execute(
+        "CREATE TABLE visits AS SELECT i AS id, 1 + i % 2 AS person_id, i AS ms FROM range(10) t(i)"
+    )
     d.close()
     (tmp_path / "sluice.yaml").write_text(
         f"databases:\n  - name: lite\n    type: sqlite\n    path: {lite}\n"
         f"  - name: duck\n    type: duckdb\n    path: {duck}\n"
-        "permissions:\n  default:\n    lite: {level: R}\n    duck: {level: R}\n")
+        "permissions:\n  default:\n    lite: {level: R}\n    duck: {level: R}\n"
+    )
     (tmp_path / "dag.yaml").write_text(DAG)
     r = sluice("query", "-f", "dag.yaml", "--format", "csv", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -130,7 +178,9 @@ def test_query_federated_dag_file_to_table_and_files(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "wrote 2 rows to out.parquet" in r.stderr
     assert pq.read_table(tmp_path / "out.parquet").to_pylist() == [
-        {"name": "a", "n": 5, "ms": 20}, {"name": "b", "n": 5, "ms": 25}]
+        {"name": "a", "n": 5, "ms": 20},
+        {"name": "b", "n": 5, "ms": 25},
+    ]
     (tmp_path / "bad.yaml").write_text(DAG.replace("link_to", "link_too"))
     r = sluice("query", "-f", "bad.yaml", cwd=tmp_path)
     assert r.returncode == 1

@@ -50,13 +50,16 @@ def test_duplicate_database_name() -> None:
         "databases:\n  - name: a\n    type: sqlite\n    path: x\n"
         "  - name: a\n    type: duckdb\n    path: y\n"
     )
-    assert p == ("line 5: databases[1].name: duplicate database name 'a' (first defined on "
-                 "line 2); names must be unique")
+    assert p == (
+        "line 5: databases[1].name: duplicate database name 'a' (first defined on "
+        "line 2); names must be unique"
+    )
 
 
 def test_unknown_section_and_missing_env_reported_together() -> None:
-    ps = problems("sever:\n  port: 1\ndatabases:\n  - name: a\n    type: sqlite\n"
-                  "    path: ${NOPE}\n")
+    ps = problems(
+        "sever:\n  port: 1\ndatabases:\n  - name: a\n    type: sqlite\n    path: ${NOPE}\n"
+    )
     assert any(p.startswith("line 1: sever: unknown section") for p in ps)
     assert any("environment variable NOPE is not set" in p for p in ps)
 
@@ -73,5 +76,7 @@ def test_duplicate_yaml_key() -> None:
 
 def test_token_needs_exactly_one_secret() -> None:
     (p,) = problems("auth:\n  tokens:\n    - principal: a\n")
-    assert p == ("line 3: auth.tokens[0]: give exactly one of `token` (e.g. ${SLUICE_TOKEN}) "
-                 "or `token_sha256`")
+    assert p == (
+        "line 3: auth.tokens[0]: give exactly one of `token` (e.g. ${SLUICE_TOKEN}) "
+        "or `token_sha256`"
+    )

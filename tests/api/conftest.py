@@ -78,8 +78,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_responds(url: str, process: subprocess.Popen[bytes], log: Path,
-                        timeout: float = 30.0) -> None:
+def wait_until_responds(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -93,18 +94,33 @@ def wait_until_responds(url: str, process: subprocess.Popen[bytes], log: Path,
     raise AssertionError(f"server did not answer {url} within {timeout}s:\n{log.read_text()}")
 
 
-def start_server(config_text: str, folder: Path, *, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> Server:
+def start_server(
+    config_text: str,
+    folder: Path,
+    *,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / "sluice.yaml"
     config_path.write_text(config_text)
     port = free_port()
     log_path = folder / "server.log"
-    cmd = [sys.executable, "-m", "sluice.cli", "serve", "--config", str(config_path),
-           "--port", str(port), *(extra_args or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sluice.cli",
+        "serve",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        *(extra_args or []),
+    ]
     with log_path.open("wb") as log:  # the child keeps its own handle
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})}, cwd=folder)
+        process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=folder
+        )
     url = f"http://127.0.0.1:{port}"
     server = Server(url, process, config_path, folder / ".sluice", log_path)
     try:
@@ -140,21 +156,34 @@ def make_files(folder: Path) -> tuple[Path, Path]:
     duck = folder / "duck.duckdb"
     duck.unlink(missing_ok=True)
     d = duckdb.connect(str(duck))
-    d.execute("CREATE TABLE visits (id BIGINT PRIMARY KEY, person_id BIGINT, "
-              "seen_at TIMESTAMPTZ, ms INTEGER)")
-    d.execute("INSERT INTO visits SELECT i, 1 + i % 3, TIMESTAMPTZ '2025-03-01 00:00:00+00' "
-              "+ i * INTERVAL 1 MINUTE, i * 10 FROM range(1, 101) t(i)")
+    d.execute(
+        "CREATE TABLE visits (id BIGINT PRIMARY KEY, person_id BIGINT, "
+        "seen_at TIMESTAMPTZ, ms INTEGER)"
+    )
+    d.execute(
+        "INSERT INTO visits SELECT i, 1 + i % 3, TIMESTAMPTZ '2025-03-01 00:00:00+00' "
+        "+ i * INTERVAL 1 MINUTE, i * 10 FROM range(1, 101) t(i)"
+    )
     d.close()
     return lite, duck
 
 
-def config_text(pg: PgServer, my: MySQLServer, lite: Path, duck: Path, *,
-                extra: str = "", dead_port: int | None = None) -> str:
+def config_text(
+    pg: PgServer,
+    my: MySQLServer,
+    lite: Path,
+    duck: Path,
+    *,
+    extra: str = "",
+    dead_port: int | None = None,
+) -> str:
     dead = ""
     if dead_port is not None:
-        dead = (f"  - name: gone\n    type: postgresql\n    host: 127.0.0.1\n"
-                f"    port: {dead_port}\n    database: x\n    user: postgres\n"
-                f"    connect_timeout_seconds: 1\n")
+        dead = (
+            f"  - name: gone\n    type: postgresql\n    host: 127.0.0.1\n"
+            f"    port: {dead_port}\n    database: x\n    user: postgres\n"
+            f"    connect_timeout_seconds: 1\n"
+        )
     return f"""\
 databases:
   - name: pg
@@ -208,8 +237,9 @@ def seeded(pg_server: PgServer, mysql_server: MySQLServer) -> tuple[PgServer, My
 
 
 @pytest.fixture(scope="session")
-def server(seeded: tuple[PgServer, MySQLServer],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    seeded: tuple[PgServer, MySQLServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     pg, my = seeded
     folder = tmp_path_factory.mktemp("server")
     lite, duck = make_files(folder / "files")

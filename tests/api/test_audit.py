@@ -46,7 +46,12 @@ def test_one_line_per_request_with_verdicts_and_outcome(server: Server) -> None:
     assert step["query"] == "SELECT id FROM people"
     assert "LIMIT 101" in step["rewritten"]
     assert [v["stage"] for v in ok["verdicts"] if v["outcome"] != "block"][:5] == [
-        "PROMPT_GUARD", "RBAC_GATE", "AST_CHECKER", "INJECTION_ANALYSER", "GUARDRAILS"]
+        "PROMPT_GUARD",
+        "RBAC_GATE",
+        "AST_CHECKER",
+        "INJECTION_ANALYSER",
+        "GUARDRAILS",
+    ]
     assert ok["rows"] == 3 and ok["error"] is None if "error" in ok else ok["rows"] == 3
     assert ok["latency_ms"] > 0
     blocked = lines[ids["blocked"]]

@@ -70,18 +70,22 @@ permissions:
 
 def query(server: Server, token: str | None, sql: str) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.post(f"{server.url}/v1/query/simple", headers=headers, timeout=30,
-                      json={"database": "lite", "table": "people", "query": sql})
+    return httpx.post(
+        f"{server.url}/v1/query/simple",
+        headers=headers,
+        timeout=30,
+        json={"database": "lite", "table": "people", "query": sql},
+    )
 
 
 def test_missing_and_wrong_tokens_are_401(auth_server: Server) -> None:
     r = query(auth_server, None, "SELECT id FROM people")
     assert_error_envelope(r, 401, "unauthorized")
     assert r.headers["www-authenticate"].startswith("Bearer")
-    assert_error_envelope(query(auth_server, "nope", "SELECT id FROM people"), 401,
-                          "unauthorized")
-    r = httpx.get(f"{auth_server.url}/v1/databases",
-                  headers={"Authorization": f"Basic {ADMIN_TOKEN}"})
+    assert_error_envelope(query(auth_server, "nope", "SELECT id FROM people"), 401, "unauthorized")
+    r = httpx.get(
+        f"{auth_server.url}/v1/databases", headers={"Authorization": f"Basic {ADMIN_TOKEN}"}
+    )
     assert_error_envelope(r, 401, "unauthorized")
 
 
@@ -96,8 +100,12 @@ def test_each_principal_has_its_own_permissions(auth_server: Server) -> None:
     assert r.status_code == 200, r.text
     assert [row["age"] for row in r.json()["data"]["rows"]] == [36, 41, 85]
     # analyst may not read the denied column, in any shape
-    for sql in ("SELECT id, age FROM people", "SELECT * FROM people",
-                "SELECT id FROM people WHERE age > 40", "SELECT id FROM people ORDER BY age"):
+    for sql in (
+        "SELECT id, age FROM people",
+        "SELECT * FROM people",
+        "SELECT id FROM people WHERE age > 40",
+        "SELECT id FROM people ORDER BY age",
+    ):
         body = assert_blocked(query(auth_server, ANALYST_TOKEN, sql), "RBAC_GATE")
         assert "age" in body["error"]["reason"]
     r = query(auth_server, ANALYST_TOKEN, "SELECT id, name FROM people ORDER BY id")
@@ -106,8 +114,9 @@ def test_each_principal_has_its_own_permissions(auth_server: Server) -> None:
 
 
 def test_rate_limit_per_principal(auth_server: Server) -> None:
-    statuses = [query(auth_server, ANALYST_TOKEN, "SELECT id FROM people").status_code
-                for _ in range(8)]
+    statuses = [
+        query(auth_server, ANALYST_TOKEN, "SELECT id FROM people").status_code for _ in range(8)
+    ]
     assert 429 in statuses, statuses
     r = query(auth_server, ANALYST_TOKEN, "SELECT id FROM people")
     body = assert_error_envelope(r, 429)
@@ -121,9 +130,23 @@ def test_no_tokens_refuses_to_bind_off_loopback(tmp_path: Path) -> None:
     lite, _ = make_files(tmp_path / "files")
     cfg = tmp_path / "sluice.yaml"
     cfg.write_text(f"databases:\n  - name: lite\n    type: sqlite\n    path: {lite}\n")
-    r = subprocess.run([sys.executable, "-m", "sluice.cli", "serve", "--config", str(cfg),
-                        "--host", "0.0.0.0", "--port", str(free_port())],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluice.cli",
+            "serve",
+            "--config",
+            str(cfg),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert "refusing to bind '0.0.0.0' without auth" in r.stderr
     assert "--insecure-no-auth" in r.stderr
@@ -140,10 +163,12 @@ def test_writes_follow_the_grant_and_report_rows_affected(auth_server: Server) -
     insert = "INSERT INTO people (id, name, age, city) VALUES (100, 'Edsger', 72, 'Austin')"
     assert_blocked(query(auth_server, ADMIN_TOKEN, insert), "RBAC_GATE")  # R only
     # dry run: the verdicts and the statement, nothing executed
-    r = httpx.post(f"{auth_server.url}/v1/query/simple", timeout=30,
-                   headers={"Authorization": f"Bearer {WRITER_TOKEN}"},
-                   json={"database": "lite", "table": "people", "query": insert,
-                         "dry_run": True})
+    r = httpx.post(
+        f"{auth_server.url}/v1/query/simple",
+        timeout=30,
+        headers={"Authorization": f"Bearer {WRITER_TOKEN}"},
+        json={"database": "lite", "table": "people", "query": insert, "dry_run": True},
+    )
     assert r.status_code == 200, r.text
     (step,) = r.json()["steps"]
     assert step["operation"] == "INSERT" and "INSERT INTO people" in step["rewritten"]
@@ -162,8 +187,11 @@ def test_writes_follow_the_grant_and_report_rows_affected(auth_server: Server) -
     r = query(auth_server, WRITER_TOKEN, "DELETE FROM people WHERE id = 100")
     assert r.json()["data"]["rows_affected"] == 1
     # a failing write commits nothing: a duplicate key in a two-row insert
-    r = query(auth_server, WRITER_TOKEN,
-              "INSERT INTO people (id, name) VALUES (101, 'x'), (1, 'duplicate')")
+    r = query(
+        auth_server,
+        WRITER_TOKEN,
+        "INSERT INTO people (id, name) VALUES (101, 'x'), (1, 'duplicate')",
+    )
     assert_error_envelope(r, 500, "query_failed")
     assert count_people(auth_server) == before
     r = query(auth_server, OWNER_TOKEN, "DELETE FROM people WHERE id > 1000")

@@ -13,14 +13,24 @@ from tests.servers import MySQLServer
 
 LINKED = {
     "steps": [
-        {"step_id": "i", "database": "pg", "table": "items",
-         "query": "SELECT id, name, price FROM items WHERE id <= 20"},
-        {"step_id": "o", "database": "maria", "table": "orders",
-         "query": "SELECT id, item_id, qty, amount FROM orders",
-         "depends_on": ["i"], "link_from": "id", "link_to": "item_id"},
+        {
+            "step_id": "i",
+            "database": "pg",
+            "table": "items",
+            "query": "SELECT id, name, price FROM items WHERE id <= 20",
+        },
+        {
+            "step_id": "o",
+            "database": "maria",
+            "table": "orders",
+            "query": "SELECT id, item_id, qty, amount FROM orders",
+            "depends_on": ["i"],
+            "link_from": "id",
+            "link_to": "item_id",
+        },
     ],
     "merge": "SELECT o.id AS order_id, i.name, o.qty, o.amount FROM i JOIN o "
-             "ON o.item_id = i.id ORDER BY o.id",
+    "ON o.item_id = i.id ORDER BY o.id",
 }
 
 
@@ -31,8 +41,9 @@ def post(server: Server, body: Any) -> httpx.Response:
 
 def expected_orders(my: MySQLServer) -> list[dict[str, Any]]:
     rows = my.run("SELECT id, item_id, qty, amount FROM orders WHERE item_id <= 20 ORDER BY id")
-    return [{"order_id": r[0], "name": f"item {r[1]}", "qty": r[2], "amount": float(r[3])}
-            for r in rows]
+    return [
+        {"order_id": r[0], "name": f"item {r[1]}", "qty": r[2], "amount": float(r[3])} for r in rows
+    ]
 
 
 def test_linked_join_inline_then_paged(server: Server, seeded: Any) -> None:
@@ -50,14 +61,22 @@ def test_linked_join_inline_then_paged(server: Server, seeded: Any) -> None:
     meta = body["metadata"]
     assert meta["transport"] == "rest/local" and meta["database"] is None
     assert meta["merge_latency_ms"] > 0
-    assert meta["result_pages"] == {"path": f"/v1/results/{body['request_id']}",
-                                    "size": 100, "total_pages": 1}
+    assert meta["result_pages"] == {
+        "path": f"/v1/results/{body['request_id']}",
+        "size": 100,
+        "total_pages": 1,
+    }
     steps = {s["step_id"]: s for s in meta["steps"]}
     assert steps["i"]["rows_returned"] == 20 and steps["i"]["database"] == "pg"
     assert steps["o"]["rows_returned"] == 80 and steps["o"]["strategy"] == "link"
     assert steps["o"]["native_queries"] >= 1 and steps["o"]["first_batch_ms"] is not None
-    assert body["safety"]["stages_passed"] == ["PROMPT_GUARD", "RBAC_GATE", "AST_CHECKER",
-                                               "INJECTION_ANALYSER", "GUARDRAILS"]
+    assert body["safety"]["stages_passed"] == [
+        "PROMPT_GUARD",
+        "RBAC_GATE",
+        "AST_CHECKER",
+        "INJECTION_ANALYSER",
+        "GUARDRAILS",
+    ]
 
     paged: list[dict[str, Any]] = []
     with server.client() as c:
@@ -65,8 +84,15 @@ def test_linked_join_inline_then_paged(server: Server, seeded: Any) -> None:
             p = c.get(f"/v1/results/{body['request_id']}", params={"page": page, "size": 30})
             assert p.status_code == 200, p.text
             got = p.json()
-            assert set(got) == {"request_id", "page", "size", "columns", "rows", "has_more",
-                                "total_rows"}
+            assert set(got) == {
+                "request_id",
+                "page",
+                "size",
+                "columns",
+                "rows",
+                "has_more",
+                "total_rows",
+            }
             assert got["request_id"] == body["request_id"]
             assert (got["page"], got["size"], got["total_rows"]) == (page, 30, 80)
             assert got["has_more"] is (page < 3)
@@ -79,16 +105,31 @@ def test_results_404_and_bad_size(server: Server) -> None:
     with server.client() as c:
         assert_error_envelope(c.get("/v1/results/req_000000000000"), 404, "result_not_found")
         assert_error_envelope(c.get("/v1/results/nonsense"), 404, "result_not_found")
-        assert_error_envelope(c.get("/v1/results/req_000000000000", params={"size": 10_001}),
-                              400, "invalid_parameter")
+        assert_error_envelope(
+            c.get("/v1/results/req_000000000000", params={"size": 10_001}), 400, "invalid_parameter"
+        )
 
 
 def test_invalid_dags_name_the_step(server: Server) -> None:
-    cycle = {"steps": [
-        {"step_id": "a", "database": "lite", "table": "people", "query": "SELECT id FROM people",
-         "depends_on": ["b"]},
-        {"step_id": "b", "database": "lite", "table": "people", "query": "SELECT id FROM people",
-         "depends_on": ["a"]}], "merge": "SELECT * FROM a"}
+    cycle = {
+        "steps": [
+            {
+                "step_id": "a",
+                "database": "lite",
+                "table": "people",
+                "query": "SELECT id FROM people",
+                "depends_on": ["b"],
+            },
+            {
+                "step_id": "b",
+                "database": "lite",
+                "table": "people",
+                "query": "SELECT id FROM people",
+                "depends_on": ["a"],
+            },
+        ],
+        "merge": "SELECT * FROM a",
+    }
     body = assert_error_envelope(post(server, cycle), 400, "invalid_query")
     assert "cycle" in body["error"]["message"]
     dup = {"steps": [LINKED["steps"][0], LINKED["steps"][0]], "merge": "SELECT * FROM i"}
@@ -98,8 +139,7 @@ def test_invalid_dags_name_the_step(server: Server) -> None:
     body = assert_error_envelope(post(server, unknown), 404, "unknown_database")
     assert "nowhere" in body["error"]["message"]
     body = assert_error_envelope(post(server, {"steps": []}), 400, "invalid_query")
-    body = assert_error_envelope(post(server, {"steps": [{"step_id": "x"}]}), 400,
-                                 "invalid_body")
+    body = assert_error_envelope(post(server, {"steps": [{"step_id": "x"}]}), 400, "invalid_body")
     assert "database" in body["error"]["message"]
 
 
@@ -110,21 +150,44 @@ def test_merge_that_reads_a_file_is_blocked(server: Server) -> None:
 
 
 def test_failing_step_is_500_naming_it(server: Server) -> None:
-    body = {"steps": [LINKED["steps"][0],
-                      {**LINKED["steps"][1], "query": "SELECT id, item_id, nope FROM orders"}],
-            "merge": LINKED["merge"]}
+    body = {
+        "steps": [
+            LINKED["steps"][0],
+            {**LINKED["steps"][1], "query": "SELECT id, item_id, nope FROM orders"},
+        ],
+        "merge": LINKED["merge"],
+    }
     err = assert_error_envelope(post(server, body), 500, "step_failed")
     assert "step 'o'" in err["error"]["message"] and "nope" in err["error"]["message"]
 
 
 def test_partial_strips_denied_step_and_its_dependants(server: Server) -> None:
-    body = {"steps": [
-        {"step_id": "p", "database": "lite", "table": "people",
-         "query": "SELECT id, name FROM people"},
-        {"step_id": "s", "database": "pg", "table": "secrets", "query": "SELECT id FROM secrets"},
-        {"step_id": "t", "database": "pg", "table": "items", "query": "SELECT id FROM items",
-         "depends_on": ["s"], "link_from": "id", "link_to": "id"},
-    ], "merge": "SELECT name FROM p ORDER BY id"}
+    body = {
+        "steps": [
+            {
+                "step_id": "p",
+                "database": "lite",
+                "table": "people",
+                "query": "SELECT id, name FROM people",
+            },
+            {
+                "step_id": "s",
+                "database": "pg",
+                "table": "secrets",
+                "query": "SELECT id FROM secrets",
+            },
+            {
+                "step_id": "t",
+                "database": "pg",
+                "table": "items",
+                "query": "SELECT id FROM items",
+                "depends_on": ["s"],
+                "link_from": "id",
+                "link_to": "id",
+            },
+        ],
+        "merge": "SELECT name FROM p ORDER BY id",
+    }
     r = post(server, body)
     assert r.status_code == 200, r.text
     got = r.json()

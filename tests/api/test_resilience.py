@@ -20,8 +20,11 @@ def test_backend_killed_mid_query(server: Server, seeded: tuple[PgServer, object
     result: dict[str, httpx.Response] = {}
 
     def run() -> None:
-        result["r"] = httpx.post(f"{server.url}/v1/query/simple", timeout=30,
-                                 json={"database": "pg", "table": "items", "query": SLOW})
+        result["r"] = httpx.post(
+            f"{server.url}/v1/query/simple",
+            timeout=30,
+            json={"database": "pg", "table": "items", "query": SLOW},
+        )
 
     t = threading.Thread(target=run)
     t.start()
@@ -32,16 +35,19 @@ def test_backend_killed_mid_query(server: Server, seeded: tuple[PgServer, object
         killed = pg.run(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{pg.database}' AND state = 'active' "
-            "AND query LIKE '%AS n FROM items%' AND pid <> pg_backend_pid()")
+            "AND query LIKE '%AS n FROM items%' AND pid <> pg_backend_pid()"
+        )
     t.join(30)
     assert killed, "the slow query never showed up in pg_stat_activity"
     body = assert_error_envelope(result["r"], 503 if result["r"].status_code == 503 else 500)
     assert body["error"]["code"] in {"query_failed", "database_unavailable"}
     assert "terminat" in body["error"]["message"] or "connection" in body["error"]["message"]
     for _ in range(3):  # the pool replaced the dead connection
-        r = httpx.post(f"{server.url}/v1/query/simple", timeout=30,
-                       json={"database": "pg", "table": "items",
-                             "query": "SELECT count(*) AS n FROM items"})
+        r = httpx.post(
+            f"{server.url}/v1/query/simple",
+            timeout=30,
+            json={"database": "pg", "table": "items", "query": "SELECT count(*) AS n FROM items"},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["data"]["rows"] == [{"n": 500}]
 
@@ -54,15 +60,17 @@ def test_client_disconnect_stops_the_query_on_the_server(
     sql = f"SELECT count(*) {marker} FROM items a, items b, items c WHERE a.id + b.id > c.id"
 
     def running() -> int:
-        return len(pg.run(
-            "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
-            "AND query LIKE '%disconnect_probe%' AND pid <> pg_backend_pid()"))
+        return len(
+            pg.run(
+                "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE '%disconnect_probe%' AND pid <> pg_backend_pid()"
+            )
+        )
 
     def post_and_hang_up() -> None:
         with httpx.Client(base_url=server.url, timeout=0.6) as c:
             try:
-                c.post("/v1/query/simple",
-                       json={"database": "pg", "table": "items", "query": sql})
+                c.post("/v1/query/simple", json={"database": "pg", "table": "items", "query": sql})
             except httpx.ReadTimeout:
                 pass  # the client gives up and closes the connection
 

@@ -28,12 +28,17 @@ async def test_write_after_a_read_cut_at_max_rows_does_not_wait_for_gc(tmp_path:
     await connector.open()
     gc.disable()
     try:
-        got = [b async for b in connector.stream(Statement(text="SELECT id FROM items",
-                                                           max_rows=101, batch_size=50))]
+        got = [
+            b
+            async for b in connector.stream(
+                Statement(text="SELECT id FROM items", max_rows=101, batch_size=50)
+            )
+        ]
         assert sum(len(b) for b in got) == 101
         with anyio.fail_after(10):
             affected = await connector.execute_write(
-                Statement(text="DELETE FROM items WHERE id >= 100", readonly=False))
+                Statement(text="DELETE FROM items WHERE id >= 100", readonly=False)
+            )
         assert affected == 50
     finally:
         gc.enable()

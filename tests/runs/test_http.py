@@ -125,8 +125,16 @@ def start(pg: PgServer, folder: Path, **env: str) -> RunServer:
     config.write_text(config_text(pg, folder / "state"))
     port = free_port()
     log_path = folder / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "sluice.cli", "serve", "--config", str(config),
-           "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sluice.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+    ]
     defaults = {
         "SLUICE_MAX_CONCURRENT_RUNS": "2",
         "SLUICE_MAX_QUEUED_RUNS": "3",
