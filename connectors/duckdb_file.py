@@ -142,14 +142,19 @@ class DuckDBConnector:
             async with self._limiter, self._lock.read():
                 cursor = await anyio.to_thread.run_sync(self._require().cursor)
                 try:
-                    async for batch in self._read(cursor, statement):
-                        yield batch
+                    # aclosing: an early stop closes the reader here, not in GC's task
+                    async with contextlib.aclosing(self._read(cursor, statement)) as batches:
+                        async for batch in batches:
+                            yield batch
                 finally:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(cursor.close)
             return
-        async with self._writer(statement) as conn:
-            async for batch in self._read(conn, statement):
+        async with (
+            self._writer(statement) as conn,
+            contextlib.aclosing(self._read(conn, statement)) as batches,
+        ):
+            async for batch in batches:
                 yield batch
 
     async def _read(

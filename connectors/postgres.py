@@ -151,9 +151,13 @@ class PostgresConnector:
     # -- reads -----------------------------------------------------------------------------
 
     async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
+        # aclosing on every nested generator: one abandoned by an early stop is otherwise
+        # closed by asyncio's finaliser in another task, which then releases limiters and
+        # connections it does not hold ("this borrower isn't holding any ... tokens")
         if statement.bulk:
-            async for batch in self._stream_bulk(statement):
-                yield batch
+            async with contextlib.aclosing(self._stream_bulk(statement)) as bulk:
+                async for batch in bulk:
+                    yield batch
             return
         pool = self._require_pool()
         deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
@@ -174,8 +178,11 @@ class PostgresConnector:
                     await _release(pool, conn)
             yield Batch(columns, rows=[tuple(r) for r in records])
             return
-        async with self._acquire(pool, statement, deadline) as conn:
-            async for batch in self._stream_cursor(conn, statement, deadline):
+        async with (
+            self._acquire(pool, statement, deadline) as conn,
+            contextlib.aclosing(self._stream_cursor(conn, statement, deadline)) as batches,
+        ):
+            async for batch in batches:
                 yield batch
 
     async def _stream_cursor(
@@ -264,14 +271,16 @@ class PostgresConnector:
         self._require_pool()
         assert self._adbc is not None
         deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
-        async for batch in arrow_batches(
+        batches = arrow_batches(
             self._adbc,
             statement,
             _adbc_params(statement.params),
             deadline,
             database=self.config.name,
-        ):
-            yield batch
+        )
+        async with contextlib.aclosing(batches) as closing:
+            async for batch in closing:
+                yield batch
 
     # -- writes ----------------------------------------------------------------------------
 
