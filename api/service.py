@@ -72,6 +72,16 @@ class RequestContext:
     client: str | None = None
     body_bytes: int = 0
 
+    def check_request(self, steps: list[StepInput]) -> CheckRequest:
+        """What the safety pipeline reads: the steps and who asks, how, from where."""
+        return CheckRequest(
+            steps=steps,
+            principal=self.principal,
+            transport=self.transport,
+            client=self.client,
+            body_bytes=self.body_bytes,
+        )
+
 
 class QueryService:
     def __init__(
@@ -97,8 +107,8 @@ class QueryService:
         state = self._state(req.database)
         db_type = state.config.type
         check_language(req.language, req.database, db_type)
-        request = CheckRequest(
-            steps=[
+        request = ctx.check_request(
+            [
                 StepInput(
                     step_id=None,
                     database=req.database,
@@ -107,11 +117,7 @@ class QueryService:
                     query=req.query,
                     language=req.language,
                 )
-            ],
-            principal=ctx.principal,
-            transport=ctx.transport,
-            client=ctx.client,
-            body_bytes=ctx.body_bytes,
+            ]
         )
         outcome = pipeline.check(request, self.config)
         audit = self._audit_entry(ctx, request, outcome)
@@ -182,13 +188,7 @@ class QueryService:
                     depends_on=list(step.depends_on),
                 )
             )
-        request = CheckRequest(
-            steps=inputs,
-            principal=ctx.principal,
-            transport=ctx.transport,
-            client=ctx.client,
-            body_bytes=ctx.body_bytes,
-        )
+        request = ctx.check_request(inputs)
         return pipeline.check(request, self.config), request
 
     async def federated(
