@@ -10,12 +10,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 
 from api.client import ApiFailure, Client, Event
 from sluice.cli_runs import add_run_commands
-from tests.api.conftest import free_port, wait_until_responds
+from tests.api.conftest import Server, free_port, start_server, stop_server
 from tests.helpers import assert_error_envelope
 from tests.servers import PgServer
 
@@ -70,21 +69,14 @@ def slow_dag(tag: str) -> str:
     )
 
 
-@dataclass
-class RunServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    folder: Path
-    log_path: Path
+class RunServer(Server):
+    """A real `sluice serve` (tests/api/conftest.py) with the run clients at hand."""
 
-    def client(self) -> Client:
+    def client(self) -> Client:  # type: ignore[override]
         return Client(self.url, timeout=30)
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 def config_text(pg: PgServer, data_dir: Path) -> str:
@@ -119,53 +111,28 @@ server:
 """
 
 
+# small limits so the queue, the 429 and the drain are reached quickly
+RUN_LIMITS = {
+    "SLUICE_MAX_CONCURRENT_RUNS": "2",
+    "SLUICE_MAX_QUEUED_RUNS": "3",
+    "SLUICE_RUN_GRACE_SECS": "3",
+}
+
+
 def start(pg: PgServer, folder: Path, **env: str) -> RunServer:
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "sluice.yaml"
-    config.write_text(config_text(pg, folder / "state"))
-    port = free_port()
-    log_path = folder / f"server-{port}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "sluice.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-    ]
-    defaults = {
-        "SLUICE_MAX_CONCURRENT_RUNS": "2",
-        "SLUICE_MAX_QUEUED_RUNS": "3",
-        "SLUICE_RUN_GRACE_SECS": "3",
-    }
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **defaults, **env},
-            cwd=Path(__file__).resolve().parents[2],
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_responds(f"{url}/healthz", process, log_path)
-    # ready once the database is reachable
-    deadline = time.monotonic() + 20
-    while httpx.get(f"{url}/readyz").status_code != 200:
-        assert time.monotonic() < deadline, log_path.read_text()
+    srv = start_server(config_text(pg, folder / "state"), folder, env={**RUN_LIMITS, **env})
+    deadline = time.monotonic() + 20  # ready once the database is reachable
+    while httpx.get(f"{srv.url}/readyz").status_code != 200:
+        if time.monotonic() >= deadline:
+            stop_server(srv)
+            raise AssertionError(srv.log())
         time.sleep(0.1)
-    return RunServer(url, process, folder, log_path)
+    return RunServer(**{f.name: getattr(srv, f.name) for f in fields(Server)})
 
 
 def stop(server: RunServer) -> None:
     if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        stop_server(server)
 
 
 @pytest.fixture(scope="module")
