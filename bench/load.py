@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bench.results import latency_summary
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -219,19 +221,13 @@ def run_load(
     failed = sum(v for k, v in statuses.items() if not k.startswith("2"))
     failed += sum(1 for e in errors if not e.startswith("HTTP"))
 
-    def pct(q: float) -> float:
-        return float(np.percentile(lat, q)) if ok else float("nan")
-
     return LoadResult(
         concurrency=concurrency,
         duration_s=duration_s,
         requests=ok,
         errors=failed,
         req_per_s=ok / duration_s,
-        p50_ms=pct(50),
-        p95_ms=pct(95),
-        p99_ms=pct(99),
-        mean_ms=float(lat.mean()) if ok else float("nan"),
+        **latency_summary(lat),
         statuses=statuses,
         first_error=errors[0] if errors else None,
     )

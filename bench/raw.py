@@ -100,9 +100,6 @@ async def simple_direct(
     ms = np.asarray(lat, dtype=np.float64) / 1e6
     ok = len(ms)
 
-    def pct(q: float) -> float:
-        return float(np.percentile(ms, q)) if ok else float("nan")
-
     return LatencyStats(
         concurrency=concurrency,
         pool_size=pool_size,
@@ -110,10 +107,7 @@ async def simple_direct(
         requests=ok,
         errors=errors,
         req_per_s=ok / duration_s,
-        p50_ms=pct(50),
-        p95_ms=pct(95),
-        p99_ms=pct(99),
-        mean_ms=float(ms.mean()) if ok else float("nan"),
+        **results.latency_summary(ms),
     )
 
 

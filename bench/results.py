@@ -180,3 +180,13 @@ if __name__ == "__main__":
     json.dump(
         {"versions": versions(), "git_sha": git_sha(), "machine": machine()}, sys.stdout, indent=1
     )
+
+
+def latency_summary(ms: Any) -> dict[str, float]:
+    """p50/p95/p99/mean of latencies in milliseconds (a numpy array); NaN when empty."""
+    import numpy as np
+
+    if len(ms) == 0:
+        return dict.fromkeys(("p50_ms", "p95_ms", "p99_ms", "mean_ms"), float("nan"))
+    p50, p95, p99 = (float(v) for v in np.percentile(ms, (50, 95, 99)))
+    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_ms": float(np.mean(ms))}
