@@ -8,7 +8,6 @@ PASSWORD.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import Iterator
 
@@ -16,13 +15,10 @@ import asyncmy
 import asyncpg
 import pytest
 
-from tests.servers import MySQLServer, PgServer
+from tests.servers import MYSQL, PG_ADMIN_DSN, MySQLServer, PgServer
 
-PG_ADMIN_DSN = os.environ.get("SLUICE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-MYSQL_HOST = os.environ.get("SLUICE_TEST_MYSQL_HOST", "127.0.0.1")
-MYSQL_PORT = int(os.environ.get("SLUICE_TEST_MYSQL_PORT", "3306"))
-MYSQL_USER = os.environ.get("SLUICE_TEST_MYSQL_USER", "root")
-MYSQL_PASSWORD = os.environ.get("SLUICE_TEST_MYSQL_PASSWORD", "")
+MYSQL_HOST, MYSQL_PORT = MYSQL["host"], MYSQL["port"]
+MYSQL_USER, MYSQL_PASSWORD = MYSQL["user"], MYSQL["password"]
 
 
 @pytest.fixture(scope="session")

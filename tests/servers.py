@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncmy
 import asyncpg
+
+if TYPE_CHECKING:
+    from bench.datasets import Targets
+
+# Environment (with the local defaults) naming the servers every test package uses.
+PG_ADMIN_DSN = os.environ.get("SLUICE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+MYSQL = {
+    "host": os.environ.get("SLUICE_TEST_MYSQL_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("SLUICE_TEST_MYSQL_PORT", "3306")),
+    "user": os.environ.get("SLUICE_TEST_MYSQL_USER", "root"),
+    "password": os.environ.get("SLUICE_TEST_MYSQL_PASSWORD", ""),
+}
 
 
 @dataclass(frozen=True)
@@ -65,3 +83,40 @@ class MySQLServer:
                 conn.close()
 
         return asyncio.run(go())
+
+
+async def drop_databases(name: str) -> None:
+    """Drop the PostgreSQL and MariaDB databases called `name` (if they exist)."""
+    pg = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await pg.close()
+    my = await asyncmy.connect(**MYSQL, autocommit=True)
+    try:
+        async with my.cursor() as cur:
+            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        my.close()
+
+
+@contextlib.contextmanager
+def bench_targets(data_dir: Path) -> Iterator[Targets]:
+    """Benchmark targets in databases of their own on the real servers (the loader creates
+    them), dropped afterwards."""
+    from bench.datasets import Targets
+
+    name = f"sluice_bench_test_{secrets.token_hex(4)}"
+    try:
+        yield Targets(
+            pg_admin_dsn=PG_ADMIN_DSN,
+            pg_database=name,
+            mysql_host=MYSQL["host"],
+            mysql_port=MYSQL["port"],
+            mysql_user=MYSQL["user"],
+            mysql_password=MYSQL["password"],
+            mysql_database=name,
+            data_dir=data_dir,
+        )
+    finally:
+        asyncio.run(drop_databases(name))

@@ -3,10 +3,7 @@ generated, on the real PostgreSQL and MariaDB servers and in SQLite and DuckDB f
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,14 +17,8 @@ import pytest
 
 from bench import datagen
 from bench.datasets import TARGETS, Targets, load
+from tests.servers import MYSQL, bench_targets
 
-PG_ADMIN_DSN = os.environ.get("SLUICE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-MYSQL = {
-    "host": os.environ.get("SLUICE_TEST_MYSQL_HOST", "127.0.0.1"),
-    "port": int(os.environ.get("SLUICE_TEST_MYSQL_PORT", "3306")),
-    "user": os.environ.get("SLUICE_TEST_MYSQL_USER", "root"),
-    "password": os.environ.get("SLUICE_TEST_MYSQL_PASSWORD", ""),
-}
 COLUMNS = {t: [f.name for f in datagen.SCHEMAS[t]] for t in datagen.TABLES}
 
 
@@ -102,34 +93,8 @@ async def add_sentinel(targets: Targets) -> None:
 
 @pytest.fixture
 def targets(tmp_path: Path) -> Iterator[Targets]:
-    """Databases of their own on the real servers (created by the loader), dropped after."""
-    name = f"sluice_bench_test_{secrets.token_hex(4)}"
-    t = Targets(
-        pg_admin_dsn=PG_ADMIN_DSN,
-        pg_database=name,
-        mysql_host=MYSQL["host"],
-        mysql_port=MYSQL["port"],
-        mysql_user=MYSQL["user"],
-        mysql_password=MYSQL["password"],
-        mysql_database=name,
-        data_dir=tmp_path,
-    )
-    yield t
-
-    async def drop() -> None:
-        pg = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await pg.close()
-        my = await asyncmy.connect(**MYSQL, autocommit=True)
-        try:
-            async with my.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            my.close()
-
-    asyncio.run(drop())
+    with bench_targets(tmp_path) as t:
+        yield t
 
 
 def test_generation_is_deterministic_and_seeded() -> None:

@@ -5,62 +5,27 @@ runners record. Timings are never asserted."""
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncmy
-import asyncpg
 import pytest
 
 from bench import bodies, datagen, federated, pipeline, raw, report, results, targets
 from bench.datasets import Targets, load
 from bench.server import JOIN_MAX_ROWS, RssSampler, config_yaml, serve
 from engine.config import load_config_text
+from tests.servers import bench_targets
 
-PG_ADMIN_DSN = os.environ.get("SLUICE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-MYSQL = {
-    "host": os.environ.get("SLUICE_TEST_MYSQL_HOST", "127.0.0.1"),
-    "port": int(os.environ.get("SLUICE_TEST_MYSQL_PORT", "3306")),
-    "user": os.environ.get("SLUICE_TEST_MYSQL_USER", "root"),
-    "password": os.environ.get("SLUICE_TEST_MYSQL_PASSWORD", ""),
-}
 SPEC = datagen.spec_for(20_000)
 
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
     """A small dataset in databases of its own, dropped afterwards."""
-    name = f"sluice_bench_test_{secrets.token_hex(4)}"
-    t = Targets(
-        pg_admin_dsn=PG_ADMIN_DSN,
-        pg_database=name,
-        mysql_host=MYSQL["host"],
-        mysql_port=MYSQL["port"],
-        mysql_user=MYSQL["user"],
-        mysql_password=MYSQL["password"],
-        mysql_database=name,
-        data_dir=tmp_path_factory.mktemp("data"),
-    )
-    asyncio.run(load(SPEC, t, only=("pg", "mysql")))
-    yield t
-
-    async def drop() -> None:
-        pg = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await pg.close()
-        my = await asyncmy.connect(**MYSQL, autocommit=True)
-        try:
-            async with my.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            my.close()
-
-    asyncio.run(drop())
+    with bench_targets(tmp_path_factory.mktemp("data")) as t:
+        asyncio.run(load(SPEC, t, only=("pg", "mysql")))
+        yield t
 
 
 def test_the_generated_config_is_valid(tmp_path: Path) -> None:
