@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,8 @@ import pyarrow as pa
 
 from connectors.base import Column
 
-_SIMPLE: dict[str, pa.DataType] = {
+# How each DuckDB type travels as Arrow: the one table for the connectors and the sink.
+ARROW_TYPES: dict[str, pa.DataType] = {
     "BOOLEAN": pa.bool_(),
     "SMALLINT": pa.int16(),
     "INTEGER": pa.int32(),
@@ -37,12 +39,18 @@ _SIMPLE: dict[str, pa.DataType] = {
 }
 
 
-def arrow_type(logical: str) -> pa.DataType:
-    """The Arrow type a column of this DuckDB type travels as."""
-    if logical.startswith("DECIMAL("):
-        p, s = logical[8:-1].split(",")
-        return pa.decimal128(int(p), int(s))
-    return _SIMPLE.get(logical, pa.string())
+_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+
+
+def arrow_type(logical: str, *, uuid_as_text: bool = False) -> pa.DataType:
+    """The Arrow type a column of this DuckDB type travels as. `uuid_as_text`: for values
+    that reach DuckDB as text and are CAST there (the sink, MongoDB's flattening)."""
+    if m := _DECIMAL.match(logical):
+        p, s = int(m.group(1)), int(m.group(2))
+        return pa.decimal128(p, s) if p <= 38 else pa.decimal256(p, s)
+    if uuid_as_text and logical == "UUID":
+        return pa.string()
+    return ARROW_TYPES.get(logical, pa.string())
 
 
 def value_type(value: Any) -> str:

@@ -25,7 +25,7 @@ from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
 from connectors.duckdb_discovery import discover_duckdb
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.sql_link import apply_link
-from connectors.threads import call_interruptible
+from connectors.threads import call_interruptible, next_batch
 from connectors.types_map import duckdb_type, unique_names
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ class DuckDBConnector:
             limit = statement.max_rows
             while limit is None or sent < limit:
                 with self._errors(statement, deadline):
-                    rb = await call_interruptible(_next(reader), cursor.interrupt)
+                    rb = await call_interruptible(next_batch(reader), cursor.interrupt)
                 if rb is None:
                     break
                 if limit is not None and sent + rb.num_rows > limit:
@@ -272,16 +272,6 @@ def _rollback_close(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("ROLLBACK")
     with contextlib.suppress(duckdb.Error):
         conn.close()
-
-
-def _next(reader: pa.RecordBatchReader) -> Callable[[], pa.RecordBatch | None]:
-    def step() -> pa.RecordBatch | None:
-        try:
-            return reader.read_next_batch()
-        except StopIteration:
-            return None
-
-    return step
 
 
 def _plan(

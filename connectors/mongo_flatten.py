@@ -39,6 +39,7 @@ import pyarrow as pa
 from bson import Binary, Decimal128, Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 
+from connectors.arrow_rows import arrow_type
 from connectors.base import Batch, Column
 
 DECIMAL_TYPE = "DECIMAL(38,10)"
@@ -321,19 +322,6 @@ class RowShaper:
         return Batch(cols, arrow=batch)
 
 
-_ARROW: dict[str, pa.DataType] = {
-    "BOOLEAN": pa.bool_(),
-    "BIGINT": pa.int64(),
-    "DOUBLE": pa.float64(),
-    "VARCHAR": pa.string(),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
-    "BLOB": pa.binary(),
-    "UUID": pa.string(),
-    DECIMAL_TYPE: pa.decimal128(38, 10),
-    "JSON": pa.string(),
-}
-
-
 def to_arrow(values: list[Any], column_type: str) -> pa.Array:
     """One converted column as Arrow; JSON and UUID travel as text (the sink CASTs them)."""
     if column_type == "JSON":
@@ -341,4 +329,4 @@ def to_arrow(values: list[Any], column_type: str) -> pa.Array:
         values = [v if v is None or isinstance(v, str) else enc(v).decode() for v in values]
     elif column_type == "UUID":
         values = [None if v is None else str(v) for v in values]
-    return pa.array(values, _ARROW[column_type])
+    return pa.array(values, arrow_type(column_type, uuid_as_text=True))

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from connectors.base import Batch, Column, Statement
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
-from connectors.threads import call_interruptible
+from connectors.threads import call_interruptible, next_batch
 from connectors.types_map import pg_type, unique_names
 
 _PG_ERROR = re.compile(r"ERROR:\s+(.*?)(?:\n|$)")
@@ -127,7 +127,7 @@ async def arrow_batches(
             limit = statement.max_rows
             while limit is None or sent < limit:
                 with _errors(database, statement, deadline):
-                    raw = await call_interruptible(_reader_next(reader), cursor.adbc_cancel)
+                    raw = await call_interruptible(next_batch(reader), cursor.adbc_cancel)
                 if raw is None:
                     break
                 rb = convert(raw)
@@ -149,16 +149,6 @@ async def arrow_batches(
             with anyio.CancelScope(shield=True):
                 healthy = await anyio.to_thread.run_sync(_finish, cursor) and healthy
                 await anyio.to_thread.run_sync(lambda: pool.put(conn, healthy=healthy))
-
-
-def _reader_next(reader: pa.RecordBatchReader) -> Callable[[], pa.RecordBatch | None]:
-    def step() -> pa.RecordBatch | None:
-        try:
-            return reader.read_next_batch()
-        except StopIteration:
-            return None
-
-    return step
 
 
 def _finish(cursor: Any) -> bool:

@@ -10,9 +10,12 @@ the connection is idle again before anyone reuses it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -53,3 +56,16 @@ async def call_interruptible(fn: Callable[[], T], interrupt: Callable[[], Any]) 
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+def next_batch(reader: pa.RecordBatchReader) -> Callable[[], pa.RecordBatch | None]:
+    """A blocking call that reads the reader's next batch, None at its end (for
+    call_interruptible: the read runs in a worker thread, cancellable)."""
+
+    def step() -> pa.RecordBatch | None:
+        try:
+            return reader.read_next_batch()
+        except StopIteration:
+            return None
+
+    return step

@@ -26,30 +26,13 @@ import duckdb
 import pyarrow as pa
 from anyio.abc import ObjectReceiveStream, TaskStatus
 
+from connectors.arrow_rows import ARROW_TYPES
+from connectors.arrow_rows import arrow_type as connector_arrow_type
 from connectors.base import Batch, Column
 
 FLUSH_ROWS = 65_536
 _DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
 _TYPE_OK = re.compile(r"^[A-Z]+( ?\(\d+(,\s*\d+)?\))?$")
-
-_ARROW: dict[str, pa.DataType] = {
-    "BOOLEAN": pa.bool_(),
-    "SMALLINT": pa.int16(),
-    "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(),
-    "HUGEINT": pa.decimal128(38, 0),  # Arrow has no int128; DuckDB casts it back
-    "REAL": pa.float32(),
-    "DOUBLE": pa.float64(),
-    "VARCHAR": pa.string(),
-    "BLOB": pa.binary(),
-    "DATE": pa.date32(),
-    "TIME": pa.time64("us"),
-    "TIMESTAMP": pa.timestamp("us"),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
-    "INTERVAL": pa.month_day_nano_interval(),
-    "UUID": pa.string(),  # stored as UUID in DuckDB by the INSERT's CAST
-    "JSON": pa.string(),  # dicts/lists are serialised; DuckDB keeps them as JSON
-}
 
 
 def duck_type(name: str) -> str:
@@ -58,16 +41,14 @@ def duck_type(name: str) -> str:
     if t == "DECIMAL":
         # a DECIMAL without (p,s) (e.g. PostgreSQL `numeric`) has no faithful fixed type
         return "DOUBLE"
-    if _DECIMAL.match(t) or t in _ARROW:
+    if _DECIMAL.match(t) or t in ARROW_TYPES:
         return t
     return "VARCHAR" if not _TYPE_OK.match(t) else t
 
 
 def arrow_type(duck: str) -> pa.DataType:
-    if m := _DECIMAL.match(duck):
-        p, s = int(m.group(1)), int(m.group(2))
-        return pa.decimal128(p, s) if p <= 38 else pa.decimal256(p, s)
-    return _ARROW.get(duck, pa.string())
+    """UUIDs come in as text here and DuckDB CASTs them (see to_array)."""
+    return connector_arrow_type(duck, uuid_as_text=True)
 
 
 def quote(identifier: str) -> str:
