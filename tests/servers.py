@@ -85,19 +85,70 @@ class MySQLServer:
         return asyncio.run(go())
 
 
+async def pg_admin(sql: str) -> None:
+    """One statement on the PostgreSQL admin connection; an unreachable server fails the run."""
+    import pytest
+
+    try:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: {exc} "
+            "(run `make services` or start it; tests never skip a missing server)"
+        )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def mysql_admin(sql: str) -> None:
+    """One statement as the MariaDB admin; an unreachable server fails the run."""
+    import pytest
+
+    try:
+        conn = await asyncmy.connect(**MYSQL, autocommit=True, connect_timeout=10)
+    except Exception as exc:  # the driver raises several unrelated types here
+        pytest.fail(
+            f"MariaDB is not reachable at {MYSQL['host']}:{MYSQL['port']}: {exc} "
+            "(run `make services`; tests never skip a missing server)"
+        )
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql)
+    finally:
+        conn.close()
+
+
 async def drop_databases(name: str) -> None:
     """Drop the PostgreSQL and MariaDB databases called `name` (if they exist)."""
-    pg = await asyncpg.connect(PG_ADMIN_DSN)
+    await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await mysql_admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@contextlib.contextmanager
+def fresh_pg() -> Iterator[PgServer]:
+    """A PostgreSQL database of its own, dropped afterwards."""
+    from urllib.parse import urlparse
+
+    name = f"sluice_test_{secrets.token_hex(4)}"
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
+    u = urlparse(PG_ADMIN_DSN)
     try:
-        await pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield PgServer(u.hostname or "127.0.0.1", u.port or 5432, u.username or "postgres", name)
     finally:
-        await pg.close()
-    my = await asyncmy.connect(**MYSQL, autocommit=True)
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def fresh_mysql() -> Iterator[MySQLServer]:
+    """A MariaDB database of its own, dropped afterwards."""
+    name = f"sluice_test_{secrets.token_hex(4)}"
+    asyncio.run(mysql_admin(f"CREATE DATABASE `{name}`"))
     try:
-        async with my.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        yield MySQLServer(MYSQL["host"], MYSQL["port"], MYSQL["user"], MYSQL["password"], name)
     finally:
-        my.close()
+        asyncio.run(mysql_admin(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import duckdb
 import httpx
 import pytest
 
-from tests.servers import MySQLServer, PgServer
+from tests.servers import MySQLServer, PgServer, fresh_mysql, fresh_pg
 
 PG_SETUP = [
     "DROP TABLE IF EXISTS items, kinds, secrets",
@@ -230,10 +230,13 @@ safety:
 
 
 @pytest.fixture(scope="session")
-def seeded(pg_server: PgServer, mysql_server: MySQLServer) -> tuple[PgServer, MySQLServer]:
-    pg_server.run(*PG_SETUP)
-    mysql_server.run(*MYSQL_SETUP)
-    return pg_server, mysql_server
+def seeded() -> Iterator[tuple[PgServer, MySQLServer]]:
+    """Databases of the API tests' own: the session databases' tables belong to other
+    packages (tests/connectors recreates the whole public schema, with foreign keys)."""
+    with fresh_pg() as pg, fresh_mysql() as my:
+        pg.run(*PG_SETUP)
+        my.run(*MYSQL_SETUP)
+        yield pg, my
 
 
 @pytest.fixture(scope="session")
