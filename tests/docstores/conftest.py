@@ -136,10 +136,10 @@ DYNAMO_ENV = {
 async def dynamo(dynamo_endpoint: str) -> AsyncIterator[Any]:
     """A plain aiobotocore client on the moto server, for seeding and checking."""
     from aiobotocore.config import AioConfig
-    from aiobotocore.session import get_session
 
-    session = get_session()
-    async with session.create_client(
+    from connectors.dynamodb import _session
+
+    async with _session().create_client(
         "dynamodb",
         endpoint_url=dynamo_endpoint,
         config=AioConfig(retries={"max_attempts": 1, "mode": "standard"}),
