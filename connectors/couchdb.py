@@ -39,6 +39,7 @@ from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
 from connectors.config import DatabaseConfig
 from connectors.couchdb_query import (
     DESIGN_PREFIX,
+    KEYS_OPTION,
     LOCAL_PREFIX,
     CouchQuery,
     apply_link,
@@ -227,6 +228,10 @@ class CouchDBConnector:
                     yield [doc]
             case "explain":
                 yield [await self._call("POST", f"{path}/_explain", statement, deadline, json=body)]
+            case "find" if KEYS_OPTION in statement.options:
+                keys = statement.options[KEYS_OPTION]
+                async for page in self._key_pages(query, keys, statement, deadline, total):
+                    yield page
             case "find":
                 async for page in self._find_pages(query, statement, deadline, total, page_size):
                     yield page
@@ -263,6 +268,37 @@ class CouchDBConnector:
                 return
             mark = answer.get("bookmark")
             bookmark = mark if isinstance(mark, str) and mark not in ("", "nil") else None
+
+    async def _key_pages(
+        self,
+        query: CouchQuery,
+        keys: list[str],
+        statement: Statement,
+        deadline: float,
+        total: int | None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A find of documents by `_id` (a link on `_id` with no other condition): one
+        `_all_docs` lookup of the keys, `fields` applied here as _find would."""
+        if not keys or total == 0:
+            return
+        path = f"{_db_path(query.database)}/_all_docs"
+        answer = await self._call(
+            "POST",
+            path,
+            statement,
+            deadline,
+            json={"keys": keys},
+            params={"include_docs": "true"},
+        )
+        docs = [
+            r["doc"]
+            for r in answer.get("rows") or ()
+            if isinstance(r.get("doc"), dict) and not str(r.get("id")).startswith(DESIGN_PREFIX)
+        ]
+        fields = query.body.get("fields")
+        if fields:
+            docs = [{f: d[f] for f in fields if f in d} for d in docs]
+        yield docs if total is None else docs[:total]
 
     async def _range_pages(
         self,

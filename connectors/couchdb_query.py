@@ -70,6 +70,10 @@ KEYS: dict[str, frozenset[str]] = {
 }
 COMMON_KEYS = frozenset({"operation", "database"})
 
+KEYS_OPTION = "couchdb_link_keys"
+# find keys that order or page the result: a keyed lookup cannot honour them
+_ORDERED_KEYS = frozenset({"sort", "skip", "bookmark", "use_index"})
+
 DESIGN_PREFIX = "_design/"
 LOCAL_PREFIX = "_local/"
 
@@ -280,10 +284,18 @@ def apply_link(statement: Statement, link: LinkFilter, database: str) -> Stateme
             suggestion='write the child as {"operation": "find", "selector": {...}}',
         )
     values = [link_value(v) for v in link.values if v is not None]
+    if link.column == "_id":
+        values = [v if isinstance(v, str) else msgspec.json.encode(v).decode() for v in values]
+    values = list(dict.fromkeys(values))
     cond = {link.column: {"$in": values}}
     selector = q.body.get("selector") or {}
     body = dict(q.body)
     body["selector"] = {"$and": [selector, cond]} if selector else cond
+    options = dict(statement.options)
+    if link.column == "_id" and not selector and not set(q.body) & _ORDERED_KEYS:
+        # every document with one of these ids: _all_docs by keys is a lookup per key, where
+        # _find would scan (the text above still says what runs, for the audit log)
+        options[KEYS_OPTION] = values
     return Statement(
         text=msgspec.json.encode(body).decode(),
         params=statement.params,
@@ -292,5 +304,5 @@ def apply_link(statement: Statement, link: LinkFilter, database: str) -> Stateme
         max_rows=statement.max_rows,
         batch_size=statement.batch_size,
         bulk=statement.bulk,
-        options=dict(statement.options),
+        options=options,
     )

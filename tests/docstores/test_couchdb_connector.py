@@ -254,6 +254,29 @@ async def test_link_keeps_the_selector(connector, couch, couch_db):
         )
 
 
+async def test_link_on_id_is_a_keyed_lookup_with_finds_answer(connector, couch, couch_db):
+    await seed(couch, couch_db, [*DOCS, VIEW_DDOC])
+    ids = ["p003", "p077", "nope", "_design/stats", "p003"]
+    body = {"operation": "find", "selector": {}, "fields": ["_id", "age"]}
+    linked = connector.with_link(stmt(couch_db, body), LinkFilter("_id", ids, "VARCHAR"))
+    assert "couchdb_link_keys" in linked.options
+    _, got = await collect(connector, linked)
+    want = (
+        await couch.post(
+            f"/{couch_db}/_find",
+            json={"selector": {"_id": {"$in": ids}}, "fields": ["_id", "age"]},
+        )
+    ).json()["docs"]
+    assert sorted(got, key=str) == sorted(want, key=str)
+    assert sorted(r["_id"] for r in got) == ["p003", "p077"]
+    # with a condition of its own, the link goes through _find (the selector is kept)
+    body = {"operation": "find", "selector": {"age": {"$gt": 40}}}
+    linked = connector.with_link(stmt(couch_db, body), LinkFilter("_id", ids, "VARCHAR"))
+    assert "couchdb_link_keys" not in linked.options
+    _, got = await collect(connector, linked)
+    assert [r["_id"] for r in got] == [d["_id"] for d in DOCS if d["_id"] in ids and d["age"] > 40]
+
+
 async def test_discover_types_from_sampled_documents(connector, couch, couch_db):
     await seed(couch, couch_db, [*DOCS[:20], VIEW_DDOC])
     tables = {t.name: t for t in await connector.discover()}
