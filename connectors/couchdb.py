@@ -35,8 +35,8 @@ import anyio
 import httpx
 import msgspec
 
-from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
-from connectors.config import DatabaseConfig
+from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
+from connectors.config import DatabaseConfig, ServerSettings
 from connectors.couchdb_query import (
     DESIGN_PREFIX,
     KEYS_OPTION,
@@ -61,16 +61,24 @@ _DECODER = msgspec.json.Decoder()
 _ALL_DOCS_COLUMNS = [Column("id", "VARCHAR"), Column("key", "VARCHAR"), Column("rev", "VARCHAR")]
 
 
+class CouchDBSettings(ServerSettings, tag="couchdb"):
+    """A CouchDB (or PouchDB Server) endpoint: `dsn` is its http(s) URL, or `host`/`port`;
+    `database` is not used (each step's table is a CouchDB database)."""
+
+    def problem(self) -> str | None:
+        if self.dsn and not self.dsn.startswith(("http://", "https://")):
+            return "a couchdb `dsn` is the server's URL: http://host:5984 or https://..."
+        return super().problem()
+
+
 class CouchDBConnector:
     """CouchDB / PouchDB Server through one pooled httpx client per configured server."""
 
-    name: ClassVar[str] = "couchdb"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (CouchDBSettings,)
     language: ClassVar[str] = "couchdb"
     dialect: ClassVar[str] = "couchdb"
-    param_style: ClassVar[str] = "none"
-    supports_array_params: ClassVar[bool] = True
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: CouchDBSettings) -> None:
         self.config = config
         self._client: httpx.AsyncClient | None = None
         self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
@@ -435,6 +443,9 @@ class CouchDBConnector:
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return apply_link(statement, link, self.config.name)
+
+    def pool_stats(self) -> PoolStats | None:
+        return None  # httpx keeps its pool private; /metrics counts query slots instead
 
 
 def _db_path(database: str) -> str:

@@ -39,7 +39,15 @@ from typing import Annotated, Any, ClassVar
 import anyio
 import msgspec
 
-from connectors.base import Batch, Column, FieldInfo, LinkFilter, Statement, TableInfo
+from connectors.base import (
+    Batch,
+    Column,
+    FieldInfo,
+    LinkFilter,
+    PoolStats,
+    Statement,
+    TableInfo,
+)
 from connectors.config import DatabaseConfig
 from connectors.dynamodb_items import to_document
 from connectors.dynamodb_query import (
@@ -66,7 +74,7 @@ _KEY_TYPES = {"S": "VARCHAR", "N": "DECIMAL(38,10)", "B": "BLOB"}
 _ROWS_AFFECTED = [Column("rows_affected", "BIGINT")]
 
 
-class DynamoDBSettings(DatabaseConfig):
+class DynamoDBSettings(DatabaseConfig, tag="dynamodb"):
     """A DynamoDB endpoint: AWS, DynamoDB Local or moto."""
 
     region: str | None = None
@@ -76,15 +84,25 @@ class DynamoDBSettings(DatabaseConfig):
     aws_session_token: str | None = None
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 2
 
+    @property
+    def display_database(self) -> str:
+        return self.endpoint_url or f"dynamodb:{self.region or 'default region'}"
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.aws_secret_access_key, self.aws_session_token) if s)
+
+    def problem(self) -> str | None:
+        if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
+            return "give both `aws_access_key_id` and `aws_secret_access_key`, or neither"
+        return None
+
 
 class DynamoDBConnector:
     """DynamoDB through aiobotocore's async client."""
 
-    name: ClassVar[str] = "dynamodb"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (DynamoDBSettings,)
     language: ClassVar[str] = "dynamo"
     dialect: ClassVar[str] = "dynamo"
-    param_style: ClassVar[str] = "none"
-    supports_array_params: ClassVar[bool] = True
 
     def __init__(self, config: DynamoDBSettings) -> None:
         self.config = config
@@ -538,6 +556,9 @@ class DynamoDBConnector:
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return apply_link(statement, link, self.config.name)
+
+    def pool_stats(self) -> PoolStats | None:
+        return None  # aiohttp keeps its pool private; /metrics counts query slots instead
 
 
 @functools.cache

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from connectors.base import LinkFilter
 from connectors.couchdb_query import (
     DESIGN_PREFIX,
     LOCAL_PREFIX,
@@ -37,8 +38,14 @@ from connectors.couchdb_query import (
     sort_fields,
     written_ids,
 )
+from safety.languages.base import Analysis, Language, Rewrite, StepView
+from safety.languages.field_denies import field_block
 from safety.text_cache import text_cache
-from safety.types import Operation
+from safety.types import Finding, Operation, TableRef
+
+if TYPE_CHECKING:
+    from connectors.base import Connector, Statement
+    from safety.verdicts import Block
 
 MAX_SELECTOR_DEPTH = 12
 MAX_SELECTOR_NODES = 2_000
@@ -314,3 +321,67 @@ def rewrite_couchdb(text: str, cap: int | None) -> str:
         if not isinstance(limit, int) or limit > fetch:
             body["limit"] = fetch
     return msgspec.json.encode(body).decode()
+
+
+class CouchLanguage(Language):
+    """CouchDB HTTP API bodies (the shape in connectors.couchdb_query)."""
+
+    name: ClassVar[str] = "couchdb"
+
+    def analyse(self, text: str, dialect: str) -> CouchAnalysis:
+        return analyse_couchdb(text)
+
+    def declared(self, table: str) -> TableRef:
+        return TableRef(table)
+
+    def access(self, analysis: Analysis, table: str) -> list[tuple[TableRef, Operation]]:
+        assert isinstance(analysis, CouchAnalysis)
+        if analysis.error is not None:
+            return []
+        return [(TableRef(table), op) for op in analysis.ops]
+
+    def unbounded_targets(
+        self, analysis: Analysis, access: list[tuple[TableRef, Operation]], declared: TableRef
+    ) -> list[tuple[TableRef, Operation]]:
+        return []  # every write names its documents; deleting everything is DDL
+
+    def target_problem(self, analysis: Analysis, step: StepView) -> Finding | None:
+        assert isinstance(analysis, CouchAnalysis)
+        if analysis.database is not None and analysis.database != step.table:
+            return (
+                f"the body names database {analysis.database!r}, but the step's table is "
+                f"{step.table!r}",
+                "drop `database` from the body (the step's table is the CouchDB database), "
+                "or set the step's table to it",
+            )
+        return None
+
+    def column_block(self, analysis: Analysis, step: StepView) -> Block | None:
+        assert isinstance(analysis, CouchAnalysis)
+        return field_block(
+            step,
+            self.declared(step.table),
+            analysis.fields,
+            returns_all=analysis.returns_all,
+            projection_hint="list the fields you need in `fields` (a find); views and whole "
+            "documents cannot hide a field",
+        )
+
+    def prompt_text(self, query: str) -> str:
+        # a JSON body: its strings are data, judged by the later stages
+        return "" if query.lstrip().startswith("{") else query
+
+    def rewrite(
+        self, analysis: Analysis, query: str, dialect: str, cap: int, timeout: float
+    ) -> Rewrite:
+        assert isinstance(analysis, CouchAnalysis)
+        # get and explain return one row; writes none
+        row_cap = cap if analysis.op_name in ROW_OPERATIONS else None
+        # the link goes into the selector of the same request, so `limit` counts linked rows
+        return Rewrite(rewrite_couchdb(query, row_cap), row_cap)
+
+    def empty_probe(
+        self, statement: Statement, connector: Connector, link_column: str | None
+    ) -> Statement:
+        # an empty $in matches nothing: the connector's own link path, with no values
+        return connector.with_link(statement, LinkFilter(link_column or "_id", [], "VARCHAR"))

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from connectors.base import LinkFilter
 from connectors.dynamodb_query import (
     MULTI_TABLE,
     partiql_kind,
@@ -35,8 +36,14 @@ from connectors.dynamodb_query import (
     table_name,
     tables,
 )
+from safety.languages.base import Analysis, Language, Rewrite, StepView
+from safety.languages.field_denies import field_block
 from safety.text_cache import text_cache
-from safety.types import Operation
+from safety.types import Finding, Operation, TableRef
+
+if TYPE_CHECKING:
+    from connectors.base import Connector, Statement
+    from safety.verdicts import Block
 
 _STRENGTH = {"SELECT": 0, "INSERT": 1, "UPDATE": 2, "DELETE": 3, "DDL": 4}
 # reads whose items become rows (the others return one row or nothing)
@@ -120,7 +127,8 @@ def analyse_dynamo(text: str) -> DynamoAnalysis:
         if sql.error is not None:
             return _failed(f"PartiQL: {sql.error}", sql.suggestion)
         structural += list(sql.structural)
-        partiql = tuple(dict.fromkeys(_partiql_table(ref) for ref, _ in sql.access))
+        text = body["Statement"]
+        partiql = tuple(dict.fromkeys(_partiql_table(ref, text) for ref, _ in sql.access))
         if len(partiql) > 1:
             structural.append(
                 (
@@ -159,14 +167,27 @@ def _failed(error: str, suggestion: str | None) -> DynamoAnalysis:
 
 def _partiql(statement: str) -> Any:
     """PartiQL through the SQL analysis (one statement; its tables and operation)."""
-    from safety.sql_analysis import analyse_sql
+    from safety.languages.sql_analysis import analyse_sql
 
-    return analyse_sql("postgres", statement)
+    return analyse_sql("", statement)  # sqlglot's generic dialect: "quoted" identifiers
 
 
-def _partiql_table(ref: Any) -> str:
-    """`"table"."index"` reads an index of `table`: the table is the target."""
-    return ref.schema or ref.name
+_TARGET = re.compile(
+    r'\b(?:FROM|INTO|UPDATE)\s+("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_.-]*)', re.IGNORECASE
+)
+
+
+def _partiql_table(ref: Any, statement: str) -> str:
+    """The table a PartiQL statement names, spelled as written (DynamoDB table names are
+    case-sensitive; the SQL analysis lower-cases). `"table"."index"` reads an index of
+    `table`: the table is the target."""
+    lowered = ref.schema or ref.name
+    for m in _TARGET.finditer(statement):
+        raw = m.group(1)
+        name = raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.split(".", 1)[0]
+        if name.lower() == lowered:
+            return name
+    return lowered
 
 
 def _fields(body: dict[str, Any]) -> tuple[str, ...]:
@@ -236,7 +257,7 @@ def _returns_all(verb: str, body: dict[str, Any]) -> bool:
     return "ProjectionExpression" not in body and "AttributesToGet" not in body
 
 
-def target_problem(analysis: DynamoAnalysis, step_table: str) -> tuple[str, str | None] | None:
+def target_problem(analysis: DynamoAnalysis, step_table: str) -> Finding | None:
     """Why the body works on something other than the step's table, or None."""
     body = analysis.body or {}
     verb = analysis.verb
@@ -253,8 +274,7 @@ def target_problem(analysis: DynamoAnalysis, step_table: str) -> tuple[str, str 
         names = {t or step_table for t, _ in analysis.targets}
         if step_table not in names:
             return (
-                f"DynamoDB {verb} names {', '.join(sorted(names))}, not the step's table "
-                f"{step_table!r}",
+                f"{verb} names {', '.join(sorted(names))}, not the step's table {step_table!r}",
                 "include the step's table, or set the step's table to one the body names",
             )
         return None
@@ -266,3 +286,66 @@ def target_problem(analysis: DynamoAnalysis, step_table: str) -> tuple[str, str 
             "table to it",
         )
     return None
+
+
+class DynamoLanguage(Language):
+    """DynamoDB API requests (the shape in connectors.dynamodb_query)."""
+
+    name: ClassVar[str] = "dynamo"
+
+    def analyse(self, text: str, dialect: str) -> DynamoAnalysis:
+        return analyse_dynamo(text)
+
+    def declared(self, table: str) -> TableRef:
+        return TableRef(table)
+
+    def access(self, analysis: Analysis, table: str) -> list[tuple[TableRef, Operation]]:
+        assert isinstance(analysis, DynamoAnalysis)
+        if analysis.error is not None:
+            return []
+        out: dict[tuple[TableRef, Operation], None] = {}
+        for name, op in analysis.targets:
+            out[(TableRef(name or table), op)] = None
+        return list(out)
+
+    def unbounded_targets(
+        self, analysis: Analysis, access: list[tuple[TableRef, Operation]], declared: TableRef
+    ) -> list[tuple[TableRef, Operation]]:
+        assert isinstance(analysis, DynamoAnalysis)
+        if not analysis.unbounded:
+            return []
+        return [(ref, op) for ref, op in access if op in ("UPDATE", "DELETE")]
+
+    def target_problem(self, analysis: Analysis, step: StepView) -> Finding | None:
+        assert isinstance(analysis, DynamoAnalysis)
+        return target_problem(analysis, step.table)
+
+    def column_block(self, analysis: Analysis, step: StepView) -> Block | None:
+        assert isinstance(analysis, DynamoAnalysis)
+        return field_block(
+            step,
+            self.declared(step.table),
+            analysis.fields,
+            returns_all=analysis.returns_all,
+            projection_hint="name the attributes you need in ProjectionExpression",
+        )
+
+    def prompt_text(self, query: str) -> str:
+        # a JSON body: its strings are data, judged by the later stages
+        return "" if query.lstrip().startswith("{") else query
+
+    def rewrite(
+        self, analysis: Analysis, query: str, dialect: str, cap: int, timeout: float
+    ) -> Rewrite:
+        assert isinstance(analysis, DynamoAnalysis)
+        returns_items = analysis.verb in ROW_VERBS or (
+            analysis.verb == "ExecuteStatement" and analysis.operation == "SELECT"
+        )
+        # the connector pages Limit/ExclusiveStartKey (NextToken) to max_rows = cap + 1
+        return Rewrite(query, cap if returns_items else None)
+
+    def empty_probe(
+        self, statement: Statement, connector: Connector, link_column: str | None
+    ) -> Statement:
+        # no link values: the linked path sends no request and yields an empty batch
+        return connector.with_link(statement, LinkFilter(link_column or "id", [], "VARCHAR"))

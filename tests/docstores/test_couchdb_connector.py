@@ -14,6 +14,7 @@ from connectors.base import Batch, LinkFilter, Statement
 from connectors.config import DatabaseConfig
 from connectors.couchdb import CouchDBConnector
 from connectors.errors import ConnectorUnavailable, QueryFailed
+from connectors.registry import database_config
 
 pytestmark = pytest.mark.couchdb
 
@@ -42,7 +43,7 @@ VIEW_DDOC = {
 
 
 def config(url: str, **kw: Any) -> DatabaseConfig:
-    return DatabaseConfig(name="couch", type="couchdb", dsn=url, **kw)  # type: ignore[arg-type]
+    return database_config(name="couch", type="couchdb", dsn=url, **kw)
 
 
 async def seed(client: httpx.AsyncClient, db: str, docs: list[dict[str, Any]]) -> None:

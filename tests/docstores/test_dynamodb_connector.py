@@ -23,7 +23,6 @@ pytestmark = pytest.mark.dynamodb
 def settings(endpoint: str, **kw: Any) -> DynamoDBSettings:
     return DynamoDBSettings(
         name="dyn",
-        type="dynamodb",  # type: ignore[arg-type]
         endpoint_url=endpoint,
         region=DYNAMO_ENV["region_name"],
         aws_access_key_id=DYNAMO_ENV["aws_access_key_id"],
