@@ -12,17 +12,23 @@ table names (a random suffix), so tests don't see each other's data.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import socket
 import subprocess
+import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.api.conftest import Server
+from tests.servers import PgServer
 
 ROOT = Path(__file__).resolve().parents[2]
 POUCHDB_SERVER = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "pouchdb-server"
@@ -151,3 +157,113 @@ async def dynamo(dynamo_endpoint: str) -> AsyncIterator[Any]:
 @pytest.fixture
 def table_name() -> str:
     return f"sluice_{secrets.token_hex(4)}"
+
+
+# -- end to end: a real `sluice serve` over PostgreSQL, PouchDB Server and moto -------------
+
+ROW_CAP = 30
+LINK_BATCH = 4
+TOKENS = {name: f"{name}-{'t' * 24}" for name in ("reader", "writer", "admin", "corpus")}
+
+
+@dataclass
+class Env:
+    server: Server
+    couch_url: str
+    dynamo_endpoint: str
+    pg: PgServer
+
+    def post(self, path: str, body: Any, principal: str = "reader") -> httpx.Response:
+        headers = {"Authorization": f"Bearer {TOKENS[principal]}"}
+        with self.server.client() as c:
+            return c.post(path, json=body, headers=headers)
+
+    def simple(
+        self,
+        database: str,
+        table: str,
+        query: Any,
+        principal: str = "reader",
+        language: str | None = "default",
+    ) -> httpx.Response:
+        body: dict[str, Any] = {
+            "database": database,
+            "table": table,
+            "query": query if isinstance(query, str) else json.dumps(query),
+        }
+        if language == "default":
+            language = {"couch": "couchdb", "dyn": "dynamo"}.get(database)
+        if language is not None:
+            body["language"] = language
+        return self.post("/v1/query/simple", body, principal)
+
+
+def e2e_config(couch: str, dynamo: str, pg: PgServer) -> str:
+    from tests.safety.conftest import TABLES_POLICY
+
+    corpus = textwrap.indent(textwrap.dedent(TABLES_POLICY).strip(), " " * 8)
+
+    def principal(name: str, level: str) -> str:
+        docs = f"        level: {level}" if name != "corpus" else corpus
+        return (
+            f"    {name}:\n      couch:\n{docs}\n      dyn:\n{docs}\n      pg:\n        level: R\n"
+        )
+
+    tokens = "".join(f"    - token: {t}\n      principal: {p}\n" for p, t in TOKENS.items())
+    return f"""\
+databases:
+  - name: couch
+    type: couchdb
+    dsn: {couch}
+    query_timeout_seconds: 10
+  - name: dyn
+    type: dynamodb
+    endpoint_url: {dynamo}
+    region: {DYNAMO_ENV["region_name"]}
+    aws_access_key_id: {DYNAMO_ENV["aws_access_key_id"]}
+    aws_secret_access_key: {DYNAMO_ENV["aws_secret_access_key"]}
+    max_attempts: 1
+  - name: pg
+    type: postgresql
+    host: {pg.host}
+    port: {pg.port}
+    database: {pg.database}
+    user: {pg.user}
+    pool_size: 4
+auth:
+  tokens:
+{tokens}\
+permissions:
+  principals:
+{principal("reader", "R")}\
+{principal("writer", "RW")}\
+{principal("admin", "RWA")}\
+{principal("corpus", "")}\
+safety:
+  max_rows_per_query: {ROW_CAP}
+  max_link_values_per_batch: {LINK_BATCH}
+  query_timeout_seconds: 20
+"""
+
+
+@pytest.fixture(scope="session")
+def env(
+    couch_url: str,
+    dynamo_endpoint: str,
+    pg_server: PgServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Env]:
+    from tests.api.conftest import start_server, stop_server
+    from tests.docstores import seed
+
+    seed.seed_couch(couch_url)
+    seed.seed_dynamo(dynamo_endpoint)
+    seed.seed_pg(pg_server)
+    srv = start_server(
+        e2e_config(couch_url, dynamo_endpoint, pg_server), tmp_path_factory.mktemp("e2e_docs")
+    )
+    try:
+        yield Env(srv, couch_url, dynamo_endpoint, pg_server)
+    finally:
+        stop_server(srv)
+        pg_server.run("DROP TABLE IF EXISTS e2e_customers, e2e_picks")
