@@ -44,6 +44,7 @@ test: install-test services test-servers
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: install-test services test-servers
 	$(BIN)/pip install -q -e '.[bench]'
