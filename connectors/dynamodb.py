@@ -398,6 +398,13 @@ class DynamoDBConnector:
             }
             & set(params)
         )
+        if req.verb == "Query" and key is not None and key[0] == column:
+            raise QueryFailed(
+                self.config.name,
+                f"a linked Query cannot filter on its partition key {column!r} (DynamoDB "
+                "refuses key attributes in a FilterExpression)",
+                suggestion='link a {"verb": "Scan"} instead: it fetches the items by key',
+            )
         sent = 0
         if by_key:
             assert key is not None

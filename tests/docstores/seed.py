@@ -10,6 +10,7 @@ matching nothing).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import boto3
@@ -117,7 +118,9 @@ def couch_state(url: str) -> dict[str, list[dict[str, Any]]]:
         }
 
 
+@functools.cache
 def dynamo_client(endpoint: str) -> Any:
+    """One boto3 client per endpoint (building one loads the service model: ~0.3 s)."""
     from botocore.config import Config
 
     return boto3.client(

@@ -345,6 +345,19 @@ async def test_links_by_key_and_by_in_filter(connector, dynamo, people):
         stmt(people, {"verb": "Scan"}), LinkFilter("id", [42, 43], "BIGINT")
     )
     assert [r["id"] for r in await collect(connector, linked)] == ["42"]
+    # a Query keeps its key condition; the link filters a non-key attribute
+    query = {
+        "verb": "Query",
+        "KeyConditionExpression": "id = :i",
+        "ExpressionAttributeValues": {":i": {"S": "p008"}},
+    }
+    linked = connector.with_link(stmt(people, query), LinkFilter("group", [1, 2], "BIGINT"))
+    assert [r["id"] for r in await collect(connector, linked)] == ["p008"]
+    linked = connector.with_link(stmt(people, query), LinkFilter("group", [3], "BIGINT"))
+    assert await collect(connector, linked) == []
+    linked = connector.with_link(stmt(people, query), LinkFilter("id", ["p008"], "VARCHAR"))
+    with pytest.raises(QueryFailed, match="partition key"):
+        await collect(connector, linked)
     with pytest.raises(QueryFailed, match="Scan or a Query"):
         connector.with_link(
             stmt(people, {"verb": "GetItem", "Key": {"id": {"S": "a"}}}),
