@@ -31,18 +31,12 @@ from engine.dagfile import to_query as dag_to_query
 from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
 from engine.run_store import (
-    IdempotencyConflict,
-    InvalidCursor,
     RunRecord,
     encode_cursor,
     open_store,
 )
 from engine.runs import (
-    NotAccepting,
-    QueueFull,
     RunManager,
-    RunNotFound,
-    RunNotTerminal,
     RunOutcome,
     RunProgress,
     run_digest,
@@ -175,33 +169,6 @@ def manager_of(request: Request) -> RunManager:
     return request.app.state.runs  # type: ignore[no-any-return]
 
 
-def translate(exc: Exception) -> ApiError:
-    """The run manager's conditions as HTTP errors."""
-    match exc:
-        case QueueFull():
-            return ApiError(
-                429,
-                exc.code,
-                exc.message,
-                suggestion=exc.suggestion,
-                details=exc.details,
-                headers={"Retry-After": str(exc.retry_after)},
-            )
-        case NotAccepting():
-            return ApiError(
-                503, exc.code, exc.message, suggestion=exc.suggestion, headers={"Retry-After": "5"}
-            )
-        case IdempotencyConflict():
-            return ApiError(
-                409, exc.code, exc.message, suggestion=exc.suggestion, details=exc.details
-            )
-        case RunNotFound():
-            return ApiError(404, exc.code, exc.message, suggestion=exc.suggestion)
-        case RunNotTerminal():
-            return ApiError(409, exc.code, exc.message, suggestion=exc.suggestion)
-    raise exc
-
-
 @json_endpoint
 async def submit_run(request: Request) -> Response:
     raw = await request.body()
@@ -231,25 +198,22 @@ async def submit_run(request: Request) -> Response:
         timeout_secs=body.timeout_secs,
         options={"doctor_first": body.doctor_first},
     )
-    try:
-        # a replay is answered before any check or admission (never a 429 for a known run)
-        existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
-        if existing is None:
-            check(request.app.state.service, query, request)
-            report = await doctor(request, query) if body.doctor_first else None
-            existing, _ = await runs.submit(
-                config,
-                name=body.name,
-                labels=body.labels,
-                timeout_secs=body.timeout_secs,
-                idempotency_key=body.idempotency_key,
-                doctor_report=report,
-                principal=request.scope.get("state", {}).get("principal"),
-                options={"doctor_first": body.doctor_first},
-                steps=[s.step_id for s in query.steps],
-            )
-    except (QueueFull, NotAccepting, IdempotencyConflict) as exc:
-        raise translate(exc) from None
+    # a replay is answered before any check or admission (never a 429 for a known run)
+    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+    if existing is None:
+        check(request.app.state.service, query, request)
+        report = await doctor(request, query) if body.doctor_first else None
+        existing, _ = await runs.submit(
+            config,
+            name=body.name,
+            labels=body.labels,
+            timeout_secs=body.timeout_secs,
+            idempotency_key=body.idempotency_key,
+            doctor_report=report,
+            principal=request.scope.get("state", {}).get("principal"),
+            options={"doctor_first": body.doctor_first},
+            steps=[s.step_id for s in query.steps],
+        )
     accepted = RunAccepted(
         run_id=existing.run_id,
         status=existing.status,
@@ -290,17 +254,14 @@ async def list_runs(request: Request) -> RunList:
             f"unknown status {bad[0]!r}",
             suggestion=f"use one of {', '.join(STATUSES)} (comma-separated)",
         )
-    try:
-        runs = await manager_of(request).list(
-            status=statuses,
-            name=request.query_params.get("name"),
-            since=_time_param(request, "since"),
-            until=_time_param(request, "until"),
-            limit=limit + 1,
-            cursor=request.query_params.get("cursor"),
-        )
-    except InvalidCursor as exc:
-        raise ApiError(400, exc.code, exc.message, suggestion=exc.suggestion) from None
+    runs = await manager_of(request).list(
+        status=statuses,
+        name=request.query_params.get("name"),
+        since=_time_param(request, "since"),
+        until=_time_param(request, "until"),
+        limit=limit + 1,
+        cursor=request.query_params.get("cursor"),
+    )
     more = len(runs) > limit
     runs = runs[:limit]
     return RunList(
@@ -309,10 +270,7 @@ async def list_runs(request: Request) -> RunList:
 
 
 async def _get(request: Request) -> RunRecord:
-    try:
-        return await manager_of(request).get(request.path_params["run_id"])
-    except RunNotFound as exc:
-        raise translate(exc) from None
+    return await manager_of(request).get(request.path_params["run_id"])
 
 
 @json_endpoint
@@ -323,10 +281,7 @@ async def show_run(request: Request) -> RunView:
 @json_endpoint
 async def delete_run(request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    try:
-        await manager_of(request).delete(run_id)
-    except (RunNotFound, RunNotTerminal) as exc:
-        raise translate(exc) from None
+    await manager_of(request).delete(run_id)
     store = getattr(request.app.state.service, "store", None)
     if store is not None:
         await anyio.to_thread.run_sync(store.delete, run_id)
@@ -335,10 +290,7 @@ async def delete_run(request: Request) -> Response:
 
 @json_endpoint
 async def cancel_run(request: Request) -> Response:
-    try:
-        record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
-    except RunNotFound as exc:
-        raise translate(exc) from None
+    record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
     return Response(
         msgspec.json.encode(view(record)),
         status_code=202 if accepted else 200,

@@ -87,6 +87,7 @@ class IdempotencyConflict(SluiceError):
     """Raised when an idempotency key is reused with a different payload (HTTP 409)."""
 
     code = "idempotency_conflict"
+    status = 409
 
     def __init__(self, key: str, run_id: str) -> None:
         super().__init__(
@@ -100,6 +101,7 @@ class InvalidCursor(SluiceError, ValueError):
     """Raised when a list cursor was not produced by this server."""
 
     code = "invalid_cursor"
+    status = 400
 
 
 _last_id = 0
