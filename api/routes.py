@@ -168,7 +168,7 @@ async def table_detail(request: Request) -> TableInfo:
     state = catalog.get(name)
     if state is None:
         raise UnknownDatabase(name, catalog.names())
-    found = await catalog.find_table(state, table)
+    found: TableInfo | None = await catalog.find_table(state, table)
     if found is None:
         raise UnknownTable(name, table, [t.name for t in state.tables])
     return found

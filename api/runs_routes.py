@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api import metrics as m
+from api.envelopes import QuerySuccess
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
@@ -104,16 +105,15 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
     """Validation and safety, synchronously: each refusal is a 422 with details."""
     ctx = request_context(request)
     try:
-        outcome = service.check_federated(query, ctx)
+        outcome, _ = service.check_federated(query, ctx)
     except SluiceError as exc:
-        details = dict(getattr(exc, "details", None) or {})
-        if getattr(exc, "step_id", None):
-            details.setdefault("step_id", exc.step_id)  # type: ignore[attr-defined]
+        details = dict(exc.details or {})
+        step_id = getattr(exc, "step_id", None)
+        if step_id:
+            details.setdefault("step_id", step_id)
         raise ApiError(
             422, exc.code, exc.message, suggestion=exc.suggestion, details=details or None
         ) from None
-    if isinstance(outcome, tuple):  # (SafetyOutcome, CheckRequest)
-        outcome = outcome[0]
     block = outcome.block
     if block is not None:
         m.safety_blocked(block.stage)
@@ -166,7 +166,8 @@ async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]
 
 # -- handlers ---------------------------------------------------------------------------------
 def manager_of(request: Request) -> RunManager:
-    return request.app.state.runs  # type: ignore[no-any-return]
+    runs: RunManager = request.app.state.runs
+    return runs
 
 
 @json_endpoint
@@ -427,7 +428,9 @@ RUN_ENDPOINTS: list[Endpoint] = [
 
 
 # -- wiring -----------------------------------------------------------------------------------
-def service_executor(service: QueryService):  # type: ignore[no-untyped-def]
+def service_executor(
+    service: QueryService,
+) -> Callable[[RunRecord, RunProgress], Awaitable[RunOutcome]]:
     """Execute a run through QueryService.federated, reporting step progress into the run
     and storing the whole result under the run id."""
     from api.service import RequestContext
@@ -452,6 +455,7 @@ def service_executor(service: QueryService):  # type: ignore[no-untyped-def]
         result = await service.federated(
             query, ctx, on_progress=on_progress, result_id=record.run_id
         )
+        assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:
             state = "completed" if meta.status == "ok" else meta.status
             progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)

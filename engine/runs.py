@@ -10,6 +10,7 @@ and, on PostgreSQL, any process sharing the store may run them. What executes a 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -365,11 +366,11 @@ class RunManager:
             raise RunNotFound(run_id)
         return record
 
-    async def list(self, **filters: Any) -> list[RunRecord]:
+    async def list(self, **filters: Any) -> builtins.list[RunRecord]:
         runs = await self.store.list(**filters)
         return [self.live[r.run_id].record if r.run_id in self.live else r for r in runs]
 
-    async def logs_after(self, run_id: str, after: int) -> list[StoredLog]:
+    async def logs_after(self, run_id: str, after: int) -> builtins.list[StoredLog]:
         """Persisted lines (for a run whose in-memory buffer is gone or on another process)."""
         await self._flush_logs()
         return await self.store.logs(run_id, after)
