@@ -45,6 +45,7 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: install-test services test-servers
 	$(BIN)/pip install -q -e '.[bench]'
