@@ -27,7 +27,7 @@ server-side time limit to set.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -40,6 +40,7 @@ from connectors.config import DatabaseConfig, ServerSettings
 from connectors.couchdb_query import (
     DESIGN_PREFIX,
     KEYS_OPTION,
+    LINK_COLUMN_OPTION,
     LOCAL_PREFIX,
     CouchQuery,
     apply_link,
@@ -61,7 +62,7 @@ _DECODER = msgspec.json.Decoder()
 _ALL_DOCS_COLUMNS = [Column("id", "VARCHAR"), Column("key", "VARCHAR"), Column("rev", "VARCHAR")]
 
 
-class CouchDBSettings(ServerSettings, tag="couchdb"):
+class CouchDBSettings(ServerSettings, tag="couchdb", frozen=True):
     """A CouchDB (or PouchDB Server) endpoint: `dsn` is its http(s) URL, or `host`/`port`;
     `database` is not used (each step's table is a CouchDB database)."""
 
@@ -212,11 +213,15 @@ class CouchDBConnector:
                 else:
                     yield shaper.rows(docs)
         if sent == 0:
-            yield Batch(_empty_columns(query), rows=[])
+            columns = _empty_columns(query)
+            link = statement.options.get(LINK_COLUMN_OPTION)
+            if not columns and link:  # a linked batch that matched nothing: the merge's key
+                columns = [Column(str(link), "VARCHAR")]
+            yield Batch(columns, rows=[])
 
     async def _pages(
         self, query: CouchQuery, statement: Statement, deadline: float
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Lists of result rows as dicts, at most `max_rows` (or the body's limit) in all."""
         body, path = query.body, _db_path(query.database)
         total = _lowest(body.get("limit"), statement.max_rows)
@@ -487,7 +492,7 @@ def _range_rows(rows: list[dict[str, Any]], operation: str, docs: bool) -> list[
 def _ids_first(doc: dict[str, Any]) -> dict[str, Any]:
     """The first document with `_id` and `_rev` leading, so they lead the columns (PouchDB
     puts them last; the shaper orders columns by first sight)."""
-    head = {k: doc[k] for k in ("_id", "_rev") if k in doc}
+    head: dict[str, Any] = {k: doc[k] for k in ("_id", "_rev") if k in doc}
     return {**head, **doc} if head else doc
 
 

@@ -71,6 +71,7 @@ KEYS: dict[str, frozenset[str]] = {
 COMMON_KEYS = frozenset({"operation", "database"})
 
 KEYS_OPTION = "couchdb_link_keys"
+LINK_COLUMN_OPTION = "couchdb_link_column"
 # find keys that order or page the result: a keyed lookup cannot honour them
 _ORDERED_KEYS = frozenset({"sort", "skip", "bookmark", "use_index"})
 
@@ -292,6 +293,7 @@ def apply_link(statement: Statement, link: LinkFilter, database: str) -> Stateme
     body = dict(q.body)
     body["selector"] = {"$and": [selector, cond]} if selector else cond
     options = dict(statement.options)
+    options[LINK_COLUMN_OPTION] = link.column
     if link.column == "_id" and not selector and not set(q.body) & _ORDERED_KEYS:
         # every document with one of these ids: _all_docs by keys is a lookup per key, where
         # _find would scan (the text above still says what runs, for the audit log)

@@ -33,7 +33,8 @@ import contextlib
 import decimal
 import functools
 import os
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Annotated, Any, ClassVar
 
 import anyio
@@ -74,7 +75,7 @@ _KEY_TYPES = {"S": "VARCHAR", "N": "DECIMAL(38,10)", "B": "BLOB"}
 _ROWS_AFFECTED = [Column("rows_affected", "BIGINT")]
 
 
-class DynamoDBSettings(DatabaseConfig, tag="dynamodb"):
+class DynamoDBSettings(DatabaseConfig, tag="dynamodb", frozen=True):
     """A DynamoDB endpoint: AWS, DynamoDB Local or moto."""
 
     region: str | None = None
@@ -248,11 +249,11 @@ class DynamoDBConnector:
                 else:
                     yield shaper.rows(docs)
         if sent == 0:
-            yield Batch([], rows=[])
+            yield Batch(_empty_columns(req, statement.options.get(LINK_OPTION)), rows=[])
 
     async def _pages(
         self, req: DynamoRequest, statement: Statement, deadline: float
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Result rows as documents, page by page, at most `max_rows` in all."""
         params = req.params
         total = _lowest(params.get("Limit"), statement.max_rows)
@@ -615,6 +616,23 @@ def _table_info(desc: dict[str, Any], docs: list[dict[str, Any]]) -> TableInfo:
         out.append(f)
     out += fields.values()
     return TableInfo(desc["TableName"], out, row_count_estimate=desc.get("ItemCount"))
+
+
+def _empty_columns(req: DynamoRequest, link: dict[str, Any] | None) -> list[Column]:
+    """Columns of a read that found nothing: the projected attributes, else the link column
+    (a linked batch that matched nothing still gives the merge its key)."""
+    names: list[str] = []
+    projection = req.params.get("ProjectionExpression")
+    if isinstance(projection, str):
+        aliases = req.params.get("ExpressionAttributeNames") or {}
+        for part in projection.split(","):
+            head = re.split(r"[.\[]", part.strip(), maxsplit=1)[0]
+            name = aliases.get(head, head)
+            if name and name not in names:
+                names.append(str(name))
+    elif link is not None:
+        names = [str(link["column"])]
+    return [Column(n, "VARCHAR") for n in names]
 
 
 def _lowest(body_limit: Any, max_rows: int | None) -> int | None:

@@ -295,7 +295,8 @@ def serialise(value: Any) -> dict[str, Any]:
         value = bytes(value)
     elif not isinstance(value, str | int | bool | bytes | decimal.Decimal):
         value = str(value)
-    return TypeSerializer().serialize(value)
+    typed: dict[str, Any] = TypeSerializer().serialize(value)
+    return typed
 
 
 def chunks(values: list[Any], size: int) -> Iterator[list[Any]]:

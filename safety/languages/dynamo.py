@@ -143,7 +143,7 @@ def analyse_dynamo(text: str) -> DynamoAnalysis:
     else:
         targets = tuple((str(name), op) for name, op in tables(body, ""))  # type: ignore[misc]
     ops = [op for _, op in targets] or ["SELECT"]
-    operation: Operation = max(ops, key=_STRENGTH.__getitem__)  # type: ignore[assignment]
+    operation: Operation = max(ops, key=_STRENGTH.__getitem__)
     return DynamoAnalysis(
         body=body,
         error=None,
@@ -187,7 +187,7 @@ def _partiql_table(ref: Any, statement: str) -> str:
         name = raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.split(".", 1)[0]
         if name.lower() == lowered:
             return name
-    return lowered
+    return str(lowered)
 
 
 def _fields(body: dict[str, Any]) -> tuple[str, ...]:

@@ -249,6 +249,9 @@ async def test_link_keeps_the_selector(connector, couch, couch_db):
     _, got = await collect(connector, linked)
     want = {d["_id"] for d in DOCS if d["active"] and d["group"] in (1, 2, 5)}
     assert {r["_id"] for r in got} == want
+    # a linked batch that matches nothing still names the link column (the merge's key)
+    none = connector.with_link(base, LinkFilter("group", [999], "BIGINT"))
+    assert [[c.name for c in b.columns] async for b in connector.stream(none)] == [["group"]]
     with pytest.raises(QueryFailed, match="must be a `find`"):
         connector.with_link(
             stmt(couch_db, {"operation": "get", "id": "x"}), LinkFilter("a", [1], "BIGINT")

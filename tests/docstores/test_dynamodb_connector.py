@@ -358,6 +358,18 @@ async def test_links_by_key_and_by_in_filter(connector, dynamo, people):
     linked = connector.with_link(stmt(people, query), LinkFilter("id", ["p008"], "VARCHAR"))
     with pytest.raises(QueryFailed, match="partition key"):
         await collect(connector, linked)
+    # a linked batch that matches nothing still names columns (the projection, else the key)
+    body = {
+        "verb": "Scan",
+        "ProjectionExpression": "#n, age, address.city",
+        "ExpressionAttributeNames": {"#n": "name"},
+    }
+    linked = connector.with_link(stmt(people, body), LinkFilter("id", ["none"], "VARCHAR"))
+    batches = [b async for b in connector.stream(linked)]
+    assert [[c.name for c in b.columns] for b in batches] == [["name", "age", "address"]]
+    assert len(batches[0]) == 0
+    linked = connector.with_link(stmt(people, {"verb": "Scan"}), LinkFilter("id", [], "VARCHAR"))
+    assert [[c.name for c in b.columns] async for b in connector.stream(linked)] == [["id"]]
     with pytest.raises(QueryFailed, match="Scan or a Query"):
         connector.with_link(
             stmt(people, {"verb": "GetItem", "Key": {"id": {"S": "a"}}}),
