@@ -26,7 +26,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from safety.cypher_tokens import CypherSyntaxError, Kind, Token, tokenize
+from connectors.cypher_tokens import (
+    CLAUSES,
+    LINK_PARAM,
+    CypherSyntaxError,
+    Kind,
+    Malformed,
+    Token,
+    keyword,
+    match_brackets,
+    tokenize,
+)
 
 ALL = "*"  # every label / relationship type: needs a database-level grant
 
@@ -34,17 +44,8 @@ ALL = "*"  # every label / relationship type: needs a database-level grant
 READ_PROCEDURES = frozenset(
     {"db.labels", "db.relationshiptypes", "db.propertykeys", "db.indexes", "db.constraints"}
 )
-_CLAUSES = frozenset(
-    {
-        "MATCH", "OPTIONAL", "WITH", "RETURN", "UNWIND", "WHERE", "ORDER", "SKIP", "LIMIT",
-        "CREATE", "MERGE", "SET", "REMOVE", "DELETE", "DETACH", "CALL", "YIELD", "UNION",
-        "FOREACH", "ON", "USE", "LOAD", "DROP", "SHOW", "GRANT", "REVOKE", "DENY", "ALTER",
-        "START", "STOP", "TERMINATE", "COPY", "ATTACH", "INSTALL", "EXPORT", "IMPORT",
-        "EXPLAIN", "PROFILE", "FINISH", "OFFSET",
-    }
-)  # fmt: skip
-_PATTERN_CLAUSES = frozenset({"MATCH", "CREATE", "MERGE"})
-_WRITE_CLAUSES = {"CREATE": "INSERT", "MERGE": "INSERT", "SET": "UPDATE", "REMOVE": "UPDATE"}
+_PATTERNCLAUSES = frozenset({"MATCH", "CREATE", "MERGE"})
+_WRITECLAUSES = {"CREATE": "INSERT", "MERGE": "INSERT", "SET": "UPDATE", "REMOVE": "UPDATE"}
 # CREATE/DROP/... followed by one of these is schema, user or database administration.
 _ADMIN_OBJECTS = frozenset(
     {
@@ -69,11 +70,6 @@ _REFUSED_VERBS = {
 _SCALAR_OF_ENTITY = frozenset(
     {"count", "id", "elementid", "labels", "type", "exists", "label", "typeof", "hasLabels"}
 )
-_AGGREGATES = frozenset(
-    {"count", "sum", "avg", "min", "max", "collect", "stdev", "stdevp", "percentilecont",
-     "percentiledisc"}
-)  # fmt: skip
-LINK_PARAM = "sluice_link"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +115,7 @@ def analyse(text: str) -> CypherAnalysis:
         )
     try:
         return _Analyser(tokens).run()
-    except _Malformed as exc:
+    except Malformed as exc:
         return CypherAnalysis(error=str(exc), suggestion=_FIX)
     except RecursionError:
         return CypherAnalysis(error="the Cypher body is nested too deeply", suggestion=_FIX)
@@ -131,53 +127,10 @@ _FIX = (
 )
 
 
-class _Malformed(ValueError):
-    pass
-
-
-def _match_brackets(tokens: list[Token]) -> list[int]:
-    """For each opening bracket the index of its closer (and the reverse); -1 elsewhere."""
-    pair = [-1] * len(tokens)
-    stack: list[int] = []
-    closers = {")": "(", "]": "[", "}": "{"}
-    for i, t in enumerate(tokens):
-        if t.kind is not Kind.PUNCT:
-            continue
-        if t.text in "([{":
-            stack.append(i)
-        elif t.text in closers:
-            if not stack or tokens[stack[-1]].text != closers[t.text]:
-                raise _Malformed(f"unbalanced {t.text!r} at offset {t.start}")
-            j = stack.pop()
-            pair[i], pair[j] = j, i
-    if stack:
-        raise _Malformed(f"unclosed {tokens[stack[-1]].text!r} at offset {tokens[stack[-1]].start}")
-    return pair
-
-
-def _keyword(tokens: list[Token], i: int) -> str:
-    """The clause keyword at i, or "" when the word there is a name (property, label, key)."""
-    t = tokens[i]
-    if t.kind is not Kind.WORD:
-        return ""
-    up = t.upper
-    if up not in _CLAUSES:
-        return ""
-    if i > 0:
-        prev = tokens[i - 1]
-        if prev.kind is Kind.PUNCT and prev.text in (".", ":", "$"):
-            return ""
-        if prev.kind is Kind.WORD and prev.upper == "AS":
-            return ""
-    if i + 1 < len(tokens) and tokens[i + 1].kind is Kind.PUNCT and tokens[i + 1].text == ":":
-        return ""  # a map key {set: 1}
-    return up
-
-
 class _Analyser:
     def __init__(self, tokens: list[Token]) -> None:
         self.t = tokens
-        self.pair = _match_brackets(tokens)
+        self.pair = match_brackets(tokens)
         self.access: dict[tuple[str, str], None] = {}
         self.props: dict[PropertyUse, None] = {}
         self.refused: list[tuple[str, str]] = []
@@ -199,8 +152,8 @@ class _Analyser:
         self._block(0, len(self.t), _Scope())
         # Fail closed: a write keyword whose target the walk above did not resolve writes `*`.
         for i in range(len(self.t)):
-            kw = _keyword(self.t, i)
-            op = _WRITE_CLAUSES.get(kw) or ("DELETE" if kw == "DELETE" else "")
+            kw = keyword(self.t, i)
+            op = _WRITECLAUSES.get(kw) or ("DELETE" if kw == "DELETE" else "")
             if op and not any(o == op for _, o in self.access):
                 self.ops.add(op)
                 self._use(ALL, op)
@@ -224,7 +177,7 @@ class _Analyser:
         for i, tok in enumerate(t):
             if tok.kind is Kind.PARAM:
                 self.params[tok.text[1:].strip("`")] = None
-            kw = _keyword(t, i)
+            kw = keyword(t, i)
             if kw == "LOAD":
                 self.refused.append(
                     ("LOAD CSV reads files or URLs from the server", "query the graph's data")
@@ -245,7 +198,7 @@ class _Analyser:
                     continue
                 name, _ = self._dotted(i + 1)
                 if not name:
-                    raise _Malformed(f"CALL without a procedure name at offset {tok.start}")
+                    raise Malformed(f"CALL without a procedure name at offset {tok.start}")
                 if name.lower() not in READ_PROCEDURES:
                     self.refused.append(
                         (
@@ -266,7 +219,7 @@ class _Analyser:
     def _admin(self) -> None:
         t = self.t
         for i in range(len(t)):
-            kw = _keyword(t, i)
+            kw = keyword(t, i)
             nxt = t[i + 1].upper if i + 1 < len(t) else ""
             if (kw == "CREATE" and nxt in _ADMIN_OBJECTS) or kw in _ADMIN_VERBS:
                 self.ops.add("DDL")
@@ -294,7 +247,7 @@ class _Analyser:
         clause, start = "", lo
         i = lo
         while i < hi:
-            kw = _keyword(t, i)
+            kw = keyword(t, i)
             if kw and kw not in ("ON", "OPTIONAL") or (kw == "OPTIONAL" and clause != "OPTIONAL"):
                 if kw in ("ORDER", "SKIP", "LIMIT", "WHERE", "OFFSET") and clause in (
                     "WITH",
@@ -375,7 +328,7 @@ class _Analyser:
         t = self.t
         i = lo
         while i < hi:
-            kw = _keyword(t, i)
+            kw = keyword(t, i)
             if kw == "WHERE":
                 self.filtered = True
                 self._expressions(i + 1, self._clause_end(i + 1, hi), scope, "filtered on")
@@ -405,7 +358,7 @@ class _Analyser:
                 i = end
                 continue
             if tok.kind is Kind.PUNCT and tok.text == "(":
-                if i > lo and t[i - 1].kind is Kind.WORD and _keyword(t, i - 1) == "":
+                if i > lo and t[i - 1].kind is Kind.WORD and keyword(t, i - 1) == "":
                     # shortestPath(...), allShortestPaths(...): a pattern inside a call
                     self._patterns(i + 1, self.pair[i], scope, mode)
                 else:
@@ -543,7 +496,7 @@ class _Analyser:
                 self.filtered = True
                 self._expressions(j + 1, end, scope, "filtered on")
                 return
-            raise _Malformed(f"unexpected {tok.text!r} in a pattern at offset {tok.start}")
+            raise Malformed(f"unexpected {tok.text!r} in a pattern at offset {tok.start}")
 
     def _depth_in(self, open_idx: int, k: int) -> int:
         depth = 0
@@ -710,7 +663,7 @@ class _Analyser:
         if imports:
             inner = _Scope()
             first = brace + 1
-            if first < close and _keyword(self.t, first) == "WITH":
+            if first < close and keyword(self.t, first) == "WITH":
                 end = self._clause_end(first + 1, close)
                 for k in range(first + 1, end):
                     name = self.t[k].ident
@@ -729,14 +682,14 @@ class _Analyser:
         """FOREACH (x IN list | clauses): the clauses after `|` are analysed as a block."""
         t = self.t
         if lo >= hi or t[lo].text != "(":
-            raise _Malformed("FOREACH needs (variable IN list | clauses)")
+            raise Malformed("FOREACH needs (variable IN list | clauses)")
         close = self.pair[lo]
         bar = next(
             (k for k in range(lo + 1, close) if t[k].text == "|" and self._depth_in(lo, k) == 0),
             None,
         )
         if bar is None:
-            raise _Malformed("FOREACH needs (variable IN list | clauses)")
+            raise Malformed("FOREACH needs (variable IN list | clauses)")
         self._expressions(lo + 1, bar, scope, "selected")
         inner = _Scope(dict(scope.labels), set(scope.rels))
         inner.labels.pop(t[lo + 1].ident or "", None)
@@ -837,8 +790,8 @@ class _Analyser:
             if t[i].kind is Kind.PUNCT and t[i].text in "([{":
                 i = self.pair[i] + 1
                 continue
-            if _keyword(t, i) in _CLAUSES - {"OPTIONAL"} and _keyword(t, i) != "":
-                if _keyword(t, i) not in ("ON",) or True:
+            if keyword(t, i) in CLAUSES - {"OPTIONAL"} and keyword(t, i) != "":
+                if keyword(t, i) not in ("ON",) or True:
                     return i
             i += 1
         return hi

@@ -1,64 +1,32 @@
-"""Rewrites of checked Cypher text: GUARDRAILS' row cap and the link filter of a child step.
-
-Both edit the token stream's positions in the original text, so everything else the client
-wrote (comments aside) runs unchanged.
-"""
+"""GUARDRAILS' row cap on Cypher text, edited at token positions so everything else the
+client wrote runs unchanged (the link filter is connectors/cypher_link.py)."""
 
 from __future__ import annotations
 
-from safety.cypher_analysis import _AGGREGATES, LINK_PARAM, _keyword, _match_brackets
-from safety.cypher_tokens import Kind, Token, tokenize
+from connectors.cypher_tokens import (
+    Kind,
+    keyword,
+    statement,
+    top_level,
+    union_branches,
+)
 
 
 class RewriteRefused(ValueError):
-    """Raised when a body cannot be capped or linked safely; the message says why."""
-
-
-def _strip(text: str) -> tuple[str, list[Token]]:
-    tokens = tokenize(text)
-    if tokens and tokens[-1].text == ";":
-        text = text[: tokens[-1].start]
-        tokens = tokens[:-1]
-    return text.rstrip(), tokens
-
-
-def _top_level(tokens: list[Token]) -> list[int]:
-    """Indexes of the tokens at bracket depth 0."""
-    out, depth = [], 0
-    for i, t in enumerate(tokens):
-        if t.kind is Kind.PUNCT and t.text in "([{":
-            depth += 1
-        elif t.kind is Kind.PUNCT and t.text in ")]}":
-            depth -= 1
-        elif depth == 0:
-            out.append(i)
-    return out
-
-
-def _branches(tokens: list[Token]) -> list[tuple[int, int]]:
-    """[lo, hi) token ranges of the UNION branches."""
-    out, lo = [], 0
-    for i in _top_level(tokens):
-        if _keyword(tokens, i) == "UNION":
-            out.append((lo, i))
-            lo = i + 1
-            if lo < len(tokens) and tokens[lo].upper == "ALL":
-                lo += 1
-    out.append((lo, len(tokens)))
-    return out
+    """Raised when a body cannot be capped safely; the message says why."""
 
 
 def cap(text: str, fetch: int) -> str:
     """Every branch's final RETURN returns at most `fetch` rows: a LIMIT the client wrote is
     kept when smaller, lowered when larger, and added when missing."""
-    text, tokens = _strip(text)
-    top = set(_top_level(tokens))
+    text, tokens = statement(text)
+    top = set(top_level(tokens))
     edits: list[tuple[int, int, str]] = []
-    for lo, hi in _branches(tokens):
-        returns = [i for i in range(lo, hi) if i in top and _keyword(tokens, i) == "RETURN"]
+    for lo, hi in union_branches(tokens):
+        returns = [i for i in range(lo, hi) if i in top and keyword(tokens, i) == "RETURN"]
         if not returns:
             continue
-        limits = [i for i in range(returns[-1], hi) if i in top and _keyword(tokens, i) == "LIMIT"]
+        limits = [i for i in range(returns[-1], hi) if i in top and keyword(tokens, i) == "LIMIT"]
         if limits:
             value = tokens[limits[-1] + 1] if limits[-1] + 1 < hi else None
             if value is None or value.kind is not Kind.NUMBER or not value.text.isdigit():
@@ -73,100 +41,3 @@ def cap(text: str, fetch: int) -> str:
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     return text
-
-
-def link(text: str, column: str) -> str:
-    """Restrict the rows to those whose `column` is in the list parameter `$sluice_link`.
-
-    When the column is a returned property `var.prop`, the predicate goes into the first
-    MATCH that binds `var` (so the server can use an index); otherwise the rows are filtered
-    just before the final RETURN (`WITH * WHERE <expr> IN $sluice_link`). Aggregates cannot be
-    linked (filtering before the aggregate would change it).
-    """
-    text, tokens = _strip(text)
-    if len(_branches(tokens)) > 1:
-        raise RewriteRefused("a linked Cypher step cannot use UNION")
-    top = _top_level(tokens)
-    returns = [i for i in top if _keyword(tokens, i) == "RETURN"]
-    if not returns:
-        raise RewriteRefused("a linked Cypher step must RETURN the link column")
-    ret = returns[-1]
-    end = next(
-        (i for i in top if i > ret and _keyword(tokens, i) in ("ORDER", "SKIP", "LIMIT")),
-        len(tokens),
-    )
-    item = _find_item(text, tokens, ret + 1, end, column)
-    if item is None:
-        raise RewriteRefused(f"the step does not RETURN a column named {column!r}")
-    a, b = item
-    expr = text[tokens[a].start : tokens[b - 1].end]
-    if any(t.kind is Kind.WORD and t.text.lower() in _AGGREGATES for t in tokens[a:b]):
-        raise RewriteRefused(f"the link column {column!r} is an aggregate; link on a grouping key")
-    if b - a == 3 and tokens[a + 1].text == "." and tokens[a].ident and tokens[a + 2].ident:
-        var = tokens[a].ident or ""
-        spot = _binding_match(tokens, top, var)
-        if spot is not None:
-            return _into_match(text, tokens, top, spot, expr)
-    pos = tokens[ret].start
-    if tokens[ret - 1].upper == "DISTINCT" if ret > 0 else False:
-        pos = tokens[ret].start
-    return f"{text[:pos]}WITH * WHERE {expr} IN ${LINK_PARAM} {text[pos:]}"
-
-
-def _find_item(
-    text: str, tokens: list[Token], lo: int, hi: int, column: str
-) -> tuple[int, int] | None:
-    """The RETURN item whose alias, or whose text, is `column`."""
-    if lo < hi and tokens[lo].upper == "DISTINCT":
-        lo += 1
-    pair = _match_brackets(tokens)
-    items, start, i = [], lo, lo
-    while i < hi:
-        t = tokens[i]
-        if t.kind is Kind.PUNCT and t.text in "([{":
-            i = pair[i] + 1
-            continue
-        if t.kind is Kind.PUNCT and t.text == ",":
-            items.append((start, i))
-            start = i + 1
-        i += 1
-    items.append((start, hi))
-    for a, b in items:
-        if b - a >= 3 and tokens[b - 2].upper == "AS":
-            if tokens[b - 1].ident == column:
-                return a, b - 2
-        elif text[tokens[a].start : tokens[b - 1].end] == column:
-            return a, b
-    return None
-
-
-def _binding_match(tokens: list[Token], top: list[int], var: str) -> int | None:
-    """The index of the first top-level MATCH (not OPTIONAL) whose patterns bind `var`."""
-    for i in top:
-        if _keyword(tokens, i) != "MATCH" or (i > 0 and tokens[i - 1].upper == "OPTIONAL"):
-            continue
-        end = _match_end(tokens, top, i)
-        for k in range(i + 1, end):
-            if tokens[k].text == "(" and k + 1 < end and tokens[k + 1].ident == var:
-                return i
-        # only the first MATCH may take it: a later one would filter after earlier clauses
-    return None
-
-
-def _match_end(tokens: list[Token], top: list[int], i: int) -> int:
-    """The index of the clause after the MATCH at i (its WHERE belongs to it)."""
-    for k in top:
-        if k > i and _keyword(tokens, k) not in ("", "WHERE"):
-            return k
-    return len(tokens)
-
-
-def _into_match(text: str, tokens: list[Token], top: list[int], i: int, expr: str) -> str:
-    end = _match_end(tokens, top, i)
-    where = next((k for k in top if i < k < end and _keyword(tokens, k) == "WHERE"), None)
-    pred = f"{expr} IN ${LINK_PARAM}"
-    tail = tokens[end - 1].end
-    if where is None:
-        return f"{text[:tail]} WHERE {pred}{text[tail:]}"
-    start = tokens[where].end
-    return f"{text[:start]} {pred} AND ({text[start:tail].strip()}){text[tail:]}"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from safety.cypher_analysis import ALL, analyse
-from safety.cypher_rewrite import RewriteRefused, cap, link
+from connectors.cypher_link import LinkRefused, link
+from safety.cypher_rewrite import RewriteRefused, cap
 
 R, INS, U, D = "SELECT", "INSERT", "UPDATE", "DELETE"
 
@@ -187,7 +188,7 @@ def test_link() -> None:
         link("MATCH (n:Person) WITH n.id * 2 AS k RETURN k", "k")
         == "MATCH (n:Person) WITH n.id * 2 AS k WITH * WHERE k IN $sluice_link RETURN k"
     )
-    with pytest.raises(RewriteRefused, match="aggregate"):
+    with pytest.raises(LinkRefused, match="aggregate"):
         link("MATCH (n:Person) RETURN n.id, count(*) AS c", "c")
-    with pytest.raises(RewriteRefused, match="does not RETURN"):
+    with pytest.raises(LinkRefused, match="does not RETURN"):
         link("MATCH (n:Person) RETURN n.id", "missing")

@@ -1,8 +1,10 @@
-"""A Cypher tokenizer: the one place that knows how Cypher text splits into tokens.
+"""A Cypher tokenizer: the one place that knows how Cypher text splits into tokens, which
+word is a clause keyword, and where each bracket closes.
 
-No Python Cypher parser is well kept, so the analysis (safety/cypher_analysis.py) works on this
-token stream: strings, comments and backtick-quoted names are single tokens, so a keyword inside
-them is never mistaken for a clause, and every position maps back to the text for rewrites.
+No Python Cypher parser is well kept, so the analysis (safety/languages/cypher_analysis.py)
+and the rewrites work on this token stream: strings, comments and backtick-quoted names are
+single tokens, so a keyword inside them is never mistaken for a clause, and every position
+maps back to the text for rewrites.
 """
 
 from __future__ import annotations
@@ -137,3 +139,97 @@ def _string_end(text: str, i: int) -> int:
             return j + 1
         j += 1
     raise CypherSyntaxError(f"unterminated string at offset {i}")
+
+
+LINK_PARAM = "sluice_link"  # the list parameter a linked step's batch is bound to
+CLAUSES = frozenset(
+    {
+        "MATCH", "OPTIONAL", "WITH", "RETURN", "UNWIND", "WHERE", "ORDER", "SKIP", "LIMIT",
+        "CREATE", "MERGE", "SET", "REMOVE", "DELETE", "DETACH", "CALL", "YIELD", "UNION",
+        "FOREACH", "ON", "USE", "LOAD", "DROP", "SHOW", "GRANT", "REVOKE", "DENY", "ALTER",
+        "START", "STOP", "TERMINATE", "COPY", "ATTACH", "INSTALL", "EXPORT", "IMPORT",
+        "EXPLAIN", "PROFILE", "FINISH", "OFFSET",
+    }
+)  # fmt: skip
+AGGREGATES = frozenset(
+    {"count", "sum", "avg", "min", "max", "collect", "stdev", "stdevp", "percentilecont",
+     "percentiledisc"}
+)  # fmt: skip
+
+
+class Malformed(ValueError):
+    """Raised when brackets do not balance."""
+
+
+def match_brackets(tokens: list[Token]) -> list[int]:
+    """For each opening bracket the index of its closer (and the reverse); -1 elsewhere."""
+    pair = [-1] * len(tokens)
+    stack: list[int] = []
+    closers = {")": "(", "]": "[", "}": "{"}
+    for i, t in enumerate(tokens):
+        if t.kind is not Kind.PUNCT:
+            continue
+        if t.text in "([{":
+            stack.append(i)
+        elif t.text in closers:
+            if not stack or tokens[stack[-1]].text != closers[t.text]:
+                raise Malformed(f"unbalanced {t.text!r} at offset {t.start}")
+            j = stack.pop()
+            pair[i], pair[j] = j, i
+    if stack:
+        raise Malformed(f"unclosed {tokens[stack[-1]].text!r} at offset {tokens[stack[-1]].start}")
+    return pair
+
+
+def keyword(tokens: list[Token], i: int) -> str:
+    """The clause keyword at i, or "" when the word there is a name (property, label, key)."""
+    t = tokens[i]
+    if t.kind is not Kind.WORD:
+        return ""
+    up = t.upper
+    if up not in CLAUSES:
+        return ""
+    if i > 0:
+        prev = tokens[i - 1]
+        if prev.kind is Kind.PUNCT and prev.text in (".", ":", "$"):
+            return ""
+        if prev.kind is Kind.WORD and prev.upper == "AS":
+            return ""
+    if i + 1 < len(tokens) and tokens[i + 1].kind is Kind.PUNCT and tokens[i + 1].text == ":":
+        return ""  # a map key {set: 1}
+    return up
+
+
+def statement(text: str) -> tuple[str, list[Token]]:
+    """The text without a trailing `;`, and its tokens."""
+    tokens = tokenize(text)
+    if tokens and tokens[-1].text == ";":
+        text = text[: tokens[-1].start]
+        tokens = tokens[:-1]
+    return text.rstrip(), tokens
+
+
+def top_level(tokens: list[Token]) -> list[int]:
+    """Indexes of the tokens at bracket depth 0."""
+    out, depth = [], 0
+    for i, t in enumerate(tokens):
+        if t.kind is Kind.PUNCT and t.text in "([{":
+            depth += 1
+        elif t.kind is Kind.PUNCT and t.text in ")]}":
+            depth -= 1
+        elif depth == 0:
+            out.append(i)
+    return out
+
+
+def union_branches(tokens: list[Token]) -> list[tuple[int, int]]:
+    """[lo, hi) token ranges of the UNION branches."""
+    out, lo = [], 0
+    for i in top_level(tokens):
+        if keyword(tokens, i) == "UNION":
+            out.append((lo, i))
+            lo = i + 1
+            if lo < len(tokens) and tokens[lo].upper == "ALL":
+                lo += 1
+    out.append((lo, len(tokens)))
+    return out
