@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from connectors.cypher_tokens import (
     AGGREGATES,
     LINK_PARAM,
@@ -20,7 +22,8 @@ class LinkRefused(ValueError):
     """Raised when a step's text cannot take a link filter; the message says why."""
 
 
-def link(text: str, column: str) -> str:
+@functools.lru_cache(maxsize=256)
+def link_text(text: str, column: str) -> str:
     """Restrict the rows to those whose `column` is in the list parameter `$sluice_link`.
 
     When the column is a returned property `var.prop`, the predicate goes into the first

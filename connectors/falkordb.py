@@ -17,6 +17,7 @@ connector binds the batch of link values as that list parameter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -37,19 +38,18 @@ from connectors.base import (
     TableInfo,
 )
 from connectors.config import DatabaseConfig, ServerSettings
+from connectors.cypher_link import LinkRefused, link_text
+from connectors.cypher_tokens import LINK_PARAM
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.types_map import json_safe
 
-LINK_PARAM = "sluice_link"
 SAMPLE_NODES = 200
-# write statistics FalkorDB reports; their sum is the statement's rows_affected
+# write statistics FalkorDB reports, summed into the statement's rows_affected
 _WRITE_STATS = (
     "nodes_created",
     "nodes_deleted",
     "relationships_created",
     "relationships_deleted",
-    "properties_set",
-    "properties_removed",
     "labels_added",
     "labels_removed",
 )
@@ -155,7 +155,7 @@ class FalkorDBConnector:
     async def _run(self, statement: Statement, *, write: bool) -> Any:
         graph = self._graph()
         ms = max(1, int(statement.timeout * 1000))
-        params = {LINK_PARAM: list(statement.params)} if statement.params else {}
+        params = {LINK_PARAM: statement.options["link"]} if "link" in statement.options else {}
         db = self.config.name
         try:
             # the client-side deadline trails the server's own timeout, which stops first
@@ -193,20 +193,19 @@ class FalkorDBConnector:
 
     async def execute_write(self, statement: Statement) -> int:
         result = await self._run(statement, write=True)
-        return sum(int(getattr(result, name, 0) or 0) for name in _WRITE_STATS)
+        changed = sum(int(getattr(result, name, 0) or 0) for name in _WRITE_STATS)
+        # a replaced value is reported as one property set and one removed: count it once
+        props = max(int(result.properties_set or 0), int(result.properties_removed or 0))
+        return changed + props
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
-        """Bind the batch as `$sluice_link` (the text already filters on it)."""
-        return Statement(
-            text=statement.text,
-            params=list(link.values),
-            timeout=statement.timeout,
-            readonly=statement.readonly,
-            max_rows=statement.max_rows,
-            batch_size=statement.batch_size,
-            bulk=statement.bulk,
-            options=dict(statement.options),
-        )
+        """The link predicate ANDed into the text, the batch bound as `$sluice_link`."""
+        try:
+            text = link_text(statement.text, link.column)
+        except LinkRefused as exc:
+            raise QueryFailed(self.config.name, f"cannot link this step: {exc}") from exc
+        options = {**statement.options, "link": list(link.values)}
+        return dataclasses.replace(statement, text=text, params=(), options=options)
 
     def pool_stats(self) -> PoolStats | None:
         if self._db is None:

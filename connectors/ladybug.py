@@ -11,6 +11,7 @@ Column types come from ladybug's own result types, so every batch of a result ha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,11 +32,12 @@ from connectors.base import (
     TableInfo,
 )
 from connectors.config import DatabaseConfig, FileSettings
+from connectors.cypher_link import LinkRefused, link_text
+from connectors.cypher_tokens import LINK_PARAM
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.threads import call_interruptible
 from connectors.types_map import json_safe, unique_names
 
-LINK_PARAM = "sluice_link"
 SAMPLE_ROWS = 200
 _TYPES = {
     "BOOL": "BOOLEAN",
@@ -183,7 +185,7 @@ class LadybugConnector:
 
     @staticmethod
     def _params(statement: Statement) -> dict[str, Any]:
-        return {LINK_PARAM: list(statement.params)} if statement.params else {}
+        return {LINK_PARAM: statement.options["link"]} if "link" in statement.options else {}
 
     async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
         params = self._params(statement)
@@ -224,16 +226,13 @@ class LadybugConnector:
         return int(await self._call(statement, run, write=True))
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
-        return Statement(
-            text=statement.text,
-            params=list(link.values),
-            timeout=statement.timeout,
-            readonly=statement.readonly,
-            max_rows=statement.max_rows,
-            batch_size=statement.batch_size,
-            bulk=statement.bulk,
-            options=dict(statement.options),
-        )
+        """The link predicate ANDed into the text, the batch bound as `$sluice_link`."""
+        try:
+            text = link_text(statement.text, link.column)
+        except LinkRefused as exc:
+            raise QueryFailed(self.config.name, f"cannot link this step: {exc}") from exc
+        options = {**statement.options, "link": list(link.values)}
+        return dataclasses.replace(statement, text=text, params=(), options=options)
 
     def pool_stats(self) -> PoolStats | None:
         return None

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from safety.cypher_analysis import ALL, analyse
-from connectors.cypher_link import LinkRefused, link
-from safety.cypher_rewrite import RewriteRefused, cap
+from connectors.cypher_link import LinkRefused
+from connectors.cypher_link import link_text as link
+from safety.languages.cypher_analysis import ALL, analyse
+from safety.languages.cypher_rewrite import RewriteRefused, cap
 
 R, INS, U, D = "SELECT", "INSERT", "UPDATE", "DELETE"
 
@@ -80,7 +81,7 @@ ACCESS = [
 def test_access(text: str, expected: set[tuple[str, str]]) -> None:
     a = analyse(text)
     assert a.error is None
-    assert not a.refused
+    assert not a.structural
     assert set(a.access) == expected
 
 
@@ -108,7 +109,7 @@ REFUSED = [
 @pytest.mark.parametrize("text", REFUSED)
 def test_refused(text: str) -> None:
     a = analyse(text)
-    assert a.refused or a.error, a
+    assert a.structural or a.error, a
 
 
 ERRORS = [

@@ -24,6 +24,7 @@ also run in the server's read-only mode, so a gap here still cannot write.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from connectors.cypher_tokens import (
@@ -37,6 +38,8 @@ from connectors.cypher_tokens import (
     match_brackets,
     tokenize,
 )
+from safety.languages.cypher_rewrite import RewriteRefused, cap
+from safety.types import Finding, Operation
 
 ALL = "*"  # every label / relationship type: needs a database-level grant
 
@@ -46,14 +49,6 @@ READ_PROCEDURES = frozenset(
 )
 _PATTERNCLAUSES = frozenset({"MATCH", "CREATE", "MERGE"})
 _WRITECLAUSES = {"CREATE": "INSERT", "MERGE": "INSERT", "SET": "UPDATE", "REMOVE": "UPDATE"}
-# CREATE/DROP/... followed by one of these is schema, user or database administration.
-_ADMIN_OBJECTS = frozenset(
-    {
-        "INDEX", "CONSTRAINT", "DATABASE", "USER", "ROLE", "ALIAS", "COMPOSITE", "FULLTEXT",
-        "VECTOR", "RANGE", "TEXT", "POINT", "LOOKUP", "BTREE", "NODE", "REL", "OR", "TABLE",
-        "SEQUENCE", "MACRO", "GRAPH", "TYPE", "RELATIONSHIP",
-    }
-)  # fmt: skip
 _ADMIN_VERBS = frozenset({"DROP", "SHOW", "GRANT", "REVOKE", "DENY", "ALTER", "START", "STOP"})
 _ADMIN_VERBS |= {"TERMINATE"}
 _REFUSED_VERBS = {
@@ -83,10 +78,12 @@ class PropertyUse:
 class CypherAnalysis:
     error: str | None = None
     suggestion: str | None = None
-    operation: str = "SELECT"  # SELECT, INSERT, UPDATE, DELETE or DDL
-    access: tuple[tuple[str, str], ...] = ()  # (label/type or ALL, operation)
+    operation: Operation = "SELECT"
+    access: tuple[tuple[str, Operation], ...] = ()  # (label/type or ALL, operation)
     properties: tuple[PropertyUse, ...] = ()
-    refused: tuple[tuple[str, str], ...] = ()  # (reason, suggestion): always refused
+    structural: tuple[Finding, ...] = ()  # always refused (AST_CHECKER)
+    injection_blocks: tuple[Finding, ...] = ()  # Cypher has no injection findings of its own:
+    injection_warnings: tuple[str, ...] = ()  # a literal is data, and one statement runs
     unbounded: bool = False  # SET/REMOVE/DELETE over every matched entity (no filter)
     returns_rows: bool = False  # a read with a RETURN (GUARDRAILS caps it)
     params: tuple[str, ...] = ()
@@ -114,11 +111,18 @@ def analyse(text: str) -> CypherAnalysis:
             suggestion="send one statement per step",
         )
     try:
-        return _Analyser(tokens).run()
+        result = _Analyser(tokens).run()
     except Malformed as exc:
         return CypherAnalysis(error=str(exc), suggestion=_FIX)
     except RecursionError:
         return CypherAnalysis(error="the Cypher body is nested too deeply", suggestion=_FIX)
+    if result.returns_rows:
+        try:
+            cap(text, 1)
+        except RewriteRefused as exc:  # GUARDRAILS could not cap it: refused up front
+            extra = (str(exc), "write LIMIT 100, not a parameter or an expression")
+            return dataclasses.replace(result, structural=(*result.structural, extra))
+    return result
 
 
 _FIX = (
@@ -133,7 +137,7 @@ class _Analyser:
         self.pair = match_brackets(tokens)
         self.access: dict[tuple[str, str], None] = {}
         self.props: dict[PropertyUse, None] = {}
-        self.refused: list[tuple[str, str]] = []
+        self.refused: list[Finding] = []
         self.ops: set[str] = set()
         self.filtered = False  # a WHERE, an inline property map or a LIMIT bounds the writes
         self.has_return = False
@@ -147,7 +151,7 @@ class _Analyser:
         self._admin()
         if "DDL" in self.ops:
             return CypherAnalysis(
-                operation="DDL", access=((ALL, "DDL"),), refused=tuple(self.refused)
+                operation="DDL", access=((ALL, "DDL"),), structural=tuple(self.refused)
             )
         self._block(0, len(self.t), _Scope())
         # Fail closed: a write keyword whose target the walk above did not resolve writes `*`.
@@ -157,7 +161,7 @@ class _Analyser:
             if op and not any(o == op for _, o in self.access):
                 self.ops.add(op)
                 self._use(ALL, op)
-        op = "SELECT"
+        op: Operation = "SELECT"
         for candidate in ("INSERT", "UPDATE", "DELETE", "DDL"):
             if candidate in self.ops:
                 op = candidate
@@ -166,7 +170,7 @@ class _Analyser:
             operation=op,
             access=tuple(self.access),
             properties=tuple(self.props),
-            refused=tuple(self.refused),
+            structural=tuple(self.refused),
             unbounded=bool(writes) and not self.filtered,
             returns_rows=op == "SELECT" and self.has_return,
             params=tuple(self.params),
@@ -221,7 +225,18 @@ class _Analyser:
         for i in range(len(t)):
             kw = keyword(t, i)
             nxt = t[i + 1].upper if i + 1 < len(t) else ""
-            if (kw == "CREATE" and nxt in _ADMIN_OBJECTS) or kw in _ADMIN_VERBS:
+            # CREATE makes data only with a pattern: `CREATE (`, or a path `CREATE p = (`
+            schema = (
+                kw == "CREATE"
+                and t[i - 1].upper != "ON"
+                and not (
+                    t[i + 1 : i + 2]
+                    and t[i + 1].text == "("
+                    or t[i + 2 : i + 3]
+                    and t[i + 2].text == "="
+                )
+            )
+            if schema or kw in _ADMIN_VERBS:
                 self.ops.add("DDL")
                 self._use(ALL, "DDL")
             elif kw == "DETACH" and nxt != "DELETE":
