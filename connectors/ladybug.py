@@ -4,7 +4,10 @@ graph counterpart of a DuckDB file. `type: ladybug` with `path` in sluice.yaml.
 Reads run on a database handle opened read-only, so a write the Cypher analysis missed is
 refused by ladybug itself; a write that passed with a grant opens a read-write handle for that
 statement only (and the read handle is reopened after it, so reads see the write). Calls run in
-worker threads; a timeout or a cancelled caller interrupts the query (`Connection.interrupt`).
+worker threads; a timeout or a cancelled caller interrupts the query (`Connection.interrupt`,
+and ladybug's own query timeout). ladybug checks for an interrupt between the morsels of a scan
+or join: those stop within milliseconds, but an UNWIND over a huge generated list is one morsel
+and runs to its end, and the caller waits for it (the connection is never reused while busy).
 Column types come from ladybug's own result types, so every batch of a result has the same.
 """
 

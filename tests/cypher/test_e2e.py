@@ -338,3 +338,49 @@ async def test_link_batches_bind_values_as_a_parameter(config: Config) -> None:
         assert sorted(r[0] for r in rows) == [3, 5]
     finally:
         await connector.close()
+
+
+@pytest.mark.parametrize("database", ["social", "refs"])
+async def test_discovery_lists_labels_types_and_property_types(
+    config: Config, database: str
+) -> None:
+    connector = registry.create(config.database(database))  # type: ignore[arg-type]
+    await connector.open()
+    try:
+        tables = {t.name: t for t in await connector.discover()}
+    finally:
+        await connector.close()
+    customer = tables["Customer"]
+    assert customer.row_count_estimate == 300
+    fields = {f.name: f for f in customer.fields}
+    assert fields["id"].data_type == "BIGINT" and fields["name"].data_type == "VARCHAR"
+    dist = fields["id"].distribution
+    assert dist is not None and dist.min_value == 1 and dist.null_fraction == 0.0
+    referred = tables["REFERRED"]
+    assert referred.row_count_estimate == 149
+    assert {f.name for f in referred.fields} == {"channel"}
+    if database == "social":
+        assert tables["Person"].row_count_estimate == 60
+        assert {"KNOWS", "EARNS", "Salary", "Post", "WROTE"} <= set(tables)
+
+
+async def test_ladybug_timeout_interrupts_the_query(config: Config) -> None:
+    connector = registry.create(config.database("refs"))  # type: ignore[arg-type]
+    await connector.open()
+    try:
+        with pytest.raises(QueryTimedOut):
+            async for _ in connector.stream(
+                Statement(
+                    "MATCH (a:Customer), (b:Customer), (d:Customer), (e:Customer) "
+                    "WHERE a.id + b.id * d.id * e.id = 7 RETURN count(*)",
+                    timeout=0.3,
+                )
+            ):
+                pass
+        # the connection is usable again at once
+        rows = [
+            r async for b in connector.stream(Statement("RETURN 1 AS one")) for r in b.rows or []
+        ]
+        assert rows == [(1,)]
+    finally:
+        await connector.close()
