@@ -13,8 +13,8 @@ import falkordb
 import ladybug
 import pytest
 
-from engine.config import Config, load_config_text
 from bench.falkordb_server import falkordb_server
+from engine.config import Config, load_config_text
 from tests.servers import PgServer
 
 N_PEOPLE = 60
