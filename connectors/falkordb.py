@@ -55,7 +55,7 @@ _WRITE_STATS = (
 )
 
 
-class FalkorDBSettings(ServerSettings, tag="falkordb"):
+class FalkorDBSettings(ServerSettings, tag="falkordb", frozen=True):
     """Where this connector connects (`type: falkordb` in sluice.yaml)."""
 
     graph: str | None = None

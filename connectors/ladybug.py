@@ -64,7 +64,7 @@ _TYPES = {
 }
 
 
-class LadybugSettings(FileSettings, tag="ladybug"):
+class LadybugSettings(FileSettings, tag="ladybug", frozen=True):
     """Where this connector connects (`type: ladybug` in sluice.yaml)."""
 
 
@@ -102,6 +102,12 @@ def shape(value: Any) -> Any:
     if isinstance(value, list):
         return [shape(v) for v in value]
     return value
+
+
+def _run(conn: ladybug.Connection, text: str, params: dict[str, Any] | None = None) -> Any:
+    """One statement's result (ladybug returns a list for several statements; ours is one)."""
+    result = conn.execute(text, params or {})
+    return result[0] if isinstance(result, list) else result
 
 
 def _id(internal: Any) -> str | None:
@@ -151,7 +157,7 @@ class LadybugConnector:
                 await anyio.to_thread.run_sync(db.close)
 
     async def ping(self) -> None:
-        await self._call(Statement("RETURN 1", timeout=5.0), lambda c: c.execute("RETURN 1"))
+        await self._call(Statement("RETURN 1", timeout=5.0), lambda c: _run(c, "RETURN 1"))
 
     async def _call(self, statement: Statement, fn: Any, *, write: bool = False) -> Any:
         if self._db is None:
@@ -195,7 +201,7 @@ class LadybugConnector:
         limit = statement.max_rows
 
         def run(conn: ladybug.Connection) -> tuple[list[Column], list[tuple[Any, ...]]]:
-            result = conn.execute(statement.text, params)
+            result = _run(conn, statement.text, params)
             names = unique_names(result.get_column_names())
             types = [column_type(t) for t in result.get_column_data_types()]
             rows: list[tuple[Any, ...]] = []
@@ -217,7 +223,7 @@ class LadybugConnector:
         params = self._params(statement)
 
         def run(conn: ladybug.Connection) -> int:
-            result = conn.execute(statement.text, params)
+            result = _run(conn, statement.text, params)
             count = 0
             while result.has_next():
                 result.get_next()
@@ -242,21 +248,21 @@ class LadybugConnector:
 
     async def discover(self) -> list[TableInfo]:
         def run(conn: ladybug.Connection) -> list[TableInfo]:
-            tables = conn.execute("CALL show_tables() RETURN name, type").get_all()
+            tables = _run(conn, "CALL show_tables() RETURN name, type").get_all()
             out = []
             for name, kind in tables:
                 if kind not in ("NODE", "REL"):
                     continue
-                info = conn.execute(f"CALL table_info('{name}') RETURN *").get_all()
+                info = _run(conn, f"CALL table_info('{name}') RETURN *").get_all()
                 q = "`" + name.replace("`", "``") + "`"
                 pattern = f"(n:{q})" if kind == "NODE" else f"()-[n:{q}]->()"
-                count = conn.execute(f"MATCH {pattern} RETURN count(n)").get_all()[0][0]
+                count = _run(conn, f"MATCH {pattern} RETURN count(n)").get_all()[0][0]
                 fields = []
                 for row in info:
                     prop, native, primary = row[1], row[2], row[-1] is True
                     pq = "`" + str(prop).replace("`", "``") + "`"
-                    sample = conn.execute(
-                        f"MATCH {pattern} RETURN n.{pq} LIMIT {SAMPLE_ROWS}"
+                    sample = _run(
+                        conn, f"MATCH {pattern} RETURN n.{pq} LIMIT {SAMPLE_ROWS}"
                     ).get_all()
                     values = [r[0] for r in sample]
                     present = [v for v in values if v is not None]

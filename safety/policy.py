@@ -114,7 +114,10 @@ class DatabaseGrants:
 
 
 # levels from the widest grant down: the first equal to an intersection names it
-_BY_SIZE = sorted(GRANTS.items(), key=lambda kv: -len(kv[1]))
+_BY_SIZE: list[tuple[Level, frozenset[str]]] = sorted(
+    GRANTS.items(),  # type: ignore[arg-type]  # GRANTS is keyed by every Level
+    key=lambda kv: -len(kv[1]),
+)
 
 _GRANTS_CACHE: dict[
     tuple[int, str | None, str, tuple[str, ...]], tuple[object, DatabaseGrants]

@@ -47,8 +47,13 @@ ALL = "*"  # every label / relationship type: needs a database-level grant
 READ_PROCEDURES = frozenset(
     {"db.labels", "db.relationshiptypes", "db.propertykeys", "db.indexes", "db.constraints"}
 )
-_PATTERNCLAUSES = frozenset({"MATCH", "CREATE", "MERGE"})
-_WRITECLAUSES = {"CREATE": "INSERT", "MERGE": "INSERT", "SET": "UPDATE", "REMOVE": "UPDATE"}
+_WRITES: dict[str, Operation] = {
+    "CREATE": "INSERT",
+    "MERGE": "INSERT",
+    "SET": "UPDATE",
+    "REMOVE": "UPDATE",
+    "DELETE": "DELETE",
+}
 _ADMIN_VERBS = frozenset({"DROP", "SHOW", "GRANT", "REVOKE", "DENY", "ALTER", "START", "STOP"})
 _ADMIN_VERBS |= {"TERMINATE"}
 _REFUSED_VERBS = {
@@ -65,6 +70,9 @@ _REFUSED_VERBS = {
 _SCALAR_OF_ENTITY = frozenset(
     {"count", "id", "elementid", "labels", "type", "exists", "label", "typeof", "hasLabels"}
 )
+
+# the operation a statement reports: its widest class
+_ORDER: tuple[Operation, ...] = ("INSERT", "UPDATE", "DELETE", "DDL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +143,10 @@ class _Analyser:
     def __init__(self, tokens: list[Token]) -> None:
         self.t = tokens
         self.pair = match_brackets(tokens)
-        self.access: dict[tuple[str, str], None] = {}
+        self.access: dict[tuple[str, Operation], None] = {}
         self.props: dict[PropertyUse, None] = {}
         self.refused: list[Finding] = []
-        self.ops: set[str] = set()
+        self.ops: set[Operation] = set()
         self.filtered = False  # a WHERE, an inline property map or a LIMIT bounds the writes
         self.has_return = False
         self.params: dict[str, None] = {}
@@ -157,12 +165,12 @@ class _Analyser:
         # Fail closed: a write keyword whose target the walk above did not resolve writes `*`.
         for i in range(len(self.t)):
             kw = keyword(self.t, i)
-            op = _WRITECLAUSES.get(kw) or ("DELETE" if kw == "DELETE" else "")
-            if op and not any(o == op for _, o in self.access):
-                self.ops.add(op)
-                self._use(ALL, op)
+            wrote = _WRITES.get(kw)
+            if wrote is not None and not any(o == wrote for _, o in self.access):
+                self.ops.add(wrote)
+                self._use(ALL, wrote)
         op: Operation = "SELECT"
-        for candidate in ("INSERT", "UPDATE", "DELETE", "DDL"):
+        for candidate in _ORDER:
             if candidate in self.ops:
                 op = candidate
         writes = self.ops & {"UPDATE", "DELETE"}
@@ -813,7 +821,7 @@ class _Analyser:
 
     # -- bookkeeping ----------------------------------------------------------------------
 
-    def _use(self, label: str, op: str) -> None:
+    def _use(self, label: str, op: Operation) -> None:
         self.access[(label, op)] = None
         if self._collect is not None and op != "DDL":
             self._collect.add(label)
@@ -822,5 +830,5 @@ class _Analyser:
         self.props[PropertyUse(label, name.lower(), use)] = None
 
 
-def _op(mode: str) -> str:
-    return {"SELECT": "SELECT", "INSERT": "INSERT", "MERGE": "INSERT"}[mode]
+def _op(mode: str) -> Operation:
+    return "SELECT" if mode == "SELECT" else "INSERT"

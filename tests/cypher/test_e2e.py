@@ -14,7 +14,7 @@ import pytest
 
 from api.envelopes import QuerySuccess
 from api.local import open_service
-from api.service import QueryBlocked
+from api.service import SafetyBlocked
 from connectors import registry
 from connectors.base import LinkFilter, Statement
 from connectors.errors import QueryFailed, QueryTimedOut
@@ -109,7 +109,7 @@ async def test_denied_labels_properties_and_unlabeled_patterns(
     }
     async with open_service(config, principal="reader") as session:
         for text, stage in blocked.items():
-            with pytest.raises(QueryBlocked) as info:
+            with pytest.raises(SafetyBlocked) as info:
                 await session.simple("social", "Person", text)
             assert info.value.block.stage == stage, (text, info.value.block)
         ok = await session.rows("social", "Person", "MATCH (p:Person) RETURN p.id, p.name")
@@ -148,7 +148,7 @@ async def test_hostile_corpus_leaves_the_graph_unchanged(
     _, g = graph
     before = fingerprint(g)
     async with open_service(config, principal="reader") as session:
-        with pytest.raises(QueryBlocked) as info:
+        with pytest.raises(SafetyBlocked) as info:
             await session.simple("social", "Person", text)
     assert info.value.block.stage == stage, info.value.block
     assert fingerprint(g) == before
@@ -158,7 +158,7 @@ async def test_writes_per_grant(config: Config, graph: tuple[str, Any]) -> None:
     _, g = graph
     update = "MATCH (p:Post) WHERE p.id = 3 SET p.title = 'edited'"
     async with open_service(config, principal="reader") as session:
-        with pytest.raises(QueryBlocked):
+        with pytest.raises(SafetyBlocked):
             await session.simple("social", "Post", update)
     assert g.ro_query("MATCH (p:Post {id: 3}) RETURN p.title").result_set == [["post 3"]]
     async with open_service(config, principal="writer") as session:
@@ -169,11 +169,11 @@ async def test_writes_per_grant(config: Config, graph: tuple[str, Any]) -> None:
         )
         assert isinstance(created, QuerySuccess) and created.data.rows_affected == 3
         # every Post without a filter needs A, even with W
-        with pytest.raises(QueryBlocked) as unbounded:
+        with pytest.raises(SafetyBlocked) as unbounded:
             await session.simple("social", "Post", "MATCH (p:Post) DETACH DELETE p")
         assert "admin permission" in unbounded.value.block.reason
         # Salary stays out of reach of a write grant on other labels
-        with pytest.raises(QueryBlocked):
+        with pytest.raises(SafetyBlocked):
             await session.simple(
                 "social", "Person", "MATCH (p:Person {id: 1})-[:EARNS]->(s) SET s.amount = 0"
             )
@@ -226,9 +226,9 @@ async def test_ladybug_reads_writes_and_read_only_wall(config: Config, lbug_path
     db.close()
     assert result == expected and len(expected) == 149
     async with open_service(config, principal="reader") as session:
-        with pytest.raises(QueryBlocked):  # Secret: none, also through an untyped pattern
+        with pytest.raises(SafetyBlocked):  # Secret: none, also through an untyped pattern
             await session.simple("refs", "Customer", "MATCH (c:Customer)-->(x) RETURN x")
-        with pytest.raises(QueryBlocked):
+        with pytest.raises(SafetyBlocked):
             await session.simple("refs", "Customer", "MATCH (c:Customer {id: 1}) DELETE c")
     async with open_service(config, principal="writer") as session:
         done = await session.simple(
