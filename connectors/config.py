@@ -6,8 +6,19 @@ from typing import Annotated, Literal
 
 import msgspec
 
-DatabaseType = Literal["postgresql", "mysql", "sqlite", "duckdb", "mongodb"]
-DATABASE_TYPES: tuple[str, ...] = ("postgresql", "mysql", "sqlite", "duckdb", "mongodb")
+DatabaseType = Literal[
+    "postgresql", "mysql", "sqlite", "duckdb", "mongodb", "pgvector", "qdrant", "lancedb"
+]
+DATABASE_TYPES: tuple[str, ...] = (
+    "postgresql",
+    "mysql",
+    "sqlite",
+    "duckdb",
+    "mongodb",
+    "pgvector",
+    "qdrant",
+    "lancedb",
+)
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]

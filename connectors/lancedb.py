@@ -36,7 +36,6 @@ import anyio
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors import embedding
 from connectors.arrow_rows import arrow_type
 from connectors.base import Batch, Column, FieldInfo, LinkFilter, Statement, TableInfo
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
@@ -49,7 +48,6 @@ from connectors.vector_query import (
     Or,
     VectorQuery,
     parse,
-    query_vector,
 )
 from connectors.vector_rows import (
     ID,
@@ -57,8 +55,13 @@ from connectors.vector_rows import (
     SCORE,
     check_dimension,
     check_points,
+    collection_of,
     distributions,
+    fetch_limit,
+    link_statement,
     link_values,
+    read_only_refusal,
+    search_vector,
     vector_field,
 )
 
@@ -326,12 +329,13 @@ class LanceDBConnector:
 
     async def _layout(self, table: AsyncTable) -> Layout:
         schema = await table.schema()
-        metric = DEFAULT_METRIC
+        layout = Layout(schema, DEFAULT_METRIC)
         for index in await table.list_indices():
-            distance = getattr(index, "distance_type", None)
-            if distance in _METRICS:
-                metric = _METRICS[distance]
-        return Layout(schema, metric)
+            details = getattr(index, "index_details", None) or {}
+            distance = str(details.get("metric_type", "")).lower()
+            if layout.vector in getattr(index, "columns", ()) and distance in _METRICS:
+                layout.metric = _METRICS[distance]
+        return layout
 
     @contextlib.contextmanager
     def _errors(self, statement: Statement, deadline: float) -> Iterator[None]:
@@ -352,16 +356,12 @@ class LanceDBConnector:
 
     async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
         deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
-        collection = self._collection(statement)
+        collection = collection_of(statement, self.config.name)
         with self._errors(statement, deadline):
             query = parse(statement.text)
             if not query.is_read:
                 if statement.readonly:
-                    raise QueryFailed(
-                        self.config.name,
-                        f"`{query.intent}` writes; this statement is read-only",
-                        suggestion="writes need a write grant (W/RW) in the permissions",
-                    )
+                    raise read_only_refusal(self.config.name, query.intent)
                 n = await self._write(collection, query, statement)
                 batch = Batch([Column("rows_affected", "BIGINT")], rows=[(n,)])
             else:
@@ -397,13 +397,13 @@ class LanceDBConnector:
         if result is not None:
             yield result
             return
-        limit = _fetch_limit(query, statement)
+        limit = fetch_limit(query, statement)
         names = layout.selected(query)
         scored = query.intent in ("search", "near_text", "hybrid")
         columns = layout.columns(names, scored=scored)
         with self._errors(statement, deadline):
             if scored:
-                vec = await _search_vector(query)
+                vec = await search_vector(query)
                 check_dimension(query, vec, layout.dimension)
                 q = (
                     table.query()
@@ -454,7 +454,7 @@ class LanceDBConnector:
 
     async def execute_write(self, statement: Statement) -> int:
         deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
-        collection = self._collection(statement)
+        collection = collection_of(statement, self.config.name)
         with self._errors(statement, deadline):
             query = parse(statement.text)
             if query.is_read:
@@ -545,38 +545,7 @@ class LanceDBConnector:
         return out
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
-        options = dict(statement.options)
-        options["link"] = link
-        return Statement(
-            text=statement.text,
-            params=statement.params,
-            timeout=statement.timeout,
-            readonly=statement.readonly,
-            max_rows=statement.max_rows,
-            batch_size=statement.batch_size,
-            bulk=statement.bulk,
-            options=options,
-        )
-
-    def _collection(self, statement: Statement) -> str:
-        name = statement.options.get("collection")
-        if not isinstance(name, str) or not name:
-            raise QueryFailed(self.config.name, "no collection: the step's `table` names it")
-        return name
-
-
-async def _search_vector(query: VectorQuery) -> tuple[float, ...]:
-    embedded = None
-    if query.text is not None:
-        embedded = (await embedding.default().embed_async([query.text]))[0]
-    return query_vector(query, embedded)
-
-
-def _fetch_limit(query: VectorQuery, statement: Statement) -> int | None:
-    limits = [n for n in (query.limit, statement.max_rows) if n]
-    if query.intent == "fetch" and query.ids is not None:
-        limits.append(len(query.ids))
-    return min(limits) if limits else None
+        return link_statement(statement, link)
 
 
 def _shape(

@@ -19,6 +19,9 @@ BUILTINS: dict[str, str] = {
     "sqlite": "connectors.sqlite:SQLiteConnector",
     "duckdb": "connectors.duckdb_file:DuckDBConnector",
     "mongodb": "connectors.mongo:MongoConnector",
+    "pgvector": "connectors.pgvector:PgvectorConnector",
+    "qdrant": "connectors.qdrant:QdrantConnector",
+    "lancedb": "connectors.lancedb:LanceDBConnector",
 }
 
 

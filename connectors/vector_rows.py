@@ -7,6 +7,7 @@ across backends for the same metric: cosine similarity, inner product, euclidean
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -18,9 +19,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.base import Column, Distribution, FieldInfo, LinkFilter
+from connectors import embedding
+from connectors.base import Column, Distribution, FieldInfo, LinkFilter, Statement
+from connectors.errors import QueryFailed
 from connectors.types_map import json_safe, json_safe_list
-from connectors.vector_query import METRICS, InvalidVectorQuery, VectorQuery
+from connectors.vector_query import METRICS, InvalidVectorQuery, VectorQuery, query_vector
 
 SAMPLE_POINTS = 1_000
 ID = "id"
@@ -121,3 +124,42 @@ def finite(x: float | None) -> float | None:
 
 def to_json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
+
+
+def link_statement(statement: Statement, link: LinkFilter) -> Statement:
+    """The statement with the link attached: each backend ANDs it into its own filter."""
+    options = dict(statement.options)
+    options["link"] = link
+    return dataclasses.replace(statement, options=options)
+
+
+def collection_of(statement: Statement, database: str) -> str:
+    """The collection that runs: the step's `table` (never a name from the body)."""
+    name = statement.options.get("collection")
+    if not isinstance(name, str) or not name:
+        raise QueryFailed(database, "no collection: the step's `table` names it")
+    return name
+
+
+def fetch_limit(query: VectorQuery, statement: Statement) -> int | None:
+    """The most rows to fetch: the body's limit, the guardrails' cap + 1, a fetch's ids."""
+    limits = [n for n in (query.limit, statement.max_rows) if n]
+    if query.intent == "fetch" and query.ids is not None:
+        limits.append(len(query.ids))
+    return min(limits) if limits else None
+
+
+async def search_vector(query: VectorQuery) -> tuple[float, ...]:
+    """The vector a similarity intent searches with; texts are embedded off the loop."""
+    embedded = None
+    if query.text is not None:
+        embedded = (await embedding.default().embed_async([query.text]))[0]
+    return query_vector(query, embedded)
+
+
+def read_only_refusal(database: str, intent: str) -> QueryFailed:
+    return QueryFailed(
+        database,
+        f"`{intent}` writes; this statement is read-only",
+        suggestion="writes need a write grant (W/RW) in the permissions",
+    )
