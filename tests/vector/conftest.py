@@ -197,7 +197,7 @@ def load_pgvector(folder: str, table: str = TABLE, metric_ops: str | None = None
 
 
 def load_qdrant(path: str, distance: str = "Cosine") -> None:
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import QdrantClient
 
     client = QdrantClient(path=path)
     try:
