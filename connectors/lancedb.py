@@ -37,7 +37,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.arrow_rows import arrow_type
-from connectors.base import Batch, Column, FieldInfo, LinkFilter, Statement, TableInfo
+from connectors.base import (
+    Batch,
+    Column,
+    FieldInfo,
+    LinkFilter,
+    PoolStats,
+    Statement,
+    TableInfo,
+)
+from connectors.config import DatabaseConfig, FileSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.vector_query import (
     And,
@@ -69,7 +78,6 @@ if TYPE_CHECKING:
     from lancedb.db import AsyncConnection
     from lancedb.table import AsyncTable
 
-    from connectors.config import DatabaseConfig
 
 DEFAULT_TIMEOUT_S = 30.0
 CLIENT_GRACE_S = 1.0
@@ -250,16 +258,18 @@ def where_sql(query: VectorQuery, layout: Layout, link: LinkFilter | None) -> st
 # -- the connector ---------------------------------------------------------------------------
 
 
+class LanceDBSettings(FileSettings, tag="lancedb"):
+    """A LanceDB folder (`path`; relative to the config file)."""
+
+
 class LanceDBConnector:
     """A LanceDB folder through `lancedb.connect_async`."""
 
-    name: ClassVar[str] = "lancedb"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (LanceDBSettings,)
     language: ClassVar[str] = "vector"
-    dialect: ClassVar[str] = "vector"
-    param_style: ClassVar[str] = "none"
-    supports_array_params: ClassVar[bool] = True
+    dialect: ClassVar[str] = "lancedb"
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: LanceDBSettings) -> None:
         self.config = config
         self._db: AsyncConnection | None = None
         self._tables: dict[str, AsyncTable] = {}
@@ -267,7 +277,7 @@ class LanceDBConnector:
 
     @property
     def _path(self) -> str:
-        return self.config.path or self.config.database or ""
+        return self.config.path or ""
 
     async def open(self) -> None:
         if self._db is not None:
@@ -543,6 +553,9 @@ class LanceDBConnector:
                     )
                 )
         return out
+
+    def pool_stats(self) -> PoolStats | None:
+        return None
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return link_statement(statement, link)

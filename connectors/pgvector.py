@@ -37,8 +37,15 @@ import pyarrow as pa
 
 from connectors.arrow_rows import rows_to_arrow
 from connectors.base import Batch, Column, FieldInfo, LinkFilter, Statement, TableInfo
+from connectors.config import DatabaseConfig
 from connectors.errors import QueryFailed
-from connectors.postgres import CLIENT_GRACE_S, PostgresConnector, _rollback, _set_timeout
+from connectors.postgres import (
+    CLIENT_GRACE_S,
+    PostgresConnector,
+    PostgresSettings,
+    _rollback,
+    _set_timeout,
+)
 from connectors.types_map import pg_type
 from connectors.vector_query import (
     And,
@@ -220,14 +227,18 @@ def _bind(value: Any, typname: str) -> Any:
     return value
 
 
+class PgvectorSettings(PostgresSettings, tag="pgvector"):
+    """A PostgreSQL database with the vector extension (the same fields as postgresql)."""
+
+
 class PgvectorConnector(PostgresConnector):
     """pgvector tables through the PostgreSQL connector's pool, in the `vector` language."""
 
-    name: ClassVar[str] = "pgvector"
-    language: ClassVar[str] = "vector"  # type: ignore[assignment]
-    dialect: ClassVar[str] = "vector"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (PgvectorSettings,)
+    language: ClassVar[str] = "vector"
+    dialect: ClassVar[str] = "pgvector"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: PgvectorSettings) -> None:
         super().__init__(config)
         self._layouts: dict[str, Layout] = {}
 

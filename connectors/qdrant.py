@@ -1,5 +1,5 @@
-"""Qdrant through `qdrant-client`: a server (`dsn: http://host:6333`, or host/port; the
-password, if any, is the API key) or the client's embedded local mode (`path: ./folder`, or
+"""Qdrant through `qdrant-client`: a server (`dsn: http://host:6333`, or host/port, and
+`api_key`) or the client's embedded local mode (`path: ./folder`, or
 `path: ":memory:"`).
 
     databases:
@@ -30,14 +30,26 @@ the matching points just before the change (Qdrant's update result has no count)
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
+import msgspec
 import pyarrow as pa
 
-from connectors.base import Batch, Column, FieldInfo, LinkFilter, Statement, TableInfo
+from connectors.base import (
+    Batch,
+    Column,
+    FieldInfo,
+    LinkFilter,
+    PoolStats,
+    Statement,
+    TableInfo,
+)
+from connectors.config import DatabaseConfig, ServerSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.mongo_flatten import RowShaper
 from connectors.vector_query import (
@@ -68,8 +80,6 @@ from connectors.vector_rows import (
 
 if TYPE_CHECKING:
     from qdrant_client.http import models as qm
-
-    from connectors.config import DatabaseConfig
 
 DEFAULT_TIMEOUT_S = 30.0
 CLIENT_GRACE_S = 1.0
@@ -220,16 +230,42 @@ def _doc(point: Any, scored: bool) -> dict[str, Any]:
 # -- the connector ---------------------------------------------------------------------------
 
 
+class QdrantSettings(ServerSettings, tag="qdrant"):
+    """A Qdrant server (`dsn` is its URL, or host/port; `api_key`) or the embedded local mode
+    (`path`: a folder, or ":memory:")."""
+
+    path: str | None = None
+    api_key: str | None = None
+
+    @property
+    def display_database(self) -> str:
+        return self.path or super().display_database
+
+    def problem(self) -> str | None:
+        server = self.dsn or self.host or self.port
+        if self.path and server:
+            return "give a server (`dsn` or `host`/`port`) or a local `path`, not both"
+        if not self.path and not server:
+            return "a qdrant database needs a server (`dsn` or `host`) or a local `path`"
+        return super().problem()
+
+    def secrets(self) -> tuple[str, ...]:
+        return (*super().secrets(), *([self.api_key] if self.api_key else []))
+
+    def resolved(self, base: Path) -> DatabaseConfig:
+        if not self.path or self.path == ":memory:" or os.path.isabs(self.path):
+            return self
+        return msgspec.structs.replace(self, path=str((base / self.path).resolve()))
+
+
 class QdrantConnector:
     """A Qdrant server (async client) or the embedded local mode (sync client in a thread)."""
 
-    name: ClassVar[str] = "qdrant"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (QdrantSettings,)
     language: ClassVar[str] = "vector"
-    dialect: ClassVar[str] = "vector"
-    param_style: ClassVar[str] = "none"
-    supports_array_params: ClassVar[bool] = True
+    dialect: ClassVar[str] = "qdrant"
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: QdrantSettings) -> None:
         self.config = config
         self._client: Any = None
         self._local = bool(config.path)
@@ -254,7 +290,7 @@ class QdrantConnector:
                 url = c.dsn or f"http://{c.host or '127.0.0.1'}:{c.port or 6333}"
                 self._client = AsyncQdrantClient(
                     url=url,
-                    api_key=c.password,
+                    api_key=c.api_key,
                     timeout=int(max(1, c.connect_timeout_seconds)),
                     check_compatibility=False,
                 )
@@ -572,6 +608,9 @@ class QdrantConnector:
                     )
                 )
         return out
+
+    def pool_stats(self) -> PoolStats | None:
+        return None
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return link_statement(statement, link)

@@ -381,9 +381,23 @@ def _points(body: dict[str, Any]) -> tuple[Point, ...]:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=4096)
+CACHE_MAX_CHARS = 16_384  # longer bodies (big upserts) are parsed every time, never kept
+
+
 def parse(text: str) -> VectorQuery:
-    """The body as a VectorQuery; raises InvalidVectorQuery naming what is wrong."""
+    """The body as a VectorQuery; raises InvalidVectorQuery naming what is wrong. Parsed
+    once per text (the language and the backend both ask) unless the text is long."""
+    if len(text) > CACHE_MAX_CHARS:
+        return _parse(text)
+    return _parse_cached(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_cached(text: str) -> VectorQuery:
+    return _parse(text)
+
+
+def _parse(text: str) -> VectorQuery:
     try:
         body = _DECODER.decode(text)
     except msgspec.DecodeError as err:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -52,7 +51,7 @@ def make_points() -> list[dict[str, Any]]:
                     "category": CATEGORIES[i % 4],
                     "price": round(float(rng.uniform(5, 500)), 2),
                     "stock": int(rng.integers(0, 50)),
-                    "name": f"item {i} O'Neil \"x\"",
+                    "name": f'item {i} O\'Neil "x"',
                     "color": None if i % 5 == 0 else ["red", "blue", "green"][i % 3],
                 },
             }
@@ -163,9 +162,7 @@ async def _pg(folder: str, *sql: str, args: list[tuple[Any, ...]] | None = None)
 
 
 def load_pgvector(folder: str, table: str = TABLE, metric_ops: str | None = None) -> None:
-    index = (
-        f"CREATE INDEX ON {table} USING hnsw (embedding {metric_ops});" if metric_ops else ""
-    )
+    index = f"CREATE INDEX ON {table} USING hnsw (embedding {metric_ops});" if metric_ops else ""
     rows = [
         (
             p["id"],
@@ -217,8 +214,7 @@ def qdrant_points(client: Any, distance: str = "Cosine") -> None:
     client.upsert(
         TABLE,
         points=[
-            models.PointStruct(id=p["id"], vector=p["vector"], payload=p["payload"])
-            for p in POINTS
+            models.PointStruct(id=p["id"], vector=p["vector"], payload=p["payload"]) for p in POINTS
         ],
     )
 
@@ -288,7 +284,7 @@ def batch_dicts(batch: Batch) -> list[dict[str, Any]]:
 
 
 def config(kind: str, **kw: Any) -> DatabaseConfig:
-    return msgspec.convert({"name": f"vec_{kind}", "type": kind, **kw}, DatabaseConfig)
+    return registry.database_config(name=f"vec_{kind}", type=kind, **kw)
 
 
 def _pg_snapshot(folder: str) -> dict[Any, dict[str, Any]]:
@@ -310,9 +306,7 @@ def _lance_snapshot(folder: str) -> dict[Any, dict[str, Any]]:
 
 
 @pytest.fixture(params=["pgvector", "qdrant", "lancedb"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     kind = request.param
     if kind == "pgvector":
         folder = request.getfixturevalue("pgvector_server")
@@ -333,8 +327,11 @@ async def backend(
         snapshot = lambda: _qdrant_snapshot(connector)  # noqa: E731
     else:
         folder = str(tmp_path / "lance")
-        Path(folder).mkdir()
-        load = lambda: load_lancedb(folder)  # noqa: E731
+
+        def load() -> None:
+            Path(folder).mkdir()
+            load_lancedb(folder)
+
         connector = registry.create(config(kind, path=folder))
         reload = lambda: load_lancedb(folder)  # noqa: E731
         snapshot = lambda: _lance_snapshot(folder)  # noqa: E731

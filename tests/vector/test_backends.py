@@ -29,7 +29,7 @@ FILTERS = [
     {"color": None},
     {"color": {"$ne": "red"}},
     {"category": {"$nin": ["boots", "tents"]}},
-    {"name": "item 3 O'Neil \"x\""},
+    {"name": 'item 3 O\'Neil "x"'},
     {"id": {"$in": [1, 2, 3, 50, 51]}},
 ]
 
@@ -70,7 +70,8 @@ async def test_search_matches_the_clients_own_answer(backend: Backend) -> None:
 
         table = lancedb.connect(str(backend.extra["tmp"] / "lance")).open_table("items")
         res = table.search(q).distance_type("cosine").limit(10).to_arrow()
-        own = list(zip(res["id"].to_pylist(), [1 - d for d in res["_distance"].to_pylist()]))
+        ids, dists = res["id"].to_pylist(), res["_distance"].to_pylist()
+        own = [(i, 1 - d) for i, d in zip(ids, dists, strict=True)]
     else:
         text = "[" + ",".join(map(str, q)) + "]"
         folder = backend.connector.config.host
@@ -122,9 +123,7 @@ async def test_metric_dot_and_l2_scores(backend: Backend, pgvector_server: str) 
 
         await anyio.to_thread.run_sync(load_pgvector, pgvector_server, "items_ip", "vector_ip_ops")
         backend.connector._layouts.clear()  # type: ignore[attr-defined]
-        rows = await backend.rows(
-            {"intent": "search", "vector": q, "limit": 5}, table="items_ip"
-        )
+        rows = await backend.rows({"intent": "search", "vector": q, "limit": 5}, table="items_ip")
         # hnsw is approximate: compare scores of what came back, and the top hit
         for r in rows:
             assert close(r["score"], float(MATRIX[r["id"] - 1] @ np.array(q)))
