@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
 import json
 import math
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -282,8 +283,8 @@ class LanceDBConnector:
     async def open(self) -> None:
         if self._db is not None:
             return
-        import lancedb
-
+        # importing lancedb takes seconds (generated API clients): never on the event loop
+        lancedb = await anyio.to_thread.run_sync(importlib.import_module, "lancedb")
         path = self._path
         if not path:
             raise ConnectorUnavailable(self.config.name, "no `path` configured for lancedb")
@@ -292,7 +293,9 @@ class LanceDBConnector:
                 self.config.name, f"{path} is not a folder", suggestion="create it, or fix `path`"
             )
         try:
-            self._db = await lancedb.connect_async(path)
+            # the folder is shared with other writers: every read sees their latest commit
+            # (LanceDB's default never looks again once a table is open)
+            self._db = await lancedb.connect_async(path, read_consistency_interval=dt.timedelta(0))
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConnectorUnavailable(self.config.name, f"cannot open {path}: {exc}") from exc
 

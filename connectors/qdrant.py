@@ -30,6 +30,7 @@ the matching points just before the change (Qdrant's update result has no count)
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -276,6 +277,8 @@ class QdrantConnector:
         if self._client is not None:
             return
         c = self.config
+        # importing qdrant_client takes seconds (pydantic models): never on the event loop
+        await anyio.to_thread.run_sync(importlib.import_module, "qdrant_client")
         try:
             if self._local:
                 from qdrant_client import QdrantClient
