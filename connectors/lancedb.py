@@ -29,7 +29,7 @@ import datetime as dt
 import importlib
 import json
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,6 +50,7 @@ from connectors.base import (
 from connectors.config import DatabaseConfig, FileSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.vector_query import (
+    DEFAULT_LIMIT,
     And,
     Cond,
     InvalidVectorQuery,
@@ -259,7 +260,7 @@ def where_sql(query: VectorQuery, layout: Layout, link: LinkFilter | None) -> st
 # -- the connector ---------------------------------------------------------------------------
 
 
-class LanceDBSettings(FileSettings, tag="lancedb"):
+class LanceDBSettings(FileSettings, tag="lancedb", frozen=True):
     """A LanceDB folder (`path`; relative to the config file)."""
 
 
@@ -303,9 +304,9 @@ class LanceDBConnector:
         db, self._db = self._db, None
         tables, self._tables = self._tables, {}
         for t in tables.values():
-            t.close()
+            t.close()  # type: ignore[no-untyped-call]
         if db is not None:
-            db.close()
+            db.close()  # type: ignore[no-untyped-call]
 
     def _require(self) -> AsyncConnection:
         if self._db is None:
@@ -396,7 +397,7 @@ class LanceDBConnector:
         statement: Statement,
         link: LinkFilter | None,
         deadline: float,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         timeout = dt.timedelta(seconds=statement.timeout)
         with self._errors(statement, deadline):
             table = await self._table(collection)
@@ -418,12 +419,12 @@ class LanceDBConnector:
             if scored:
                 vec = await search_vector(query)
                 check_dimension(query, vec, layout.dimension)
-                q = (
+                q: Any = (
                     table.query()
                     .nearest_to(list(vec))
                     .column(layout.vector)
                     .distance_type(layout.metric)
-                    .limit(limit)
+                    .limit(limit or DEFAULT_LIMIT)
                 )
                 if query.offset:
                     q = q.offset(query.offset)
@@ -441,25 +442,22 @@ class LanceDBConnector:
                 q = q.where(where)
             q = q.select([ID, *names, "_distance"] if scored else [ID, *names])
             reader = await q.to_batches(max_batch_length=statement.batch_size, timeout=timeout)
+        # the reader holds LanceDB's stream; dropping it (when this generator closes) stops it
         sent = 0
-        try:
-            while True:
-                with self._errors(statement, deadline):
-                    try:
-                        raw = await reader.__anext__()
-                    except StopAsyncIteration:
-                        break
-                if raw.num_rows == 0:
-                    continue
-                if limit is not None and sent + raw.num_rows > limit:
-                    raw = raw.slice(0, limit - sent)
-                sent += raw.num_rows
-                yield Batch(columns, arrow=_shape(raw, columns, layout.metric, scored))
-                if limit is not None and sent >= limit:
+        while True:
+            with self._errors(statement, deadline):
+                try:
+                    raw = await reader.__anext__()
+                except StopAsyncIteration:
                     break
-        finally:
-            with contextlib.suppress(Exception):
-                reader.close()  # type: ignore[attr-defined]
+            if raw.num_rows == 0:
+                continue
+            if limit is not None and sent + raw.num_rows > limit:
+                raw = raw.slice(0, limit - sent)
+            sent += raw.num_rows
+            yield Batch(columns, arrow=_shape(raw, columns, layout.metric, scored))
+            if limit is not None and sent >= limit:
+                break
         if sent == 0:
             yield Batch(columns, rows=[])
 
@@ -502,10 +500,10 @@ class LanceDBConnector:
             result = await merge.when_not_matched_insert_all().execute(data)
             return int(result.num_updated_rows + result.num_inserted_rows)
         if intent == "delete_all":
-            return int((await table.delete("true")).num_deleted_rows)
+            return _deleted(await table.delete("true"))
         where = where_sql(query, layout, None) or "true"
         if intent == "delete":
-            return int((await table.delete(where)).num_deleted_rows)
+            return _deleted(await table.delete(where))
         # set_payload / update: only payload columns, values as typed literals
         updates = {}
         for key, value in query.payload.items():
@@ -579,6 +577,11 @@ def _shape(
         else:
             arrays.append(_as_logical(raw.column(col.name), col.type))
     return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in columns])
+
+
+def _deleted(result: Any) -> int:
+    """Rows a delete removed (LanceDB's DeleteResult; its stubs lag behind the class)."""
+    return int(result.num_deleted_rows)
 
 
 def _json_value(value: Any, typ: pa.DataType) -> Any:

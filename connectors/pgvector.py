@@ -227,7 +227,7 @@ def _bind(value: Any, typname: str) -> Any:
     return value
 
 
-class PgvectorSettings(PostgresSettings, tag="pgvector"):
+class PgvectorSettings(PostgresSettings, tag="pgvector", frozen=True):
     """A PostgreSQL database with the vector extension (the same fields as postgresql)."""
 
 

@@ -170,9 +170,10 @@ def _condition(field: str, op: str, value: Any) -> Any:
     if field == ID:
         if op in ("$eq", "$ne", "$in", "$nin"):
             ids = list(value) if op in ("$in", "$nin") else [value]
-            c = qm.HasIdCondition(has_id=[_point_id(v) for v in ids])
-            return c if op in ("$eq", "$in") else negate(c)
+            has: Any = qm.HasIdCondition(has_id=[_point_id(v) for v in ids])
+            return has if op in ("$eq", "$in") else negate(has)
         raise InvalidVectorQuery("`id` supports $eq, $ne, $in and $nin in Qdrant")
+    c: Any
     if op in ("$eq", "$ne"):
         if value is None:
             c = qm.IsNullCondition(is_null=qm.PayloadField(key=field))
@@ -203,7 +204,7 @@ def combined_filter(query: VectorQuery, link: LinkFilter | None) -> qm.Filter | 
     if link is not None:
         values = link_values(link)
         if link.column == ID:
-            ids = []
+            ids: list[Any] = []
             for v in values:
                 with contextlib.suppress(InvalidVectorQuery):
                     ids.append(_point_id(v))
@@ -231,7 +232,7 @@ def _doc(point: Any, scored: bool) -> dict[str, Any]:
 # -- the connector ---------------------------------------------------------------------------
 
 
-class QdrantSettings(ServerSettings, tag="qdrant"):
+class QdrantSettings(ServerSettings, tag="qdrant", frozen=True):
     """A Qdrant server (`dsn` is its URL, or host/port; `api_key`) or the embedded local mode
     (`path`: a folder, or ":memory:")."""
 

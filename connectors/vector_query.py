@@ -430,12 +430,12 @@ def _parse(text: str) -> VectorQuery:
     if intent == "search" and "vector" not in body:
         raise InvalidVectorQuery("`search` needs a `vector`", "or use near_text with a `text`")
     if intent in ("near_text", "hybrid"):
-        text = body.get("text")
-        if not isinstance(text, str) or not text.strip():
+        words = body.get("text")
+        if not isinstance(words, str) or not words.strip():
             raise InvalidVectorQuery(f"`{intent}` needs a non-empty `text`")
-        if len(text) > MAX_TEXT_CHARS:
+        if len(words) > MAX_TEXT_CHARS:
             raise InvalidVectorQuery(f"`text` is longer than {MAX_TEXT_CHARS} characters")
-        q["text"] = text
+        q["text"] = words
     if intent == "hybrid":
         alpha = body.get("alpha", 0.5)
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
