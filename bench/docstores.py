@@ -106,13 +106,14 @@ async def load_pg(dsn: str, n: int) -> None:
 async def load_couch(url: str, n: int) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=120) as c:
         (await c.put("/children")).raise_for_status()
-        for at in range(0, n, 5_000):
+        for at in range(0, n, 2_000):
             docs = [
                 {"_id": key(i), "parent": i, "amount": i % 100, "name": f"child {i}"}
-                for i in range(at, min(n, at + 5_000))
+                for i in range(at, min(n, at + 2_000))
             ]
-            resp = await c.post("/children/_bulk_docs", content=msgspec.json.encode({"docs": docs}))
-            resp.raise_for_status()
+            resp = await c.post("/children/_bulk_docs", json={"docs": docs})
+            if resp.status_code != 201:
+                raise RuntimeError(f"_bulk_docs answered {resp.status_code}: {resp.text[:300]}")
 
 
 async def load_dynamo(endpoint: str, n: int) -> None:

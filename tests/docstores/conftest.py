@@ -3,8 +3,8 @@
 - CouchDB API: PouchDB Server 4.2 (npm, installed into `.cache/npm` by `make test-servers`),
   in memory, on a free loopback port. It returns no `bookmark` from `_find` (the connector
   pages with skip), and refuses `$or` containing `$elemMatch` (real CouchDB answers it).
-- DynamoDB: moto's ThreadedMotoServer on a free port, in this process. Client retries are
-  off (one attempt), so a server error fails at once instead of after ~30 s of retries.
+- DynamoDB: moto's server (`moto_server`) as its own process on a free port. Client retries
+  are off (one attempt), so a server error fails at once instead of after ~30 s of retries.
 
 A server that cannot start fails the run (never a skip). Each test gets its own database or
 table names (a random suffix), so tests don't see each other's data.
@@ -12,11 +12,12 @@ table names (a random suffix), so tests don't see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import secrets
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,36 +42,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def couch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`http://127.0.0.1:PORT` of a PouchDB Server started for this session."""
-    if not POUCHDB_SERVER.exists():
-        pytest.fail(
-            f"{POUCHDB_SERVER} is missing: run `make test-servers` (make test does) to install "
-            "pouchdb-server from npm"
-        )
-    work = tmp_path_factory.mktemp("pouchdb")  # it writes config.json and log.txt in its cwd
-    port = free_port()
+@contextlib.contextmanager
+def serve(cmd: list[str], url: str, what: str, work: Path) -> Iterator[str]:
+    """Run a test server as its own process until the block ends; fail when it won't answer."""
     log = open(work / "server.out", "wb")  # closed in the finally below
-    proc = subprocess.Popen(
-        [str(POUCHDB_SERVER), "-p", str(port), "-o", "127.0.0.1", "-m", "-n"],
-        cwd=work,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"pouchdb-server exited with {proc.returncode}; see {work}")
+                pytest.fail(f"{what} exited with {proc.returncode}; see {work / 'server.out'}")
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"pouchdb-server did not answer within {STARTUP_S:g}s at {url}")
+                pytest.fail(f"{what} did not answer within {STARTUP_S:g}s at {url}")
             time.sleep(0.1)
         yield url
     finally:
@@ -81,6 +69,21 @@ def couch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def couch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`http://127.0.0.1:PORT` of a PouchDB Server started for this session."""
+    if not POUCHDB_SERVER.exists():
+        pytest.fail(
+            f"{POUCHDB_SERVER} is missing: run `make test-servers` (make test does) to install "
+            "pouchdb-server from npm"
+        )
+    work = tmp_path_factory.mktemp("pouchdb")  # it writes config.json and log.txt in its cwd
+    port = free_port()
+    cmd = [str(POUCHDB_SERVER), "-p", str(port), "-o", "127.0.0.1", "-m", "-n"]
+    with serve(cmd, f"http://127.0.0.1:{port}", "pouchdb-server", work) as url:
+        yield url
 
 
 @pytest.fixture
@@ -104,31 +107,19 @@ async def couch(couch_url: str, couch_db: str) -> AsyncIterator[httpx.AsyncClien
 
 
 @pytest.fixture(scope="session")
-def dynamo_endpoint() -> Iterator[str]:
-    """`http://127.0.0.1:PORT` of a moto DynamoDB server running in this process."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    try:
-        server.start()
-    except Exception as exc:  # the server raises whatever its thread hit
-        pytest.fail(f"moto's DynamoDB server did not start: {exc!r}")
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        try:
-            httpx.get(f"{url}/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"moto did not answer within {STARTUP_S:g}s at {url}")
-            time.sleep(0.05)
-    try:
+def dynamo_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`http://127.0.0.1:PORT` of moto's DynamoDB server, as its own process (in this one,
+    its request threads would share the GIL with the code under test, and a request the
+    client abandons leaves a server socket to the garbage collector: a ResourceWarning in
+    whichever test runs next)."""
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: install the test extra (moto[server,dynamodb])")
+    port = free_port()
+    cmd = [str(exe), "-H", "127.0.0.1", "-p", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with serve(cmd, f"{url}/moto-api/", "moto_server", tmp_path_factory.mktemp("moto")):
         yield url
-    finally:
-        server.stop()
 
 
 DYNAMO_ENV = {
