@@ -300,7 +300,7 @@ def _make_catalog(folder: Path) -> None:
     table = pa.table(
         {
             "id": pa.array(range(1, len(PRODUCTS) + 1), pa.int64()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIMENSION),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIMENSION),
             "name": [name for name, _, _ in PRODUCTS],
             "category": [category for _, category, _ in PRODUCTS],
             "description": DESCRIPTIONS,

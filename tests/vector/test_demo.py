@@ -51,7 +51,7 @@ async def test_products_like_hiking_boots_and_their_revenue(tmp_path: Path) -> N
     # the nearest three by the catalog's own vectors, in numpy
     table = lancedb.connect(str(tmp_path / "demo" / "catalog")).open_table("products")
     catalog = table.to_arrow()
-    vectors = np.array(catalog["vector"].to_pylist(), dtype=np.float64)
+    vectors = np.array(catalog["embedding"].to_pylist(), dtype=np.float64)
     q = embedder().embed(["waterproof hiking boots"])[0].astype(np.float64)
     sims = vectors @ q / np.linalg.norm(vectors, axis=1)
     ids = catalog["id"].to_pylist()
