@@ -13,6 +13,7 @@ from safety.mql import MqlAnalysis, analyse_mql
 from safety.policy import DatabaseGrants, TableGrant, database_grants
 from safety.sql_access import TableRef
 from safety.sql_analysis import SqlAnalysis, analyse_sql
+from safety.sql_template import Hit, match
 
 if TYPE_CHECKING:
     from connectors.config import DatabaseConfig
@@ -42,8 +43,11 @@ class StepContext:
         "row_cap",
         "link_text",
         "step",
+        "template",
         "text",
         "timeout",
+        "run_text",
+        "params",
     )
 
     def __init__(self, request: CheckRequest, config: Config, step: StepInput) -> None:
@@ -54,10 +58,14 @@ class StepContext:
         self.db: DatabaseConfig | None = config.database(step.database)
         self._analysis: SqlAnalysis | MqlAnalysis | None = None
         self._grants: DatabaseGrants | None = None
+        # a checked text this one differs from only in inert literals (safety/sql_template)
+        self.template: Hit | None = None
         # written by GUARDRAILS
         self.text: str | None = None
         self.row_cap: int | None = None
         self.link_text: str | None = None
+        self.run_text: str | None = None  # `text` with inert literals bound as `params`
+        self.params: tuple[object, ...] = ()
         self.timeout: float = config.safety.query_timeout_seconds
 
     @property
@@ -70,7 +78,12 @@ class StepContext:
             if self.language == "mql":
                 self._analysis = analyse_mql(self.step.query)
             else:
-                self._analysis = analyse_sql(self.dialect, self.step.query)
+                self.template = match(self.dialect, self.step.query)
+                self._analysis = (
+                    self.template.analysis
+                    if self.template is not None
+                    else analyse_sql(self.dialect, self.step.query)
+                )
         return self._analysis
 
     @property

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from safety.mql import MqlAnalysis, rewrite_mql
 from safety.sql_rewrite import rewrite_sql
+from safety.sql_template import add_render, learn
 from safety.verdicts import Allow, Block, Verdict
 
 if TYPE_CHECKING:
@@ -45,10 +46,16 @@ class Guardrails:
         else:
             step.row_cap = cap if a.returns_rows else None
             fetch = None if step.row_cap is None else step.row_cap + 1
-            step.text = rewrite_sql(step.dialect, step.step.query, fetch)
-            step.link_text = (
-                step.text if fetch is None else rewrite_sql(step.dialect, step.step.query, None)
-            )
+            hit = step.template
+            done = None if hit is None else hit.rewrite(fetch) or add_render(hit, fetch)
+            if done is not None:
+                step.text, step.link_text = done.text, done.link_text
+                step.run_text, step.params = done.run_text, done.params
+            else:
+                step.text = rewrite_sql(step.dialect, step.step.query, fetch)
+                step.link_text = rewrite_sql(step.dialect, step.step.query, None)
+                if hit is None:
+                    learn(step.dialect, step.step.query, a, fetch, step.text, step.link_text)
         if step.row_cap is not None:
             policy.append(f"safety.max_rows_per_query={cap}")
         return Allow(", ".join(policy))

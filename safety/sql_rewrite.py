@@ -37,6 +37,11 @@ class SluiceMySQL(MySQL):
 _WRITE: dict[str, str | type[MySQL]] = {"mysql": SluiceMySQL}
 
 
+def write_dialect(dialect: str) -> str | type[MySQL]:
+    """What sqlglot writes `dialect` with."""
+    return _WRITE.get(dialect, dialect)
+
+
 @text_cache
 def rewrite_sql(dialect: str, text: str, fetch: int | None) -> str:
     """The text the connector runs: `fetch` (= cap + 1) rows at most for a query."""
@@ -45,7 +50,7 @@ def rewrite_sql(dialect: str, text: str, fetch: int | None) -> str:
     assert tree is not None, "rewrite_sql runs only on a statement that passed AST_CHECKER"
     if fetch is not None:
         tree = cap_rows(tree.copy(), fetch, dialect)
-    sql = tree.sql(dialect=_WRITE.get(dialect, dialect), comments=False)
+    sql = tree.sql(dialect=write_dialect(dialect), comments=False)
     return f"{parsed.explain}{sql}" if parsed.explain else sql
 
 
