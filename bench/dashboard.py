@@ -247,20 +247,30 @@ def measure(
     key_sets: list[int],
     duration_s: float,
     profile_dir: Path | None = None,
+    before: str | None = None,
+    gc_dir: Path | None = None,
 ) -> list[Point]:
+    """Each point: sluice, then (with `before`, a PYTHONPATH holding an older checkout)
+    the older sluice, then the thin service, back to back on the same server kind."""
     points: list[Point] = []
     sluice_fmt = sluice_body_fmt()
     thin_fmt = '{"id": %d}'
     for server, workers in servers:
-        with (
-            serve(TARGETS, server=server, workers=workers, max_rows=LOOKUP_MAX_ROWS, pg_only=True)
-            as s,
-            thin(server, workers) as thin_base,
-        ):  # fmt: skip
-            sides = {
-                "sluice": (s.base_url, "/v1/query/simple", sluice_fmt),
-                "thin": (thin_base, "/lookup", thin_fmt),
-            }
+        gc_log = None
+        if gc_dir is not None and server == "hypercorn" and workers == 1:
+            gc_dir.mkdir(parents=True, exist_ok=True)
+            gc_log = gc_dir / "sluice.json"
+        opts: dict[str, Any] = {"server": server, "workers": workers}
+        opts |= {"max_rows": LOOKUP_MAX_ROWS, "pg_only": True}
+        with contextlib.ExitStack() as stack:
+            s = stack.enter_context(serve(TARGETS, **opts, gc_log=gc_log))
+            sides = {"sluice": (s.base_url, "/v1/query/simple", sluice_fmt)}
+            if before is not None:
+                old_log = None if gc_log is None else gc_dir / "before.json"  # type: ignore[operator]
+                env = {"PYTHONPATH": before}
+                old = stack.enter_context(serve(TARGETS, **opts, gc_log=old_log, extra_env=env))
+                sides["before"] = (old.base_url, "/v1/query/simple", sluice_fmt)
+            sides["thin"] = (stack.enter_context(thin(server, workers)), "/lookup", thin_fmt)
             for base, path, fmt in sides.values():  # connections, prepared statements
                 run_wrk(base, path, fmt, 1, 8, 1.0)
             for keys in key_sets:
@@ -300,28 +310,37 @@ def direct(concurrencies: list[int], duration_s: float) -> dict[int, dict[str, f
 
 
 def table(points: list[Point], raw: dict[int, dict[str, float]]) -> str:
-    """Markdown: one row per (server, keys, concurrency), sluice next to the thin service."""
-    thin_of = {
-        (p.server, p.workers, p.keys, p.concurrency): p for p in points if p.service == "thin"
-    }
-    lines = [
-        "| server | keys | c | sluice req/s | thin req/s | ratio | sluice p50 / p99 ms "
-        "| thin p50 / p99 ms | +p50 ms | asyncpg req/s | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    """Markdown: one row per (server, keys, concurrency), sluice next to the thin service
+    (and the older sluice, when measured)."""
+    by = {(p.service, p.server, p.workers, p.keys, p.concurrency): p for p in points}
+    has_before = any(p.service == "before" for p in points)
+    head = "| server | keys | c | sluice req/s | thin req/s | ratio | sluice p50 / p99 ms "
+    head += "| thin p50 / p99 ms | +p50 ms |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if has_before:
+        head += " before req/s | before p50 / p99 ms | before ratio |"
+        rule += "---:|---:|---:|"
+    lines = [head + " asyncpg req/s | load |", rule + "---:|---:|"]
     for p in points:
         if p.service != "sluice":
             continue
-        t = thin_of[(p.server, p.workers, p.keys, p.concurrency)]
+        point = (p.server, p.workers, p.keys, p.concurrency)
+        t = by[("thin", *point)]
         ratio = p.req_per_s / t.req_per_s if t.req_per_s else 0.0
-        direct_rps = raw.get(p.concurrency, {}).get("req_per_s")
-        lines.append(
+        row = (
             f"| {p.server} x{p.workers} | {p.keys:,} | {p.concurrency} | {p.req_per_s:,.0f} "
             f"| {t.req_per_s:,.0f} | **{ratio:.2f}x** | {p.p50_ms:.2f} / {p.p99_ms:.2f} "
-            f"| {t.p50_ms:.2f} / {t.p99_ms:.2f} | {p.p50_ms - t.p50_ms:+.2f} "
-            f"| {'' if direct_rps is None else f'{direct_rps:,.0f}'} "
-            f"| {p.load_avg_1m:.1f} |"
+            f"| {t.p50_ms:.2f} / {t.p99_ms:.2f} | {p.p50_ms - t.p50_ms:+.2f} |"
         )
+        b = by.get(("before", *point))
+        if has_before and b is not None:
+            b_ratio = b.req_per_s / t.req_per_s if t.req_per_s else 0.0
+            row += f" {b.req_per_s:,.0f} | {b.p50_ms:.2f} / {b.p99_ms:.2f} | {b_ratio:.2f}x |"
+        elif has_before:
+            row += " | | |"
+        direct_rps = raw.get(p.concurrency, {}).get("req_per_s")
+        row += f" {'' if direct_rps is None else f'{direct_rps:,.0f}'} | {p.load_avg_1m:.1f} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -332,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keys", type=int, nargs="+", default=[1, 1000, 100_000])
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--before", default=None, help="PYTHONPATH of an older sluice to compare")
+    ap.add_argument("--gc", type=Path, default=None, help="time GC pauses (hypercorn x1) here")
     ap.add_argument("--no-direct", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT_MD)
     ap.add_argument("--label", default="", help="a heading for this run in --out")
@@ -339,7 +360,15 @@ def main(argv: list[str] | None = None) -> None:
     ensure_dataset()
     servers = [(s.split(":")[0], int(s.split(":")[1]) if ":" in s else 1) for s in args.servers]
     raw = {} if args.no_direct else direct(args.concurrency, args.duration)
-    points = measure(servers, args.concurrency, args.keys, args.duration, args.profile)
+    points = measure(
+        servers,
+        args.concurrency,
+        args.keys,
+        args.duration,
+        args.profile,
+        before=args.before,
+        gc_dir=args.gc,
+    )
     with (results.RESULTS_DIR / f"{RUNNER}.jsonl").open("a") as f:
         for p in points:
             rec = {**asdict(p), "git": results.git_sha(), "versions": results.versions()}

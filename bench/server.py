@@ -204,8 +204,11 @@ def serve(
     pool_size: int = 32,
     max_rows: int = JOIN_MAX_ROWS,
     pg_only: bool = False,
+    gc_log: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[RunningSluice]:
-    """`sluice serve` as a subprocess on a free loopback port; stopped on exit."""
+    """`sluice serve` as a subprocess on a free loopback port; stopped on exit. `gc_log`:
+    run it under bench/gc_probe.py, which writes its garbage collections' pauses there."""
     if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}; known: {', '.join(SERVERS)}")
     port = port or free_port()
@@ -223,11 +226,16 @@ def serve(
         )
     )
     log_path = work / "server.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    command = [str(exe)]
+    if gc_log is not None:
+        here = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), here) if p)
+        command = [sys.executable, "-m", "bench.gc_probe", str(gc_log)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
-                str(exe),
+                *command,
                 "serve",
                 "--config",
                 str(cfg),

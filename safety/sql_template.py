@@ -39,7 +39,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from safety.sql_analysis import analyse_sql
-from safety.sql_rewrite import rewrite_sql, write_dialect
+from safety.sql_rewrite import rewrite_sql
 from safety.text_cache import CACHE_MAX_CHARS
 
 if TYPE_CHECKING:
@@ -279,9 +279,8 @@ def _build(
     probed = analyse_sql(dialect, probe)
     if not _same_verdict(probed, analysis):
         return None
-    write = write_dialect(dialect)
     written = tuple(
-        exp.Literal.string(s).sql(dialect=write) if lit[0] == _STRING else s
+        exp.Literal.string(s).sql(dialect=dialect) if lit[0] == _STRING else s
         for lit, s in zip(literals, sentinels, strict=True)
     )
     pinned = tuple(lit[2] for lit, i in zip(literals, inert, strict=True) if not i)
@@ -373,7 +372,7 @@ def _split(sql: str, sentinels: dict[str, int]) -> tuple[tuple[str, ...], tuple[
 
 def _inline(dialect: str, literal: Literal) -> str:
     if literal[0] == _STRING:
-        return exp.Literal.string(literal[1]).sql(dialect=write_dialect(dialect))
+        return exp.Literal.string(literal[1]).sql(dialect=dialect)
     return literal[1]
 
 
