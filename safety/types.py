@@ -5,12 +5,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
 Operation = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "DDL"]
 StageName = Literal["PROMPT_GUARD", "RBAC_GATE", "AST_CHECKER", "INJECTION_ANALYSER", "GUARDRAILS"]
+Finding = tuple[str, str | None]  # (reason, suggestion) of a structural or injection finding
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """A table as written: `name` with optional `schema` and `catalog` (lower-cased)."""
+
+    name: str
+    schema: str = ""
+    catalog: str = ""
+
+    @property
+    def display(self) -> str:
+        return ".".join(p for p in (self.catalog, self.schema, self.name) if p)
 
 
 class StepInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,7 +74,7 @@ class CheckedStep(msgspec.Struct, kw_only=True):
     # max_rows (row_cap + 1) still enforces the cap. None: link into `text` (MQL filters first).
     link_text: str | None = None
     # What the connector runs when it differs from `text`: the same statement with inert
-    # literals bound as `params` (safety/sql_template), so one prepared statement serves all.
+    # literals bound as `params` (safety/languages/sql_template.py), so one prepared statement serves all.
     run_text: str | None = None
     params: tuple[object, ...] = ()
 

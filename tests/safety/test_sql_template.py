@@ -1,5 +1,5 @@
-"""Statement templates (safety/sql_template.py): a text that shares a template with a checked
-one gets exactly the verdict and the rewrite a full check would give it.
+"""Statement templates (safety/languages/sql_template.py): a text that shares a template with
+a checked one gets exactly the verdict and the rewrite a full check would give it.
 
 The corpora are replayed with their literals changed, once after the original text taught
 its template and once with no template at all: block, stage, reason, warnings and the text
@@ -16,7 +16,7 @@ import sqlglot
 from sqlglot.tokens import TokenType
 
 from engine.config import Config
-from safety import sql_template
+from safety.languages import sql_template
 from safety.types import SafetyOutcome
 from tests.safety.conftest import expand, load_corpus, run
 

@@ -38,12 +38,12 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from safety.sql_analysis import analyse_sql
-from safety.sql_rewrite import rewrite_sql
+from safety.languages.sql_analysis import analyse_sql
+from safety.languages.sql_rewrite import rewrite_sql
 from safety.text_cache import CACHE_MAX_CHARS
 
 if TYPE_CHECKING:
-    from safety.sql_analysis import SqlAnalysis
+    from safety.languages.sql_analysis import SqlAnalysis
 
 TEMPLATE_KEYS = 4096  # token shapes remembered (each holds a few templates)
 TEMPLATES_PER_KEY = 8  # templates for one shape (they differ in pinned literals)

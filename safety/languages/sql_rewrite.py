@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL
 from sqlglot.generator import Generator
 
-from safety.sql_parse import parse
+from safety.languages.sql_parse import parse
 from safety.text_cache import text_cache
 
 

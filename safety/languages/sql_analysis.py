@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlglot import exp
 
-from safety.sql_access import (
+from safety.languages.sql_access import (
     ColumnUse,
     TableRef,
     column_uses,
@@ -19,9 +20,9 @@ from safety.sql_access import (
     statement_operation,
     table_access,
 )
-from safety.sql_findings import Finding, find, is_tautology
-from safety.sql_names import FILE_LIKE
-from safety.sql_parse import Parsed, parse
+from safety.languages.sql_findings import Finding, find, is_tautology
+from safety.languages.sql_names import FILE_LIKE
+from safety.languages.sql_parse import Parsed, parse
 from safety.text_cache import text_cache
 from safety.types import Operation
 
@@ -44,6 +45,9 @@ class SqlAnalysis:
     structural: tuple[Finding, ...]
     injection_blocks: tuple[Finding, ...]
     injection_warnings: tuple[str, ...]
+    # set on a text that shares a checked text's template (sql_template.Hit): the rewrite
+    # renders the template with this text's literals instead of generating SQL
+    template: Any = None
 
     @property
     def tree(self) -> exp.Expression | None:
