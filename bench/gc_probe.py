@@ -3,8 +3,9 @@
     python -m bench.gc_probe OUT.json serve --config sluice.yaml --port 8787
 
 Runs sluice's CLI in this process with a gc callback that times each collection by
-generation; on SIGTERM/exit it writes counts, total and worst pauses, and the objects each
-generation held, to OUT.json. Use with one hypercorn worker (the in-process server).
+generation; on SIGTERM/exit it writes counts, total and worst pauses and the objects tracked
+to OUT.json. Collections before the server freezes its startup heap (api/heap.py) are not
+counted: they happen before the first request. Use with one hypercorn worker (in process).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 PAUSES: dict[int, list[float]] = {0: [], 1: [], 2: []}
 _started: list[float] = [0.0]
+_freeze = gc.freeze
 
 
 def _on_gc(phase: str, info: dict[str, int]) -> None:
@@ -26,6 +28,13 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
         _started[0] = time.perf_counter()
     else:
         PAUSES[info["generation"]].append(time.perf_counter() - _started[0])
+
+
+def _frozen() -> None:
+    """The server froze its startup heap: count only the collections after it."""
+    _freeze()
+    for pauses in PAUSES.values():
+        pauses.clear()
 
 
 def summary() -> dict[str, object]:
@@ -45,6 +54,7 @@ def summary() -> dict[str, object]:
 def main() -> None:
     out = Path(sys.argv[1])
     gc.callbacks.append(_on_gc)
+    gc.freeze = _frozen
 
     def write() -> None:
         out.write_text(json.dumps(summary(), indent=1))
