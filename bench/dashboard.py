@@ -146,7 +146,7 @@ def run_wrk(base: str, path: str, body_fmt: str, keys: int, c: int, duration_s: 
 
 
 @contextlib.contextmanager
-def thin(server: str, workers: int) -> Iterator[str]:
+def thin(server: str, workers: int, dsn: str = TARGETS.pg_dsn) -> Iterator[str]:
     """bench/thin_service.py on a free port; its base URL."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="thin-", suffix=".log", delete=False)
