@@ -28,6 +28,7 @@ stay inline. Other dialects get the rendered text.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
@@ -218,7 +220,7 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
     """(key, literals): the token stream with int and string literals replaced by their kind,
     and those literals. None: no template for this text."""
     try:
-        tokens = sqlglot.tokenize(text, read=dialect)
+        tokens = _dialect(dialect).tokenize(text)
     except (SqlglotError, RecursionError):
         return None
     key: list[Any] = [dialect]
@@ -239,6 +241,11 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
             literals.append((kind, tok.text, text[tok.start : tok.end + 1], tok.start, tok.end + 1))
             key.append((kind, tuple(tok.comments)) if tok.comments else kind)
     return tuple(key), tuple(literals)
+
+
+@functools.cache
+def _dialect(name: str) -> Dialect:
+    return Dialect.get_or_raise(name)
 
 
 def _sentinel(kind: str, i: int) -> str:
