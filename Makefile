@@ -34,6 +34,7 @@ test: install-test services
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # wrk drives the dashboard benchmark (bench/dashboard.py): a C client, off the server's CPU
 bench-tools:
