@@ -28,6 +28,7 @@ stay inline. Other dialects get the rendered text.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections import OrderedDict
@@ -41,14 +42,15 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from safety.languages.sql_analysis import analyse_sql
+from safety.languages.sql_parse import Parsed
 from safety.languages.sql_rewrite import rewrite_sql
 from safety.text_cache import CACHE_MAX_CHARS
 
 if TYPE_CHECKING:
     from safety.languages.sql_analysis import SqlAnalysis
 
-TEMPLATE_KEYS = 4096  # token shapes remembered (each holds a few templates)
-TEMPLATES_PER_KEY = 8  # templates for one shape (they differ in pinned literals)
+TEMPLATE_KEYS = 1024  # token shapes remembered (each holds a few templates)
+TEMPLATES_PER_KEY = 4  # templates for one shape (they differ in pinned literals)
 FAILURES_PER_KEY = 4  # a shape that fails to learn this often is not tried again
 _INT4_MAX = 2**31 - 1
 _INT8_MAX = 2**63 - 1
@@ -286,6 +288,11 @@ def _build(
     probed = analyse_sql(dialect, probe)
     if not _same_verdict(probed, analysis):
         return None
+    # no stage reads the syntax tree (the rewrite parses the probe through its own cache):
+    # a template without it keeps the garbage collector's heap small
+    p = probed.parsed
+    bare = Parsed((), explain=p.explain, comments=p.comments, trailing_comment=p.trailing_comment)
+    probed = dataclasses.replace(probed, parsed=bare)
     written = tuple(
         exp.Literal.string(s).sql(dialect=dialect) if lit[0] == _STRING else s
         for lit, s in zip(literals, sentinels, strict=True)
