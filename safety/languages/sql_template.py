@@ -14,7 +14,8 @@ can read its value: an operand of `=`, `<>`, `<`, `<=`, `>`, `>=`, `IN (...)` or
 argument naming a file or setting, both sides of `1 = 1`, anything GUARDRAILS reads) is
 pinned: texts that differ in one get different templates, so each is checked on its own.
 
-A template is learned from a text that went through the whole pipeline: the text is
+A template is learned from the second text of a shape that went through the whole pipeline
+(a one-off text never pays for it): the text is
 re-analysed with every inert literal replaced by a sentinel, and the template is kept only
 if that analysis has the same findings, tables, columns and warnings as the real one and
 rendering the real values back reproduces the real rewrite exactly. Shapes that fail
@@ -128,6 +129,7 @@ class Hit:
 class _Shape:
     templates: list[Template] = field(default_factory=list)
     failures: int = 0
+    seen: int = 0  # checks of a text of this shape so far; learning starts at the second
 
 
 Literal = tuple[str, str, str, int, int]  # (kind, token text, source text, start, end + 1)
@@ -175,9 +177,14 @@ def learn(
     key, literals = shaped
     with _lock:
         shape = _shapes.get(key)
-        if shape is not None and (
-            shape.failures >= FAILURES_PER_KEY or len(shape.templates) >= TEMPLATES_PER_KEY
-        ):
+        if shape is None:
+            # a one-off text never pays for learning: only a shape seen twice is learned
+            _shapes[key] = _Shape(seen=1)
+            _trim()
+            return
+        _shapes.move_to_end(key)
+        shape.seen += 1
+        if shape.failures >= FAILURES_PER_KEY or len(shape.templates) >= TEMPLATES_PER_KEY:
             return
     hit = None
     try:
@@ -197,8 +204,12 @@ def learn(
             shape.failures += 1
         elif all(t.pinned != hit.template.pinned for t in shape.templates):
             shape.templates.append(hit.template)
-        while len(_shapes) > TEMPLATE_KEYS:
-            _shapes.popitem(last=False)
+        _trim()
+
+
+def _trim() -> None:
+    while len(_shapes) > TEMPLATE_KEYS:
+        _shapes.popitem(last=False)
 
 
 def add_render(hit: Hit, fetch: int | None) -> Rewrite | None:
@@ -218,6 +229,7 @@ def clear() -> None:
 # -- internals -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)  # match() and learn() on one request see the same text
 def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, ...]] | None:
     """(key, literals): the token stream with int and string literals replaced by their kind,
     and those literals. None: no template for this text."""

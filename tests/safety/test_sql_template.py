@@ -35,6 +35,12 @@ def no_templates() -> Any:
     sql_template.clear()
 
 
+def teach(config: Config, query: str, table: str, dialect: str = "postgres") -> SafetyOutcome:
+    """Check `query` twice: a shape is learned the second time it is seen."""
+    run(config, query, table, dialect)
+    return run(config, query, table, dialect)
+
+
 def variant(query: str, dialect: str, how: str) -> str | None:
     """`query` with each int (or string) literal changed, each by a different amount, so a
     pair like `1 = 1` stops being equal; None when it has none."""
@@ -87,7 +93,7 @@ def test_changed_literals_get_the_verdict_of_a_full_check(
     sql_template.clear()
     expected = summary(run(config, other, table, dialect))  # no template: a full check
     sql_template.clear()
-    run(config, query, table, dialect)  # teaches the original's template, if it has one
+    teach(config, query, table, dialect)  # the original's template, if it has one
     assert summary(run(config, other, table, dialect)) == expected, (query, other)
 
 
@@ -100,7 +106,7 @@ def test_the_corpus_replay_reuses_templates(config: Config) -> None:
         if other is None:
             continue
         sql_template.clear()
-        run(config, entry["query"], entry["table"], dialect)
+        teach(config, entry["query"], entry["table"], dialect)
         if sql_template.match(dialect, other) is not None:
             hits += 1
             blocked_hits += "expect_stage" in entry
@@ -120,7 +126,7 @@ def test_a_verdict_changing_literal_gets_its_own_verdict(config: Config) -> None
         sql_template._shape_of("postgres", first)[0]
         == sql_template._shape_of("postgres", second)[0]
     )
-    clean = run(config, first, "items")
+    clean = teach(config, first, "items")
     assert clean.block is None and clean.warnings == []
     assert hit_of("postgres", first) is not None  # learned
     warned = run(config, second, "items")
@@ -133,7 +139,7 @@ def test_a_verdict_changing_literal_gets_its_own_verdict(config: Config) -> None
 
 def test_a_limit_is_checked_per_request(config: Config) -> None:
     """LIMIT is read by GUARDRAILS (the cap is 100 here): its value is never a slot."""
-    small = run(config, "SELECT id FROM items WHERE id > 5 LIMIT 50", "items")
+    small = teach(config, "SELECT id FROM items WHERE id > 5 LIMIT 50", "items")
     big = run(config, "SELECT id FROM items WHERE id > 6 LIMIT 5000", "items")
     assert small.steps[0].text == "SELECT id FROM items WHERE id > 5 LIMIT 50"
     assert big.steps[0].text == "SELECT id FROM items WHERE id > 6 LIMIT 101"
@@ -146,7 +152,7 @@ def test_a_limit_is_checked_per_request(config: Config) -> None:
 def test_a_function_argument_is_checked_per_request(config: Config) -> None:
     """A file-reading function's argument is never a slot: each text is refused on its own,
     and a harmless call with the same shape does not open a template for a hostile one."""
-    ok = run(config, "SELECT id FROM items WHERE id = 1 AND length('abc') = 3", "items")
+    ok = teach(config, "SELECT id FROM items WHERE id = 1 AND length('abc') = 3", "items")
     assert ok.block is None
     bad = run(config, "SELECT pg_read_file('/etc/passwd') FROM items WHERE id = 2", "items")
     assert bad.block is not None
@@ -155,7 +161,7 @@ def test_a_function_argument_is_checked_per_request(config: Config) -> None:
 
 
 def test_postgres_binds_inert_integers(config: Config) -> None:
-    run(
+    teach(
         config,
         "/* panel 3 */ SELECT id FROM items WHERE id IN (1, 3000000000) AND name = 'a'",
         "items",
@@ -172,22 +178,30 @@ def test_postgres_binds_inert_integers(config: Config) -> None:
     )
     assert step.params == (3, 4000000000)
     # other dialects reuse the template but run the rendered text
-    run(config, "SELECT id FROM items WHERE id = 1", "items", "mysql")
+    teach(config, "SELECT id FROM items WHERE id = 1", "items", "mysql")
     my = run(config, "SELECT id FROM items WHERE id = 2", "items", "mysql").steps[0]
     assert my.text == my.run_text == "SELECT id FROM items WHERE id = 2 LIMIT 101"
     assert my.params == ()
 
 
 def test_a_different_comment_is_a_different_template(config: Config) -> None:
-    run(config, "SELECT id FROM items WHERE id = 1 -- a", "items")
+    teach(config, "SELECT id FROM items WHERE id = 1 -- a", "items")
     assert hit_of("postgres", "SELECT id FROM items WHERE id = 2 -- a") is not None
     assert hit_of("postgres", "SELECT id FROM items WHERE id = 2 -- b") is None
     assert hit_of("postgres", "select id FROM items WHERE id = 2 -- a") is None
 
 
 def test_texts_with_their_own_parameters_get_no_template(config: Config) -> None:
-    run(config, "SELECT id FROM items WHERE id = $1", "items")
+    teach(config, "SELECT id FROM items WHERE id = $1", "items")
     assert hit_of("postgres", "SELECT id FROM items WHERE id = $1") is None
+
+
+def test_a_one_off_text_is_not_learned(config: Config) -> None:
+    """Learning costs a second analysis: only a shape seen twice pays it."""
+    run(config, "SELECT id FROM items WHERE id = 1", "items")
+    assert hit_of("postgres", "SELECT id FROM items WHERE id = 2") is None
+    run(config, "SELECT id FROM items WHERE id = 3", "items")
+    assert hit_of("postgres", "SELECT id FROM items WHERE id = 2") is not None
 
 
 def test_the_cache_is_bounded(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
