@@ -43,7 +43,7 @@ from bench import bodies, datagen, results
 from bench.datasets import Targets, load
 from bench.peer import free_port
 from bench.raw import simple_direct
-from bench.server import LOOKUP_MAX_ROWS, process_tree, serve
+from bench.server import LOOKUP_MAX_ROWS, process_tree, serve, tree_cpu_seconds
 
 RUNNER = "dashboard"
 DATABASE = "sluice_dash"
@@ -65,6 +65,7 @@ class Point:
     p99_ms: float
     max_ms: float
     errors: int
+    cpu_us_per_req: float  # the server's own CPU (process tree), steadier than req/s here
     load_avg_1m: float
 
 
@@ -137,6 +138,7 @@ def run_wrk(base: str, path: str, body_fmt: str, keys: int, c: int, duration_s: 
     got = json.loads(line[len("RESULT ") :])
     errors = sum(got[k] for k in ("status", "connect", "read", "write", "timeout"))
     return {
+        "ok": got["requests"] - got["status"],
         "req_per_s": round((got["requests"] - got["status"]) / (got["duration_us"] / 1e6), 1),
         "p50_ms": got["p50"] / 1000,
         "p99_ms": got["p99"] / 1000,
@@ -146,8 +148,8 @@ def run_wrk(base: str, path: str, body_fmt: str, keys: int, c: int, duration_s: 
 
 
 @contextlib.contextmanager
-def thin(server: str, workers: int, dsn: str = TARGETS.pg_dsn) -> Iterator[str]:
-    """bench/thin_service.py on a free port; its base URL."""
+def thin(server: str, workers: int, dsn: str = TARGETS.pg_dsn) -> Iterator[tuple[str, int]]:
+    """bench/thin_service.py on a free port; its base URL and pid."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="thin-", suffix=".log", delete=False)
     proc = subprocess.Popen(
@@ -182,7 +184,7 @@ def thin(server: str, workers: int, dsn: str = TARGETS.pg_dsn) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError("thin service did not answer within 30 s")
             time.sleep(0.2)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -264,20 +266,32 @@ def measure(
         opts |= {"max_rows": LOOKUP_MAX_ROWS, "pg_only": True}
         with contextlib.ExitStack() as stack:
             s = stack.enter_context(serve(TARGETS, **opts, gc_log=gc_log))
-            sides = {"sluice": (s.base_url, "/v1/query/simple", sluice_fmt)}
+            sides = {"sluice": (s.base_url, "/v1/query/simple", sluice_fmt, s.pid)}
             if before is not None:
                 old_log = None if gc_log is None else gc_dir / "before.json"  # type: ignore[operator]
                 env = {"PYTHONPATH": before}
                 old = stack.enter_context(serve(TARGETS, **opts, gc_log=old_log, extra_env=env))
-                sides["before"] = (old.base_url, "/v1/query/simple", sluice_fmt)
-            sides["thin"] = (stack.enter_context(thin(server, workers)), "/lookup", thin_fmt)
-            for base, path, fmt in sides.values():  # connections, prepared statements
+                sides["before"] = (old.base_url, "/v1/query/simple", sluice_fmt, old.pid)
+            thin_base, thin_pid = stack.enter_context(thin(server, workers))
+            sides["thin"] = (thin_base, "/lookup", thin_fmt, thin_pid)
+            for base, path, fmt, _ in sides.values():  # connections, prepared statements
                 run_wrk(base, path, fmt, 1, 8, 1.0)
             for keys in key_sets:
                 for c in concurrencies:
-                    for service, (base, path, fmt) in sides.items():
+                    for service, (base, path, fmt, pid) in sides.items():
+                        cpu0 = tree_cpu_seconds(pid)
                         got = run_wrk(base, path, fmt, keys, c, duration_s)
-                        p = Point(service, server, workers, keys, c, **got, load_avg_1m=load_avg())
+                        cpu = (tree_cpu_seconds(pid) - cpu0) / max(1, got.pop("ok")) * 1e6
+                        p = Point(
+                            service,
+                            server,
+                            workers,
+                            keys,
+                            c,
+                            **got,
+                            cpu_us_per_req=round(cpu, 1),
+                            load_avg_1m=load_avg(),
+                        )
                         print(json.dumps(asdict(p)), flush=True)
                         points.append(p)
             if profile_dir is not None:
@@ -315,11 +329,11 @@ def table(points: list[Point], raw: dict[int, dict[str, float]]) -> str:
     by = {(p.service, p.server, p.workers, p.keys, p.concurrency): p for p in points}
     has_before = any(p.service == "before" for p in points)
     head = "| server | keys | c | sluice req/s | thin req/s | ratio | sluice p50 / p99 ms "
-    head += "| thin p50 / p99 ms | +p50 ms |"
-    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    head += "| thin p50 / p99 ms | +p50 ms | CPU us/req sluice / thin |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if has_before:
-        head += " before req/s | before p50 / p99 ms | before ratio |"
-        rule += "---:|---:|---:|"
+        head += " before req/s | before p50 / p99 ms | before ratio | before CPU us/req |"
+        rule += "---:|---:|---:|---:|"
     lines = [head + " asyncpg req/s | load |", rule + "---:|---:|"]
     for p in points:
         if p.service != "sluice":
@@ -330,14 +344,16 @@ def table(points: list[Point], raw: dict[int, dict[str, float]]) -> str:
         row = (
             f"| {p.server} x{p.workers} | {p.keys:,} | {p.concurrency} | {p.req_per_s:,.0f} "
             f"| {t.req_per_s:,.0f} | **{ratio:.2f}x** | {p.p50_ms:.2f} / {p.p99_ms:.2f} "
-            f"| {t.p50_ms:.2f} / {t.p99_ms:.2f} | {p.p50_ms - t.p50_ms:+.2f} |"
+            f"| {t.p50_ms:.2f} / {t.p99_ms:.2f} | {p.p50_ms - t.p50_ms:+.2f} "
+            f"| {p.cpu_us_per_req:,.0f} / {t.cpu_us_per_req:,.0f} |"
         )
         b = by.get(("before", *point))
         if has_before and b is not None:
             b_ratio = b.req_per_s / t.req_per_s if t.req_per_s else 0.0
-            row += f" {b.req_per_s:,.0f} | {b.p50_ms:.2f} / {b.p99_ms:.2f} | {b_ratio:.2f}x |"
+            row += f" {b.req_per_s:,.0f} | {b.p50_ms:.2f} / {b.p99_ms:.2f} | {b_ratio:.2f}x "
+            row += f"| {b.cpu_us_per_req:,.0f} |"
         elif has_before:
-            row += " | | |"
+            row += " | | | |"
         direct_rps = raw.get(p.concurrency, {}).get("req_per_s")
         row += f" {'' if direct_rps is None else f'{direct_rps:,.0f}'} | {p.load_avg_1m:.1f} |"
         lines.append(row)

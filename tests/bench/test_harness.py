@@ -136,7 +136,7 @@ def test_the_thin_service_and_sluice_answer_a_lookup_alike(loaded: Targets) -> N
 
     from bench import dashboard
 
-    with dashboard.thin("hypercorn", 1, loaded.pg_dsn) as base:
+    with dashboard.thin("hypercorn", 1, loaded.pg_dsn) as (base, _):
         thin_rows = httpx.post(f"{base}/lookup", json={"id": 42}, timeout=30).json()["rows"]
     body = json.loads(dashboard.sluice_body_fmt() % 42)
     with serve(loaded, server="hypercorn") as s:
