@@ -35,6 +35,7 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # wrk drives the dashboard benchmark (bench/dashboard.py): a C client, off the server's CPU
 bench-tools:
