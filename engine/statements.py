@@ -24,7 +24,8 @@ def to_statement(
     `linked`: the statement a link filter will be applied to, i.e. the checked text before
     the row cap, so the cap counts rows that passed the filter (max_rows still enforces it).
     """
-    text, params = step.text, ()
+    text: str = step.text
+    params: tuple[object, ...] = ()
     if linked and step.link_text is not None:
         text = step.link_text
     elif step.run_text is not None and not bulk:

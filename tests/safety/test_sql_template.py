@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlglot
-from sqlglot.tokens import TokenType
+from sqlglot import TokenType
 
 from engine.config import Config
 from safety.languages import sql_template
