@@ -251,6 +251,7 @@ def measure(
     profile_dir: Path | None = None,
     before: str | None = None,
     gc_dir: Path | None = None,
+    profile_c: int = 32,
 ) -> list[Point]:
     """Each point: sluice, then (with `before`, a PYTHONPATH holding an older checkout)
     the older sluice, then the thin service, back to back on the same server kind."""
@@ -301,7 +302,9 @@ def measure(
                 profile(
                     pid,
                     profile_dir / f"{server}x{workers}",
-                    functools.partial(run_wrk, url, "/v1/query/simple", sluice_fmt, most, 32, 8.0),
+                    functools.partial(
+                        run_wrk, url, "/v1/query/simple", sluice_fmt, most, profile_c, 8.0
+                    ),
                 )
     return points
 
@@ -367,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keys", type=int, nargs="+", default=[1, 1000, 100_000])
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--profile-concurrency", type=int, default=32)
     ap.add_argument("--before", default=None, help="PYTHONPATH of an older sluice to compare")
     ap.add_argument("--gc", type=Path, default=None, help="time GC pauses (hypercorn x1) here")
     ap.add_argument("--no-direct", action="store_true")
@@ -384,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         args.profile,
         before=args.before,
         gc_dir=args.gc,
+        profile_c=args.profile_concurrency,
     )
     with (results.RESULTS_DIR / f"{RUNNER}.jsonl").open("a") as f:
         for p in points:
