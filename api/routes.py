@@ -8,7 +8,7 @@ import ipaddress
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +23,10 @@ from api.service import QueryBlocked, RequestContext
 from connectors.base import TableInfo
 from engine.errors import UnknownDatabase, UnknownTable
 from engine.ir import FederatedQuery
+
+if TYPE_CHECKING:
+    from engine.catalog import Catalog
+    from engine.results import ResultStore
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -49,18 +53,8 @@ def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
         rid = request_id_of(request.scope)
         try:
             result = await func(request)
-        except QueryBlocked as exc:
-            b = exc.block
-            return MsgspecResponse(
-                env.QueryBlocked(
-                    request_id=rid,
-                    status="blocked",
-                    error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
-                ),
-                status_code=403,
-            )
         except Exception as exc:
-            status, envelope = envelope_for(exc, rid)
+            status, envelope = error_envelope(exc, rid)
             headers = exc.headers if isinstance(exc, ApiError) else None
             return MsgspecResponse(envelope, status_code=status, headers=headers)
         if isinstance(result, Response):
@@ -68,6 +62,18 @@ def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
         return MsgspecResponse(result)
 
     return wrapper
+
+
+def error_envelope(exc: Exception, rid: str) -> tuple[int, env.QueryBlocked | env.ErrorEnvelope]:
+    """The status and envelope of any failure, for every transport (REST and MCP)."""
+    if isinstance(exc, QueryBlocked):
+        b = exc.block
+        return 403, env.QueryBlocked(
+            request_id=rid,
+            status="blocked",
+            error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
+        )
+    return envelope_for(exc, rid)
 
 
 def int_param(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:
@@ -148,7 +154,11 @@ async def health(request: Request) -> env.HealthResponse:
 async def databases(request: Request) -> env.DatabasesResponse:
     page = int_param(request, "page", 1, lo=1, hi=1_000_000)
     size = int_param(request, "size", 4, lo=1, hi=100)
-    states, total, pages = request.app.state.catalog.page(page, size)
+    return database_page(request.app.state.catalog, page, size)
+
+
+def database_page(catalog: Catalog, page: int, size: int) -> env.DatabasesResponse:
+    states, total, pages = catalog.page(page, size)
     entries = [
         env.DatabaseEntry(
             name=s.config.name,
@@ -175,7 +185,10 @@ async def databases(request: Request) -> env.DatabasesResponse:
 @json_endpoint
 async def table_detail(request: Request) -> TableInfo:
     catalog = request.app.state.catalog
-    name, table = request.path_params["db"], request.path_params["table"]
+    return await describe_table(catalog, request.path_params["db"], request.path_params["table"])
+
+
+async def describe_table(catalog: Catalog, name: str, table: str) -> TableInfo:
     state = catalog.get(name)
     if state is None:
         raise UnknownDatabase(name, catalog.names())
@@ -208,7 +221,11 @@ async def result_page(request: Request) -> env.ResultPage:
     rid = request.path_params["request_id"]
     page = int_param(request, "page", 1, lo=1, hi=10_000_000)
     size = int_param(request, "size", 100, lo=1, hi=10_000)
-    got = await request.app.state.service.store.page(rid, page, size)
+    return await read_results(request.app.state.service.store, rid, page, size)
+
+
+async def read_results(store: ResultStore, rid: str, page: int, size: int) -> env.ResultPage:
+    got = await store.page(rid, page, size)
     return env.ResultPage(
         request_id=rid,
         page=page,

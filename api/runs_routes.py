@@ -49,7 +49,8 @@ from engine.runs import (
 from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
-    from api.service import QueryService
+    from api.service import QueryService, RequestContext
+    from engine.catalog import Catalog
     from engine.config import Config
 
 from api.run_envelopes import (
@@ -106,9 +107,8 @@ def canonical(query: FederatedQuery) -> str:
     return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
 
 
-def check(service: QueryService, query: FederatedQuery, request: Request) -> None:
+def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
     """Validation and safety, synchronously: each refusal is a 422 with details."""
-    ctx = request_context(request)
     try:
         outcome = service.check_federated(query, ctx)
     except SluiceError as exc:
@@ -132,9 +132,8 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
         )
 
 
-async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]]:
+async def doctor(catalog: Catalog, query: FederatedQuery) -> list[dict[str, Any]]:
     """Ping every database the run uses; 422 with the report when one fails."""
-    catalog = request.app.state.catalog
     report: list[dict[str, Any]] = []
 
     async def probe(name: str) -> None:
@@ -221,35 +220,9 @@ async def submit_run(request: Request) -> Response:
             details={"unknown": unknown},
         )
     body = msgspec.convert(data, RunSubmit)
-    query = to_query(parse_config(body.config, body.config_format))
-    config = canonical(query)
-    runs = manager_of(request)
-    digest = run_digest(
-        config,
-        name=body.name,
-        labels=body.labels,
-        timeout_secs=body.timeout_secs,
-        options={"doctor_first": body.doctor_first},
+    existing = await submit(
+        request.app.state.service, manager_of(request), body, request_context(request)
     )
-    try:
-        # a replay is answered before any check or admission (never a 429 for a known run)
-        existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
-        if existing is None:
-            check(request.app.state.service, query, request)
-            report = await doctor(request, query) if body.doctor_first else None
-            existing, _ = await runs.submit(
-                config,
-                name=body.name,
-                labels=body.labels,
-                timeout_secs=body.timeout_secs,
-                idempotency_key=body.idempotency_key,
-                doctor_report=report,
-                principal=request.scope.get("state", {}).get("principal"),
-                options={"doctor_first": body.doctor_first},
-                steps=[s.step_id for s in query.steps],
-            )
-    except (QueueFull, NotAccepting, IdempotencyConflict) as exc:
-        raise translate(exc) from None
     accepted = RunAccepted(
         run_id=existing.run_id,
         status=existing.status,
@@ -261,6 +234,42 @@ async def submit_run(request: Request) -> Response:
         media_type="application/json",
         headers={"Location": f"/v1/runs/{existing.run_id}"},
     )
+
+
+async def submit(
+    service: QueryService, runs: RunManager, body: RunSubmit, ctx: RequestContext
+) -> RunRecord:
+    """Parse, check (validation, safety, optional doctor) and queue a run, or replay the run
+    of a known idempotency key: the one submit path of REST and MCP."""
+    query = to_query(parse_config(body.config, body.config_format))
+    config = canonical(query)
+    digest = run_digest(
+        config,
+        name=body.name,
+        labels=body.labels,
+        timeout_secs=body.timeout_secs,
+        options={"doctor_first": body.doctor_first},
+    )
+    try:
+        # a replay is answered before any check or admission (never a 429 for a known run)
+        existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+        if existing is None:
+            check(service, query, ctx)
+            report = await doctor(service.catalog, query) if body.doctor_first else None
+            existing, _ = await runs.submit(
+                config,
+                name=body.name,
+                labels=body.labels,
+                timeout_secs=body.timeout_secs,
+                idempotency_key=body.idempotency_key,
+                doctor_report=report,
+                principal=ctx.principal,
+                options={"doctor_first": body.doctor_first},
+                steps=[s.step_id for s in query.steps],
+            )
+    except (QueueFull, NotAccepting, IdempotencyConflict) as exc:
+        raise translate(exc) from None
+    return existing
 
 
 def _time_param(request: Request, name: str) -> float | None:
@@ -309,8 +318,20 @@ async def list_runs(request: Request) -> RunList:
 
 
 async def _get(request: Request) -> RunRecord:
+    return await get_run(manager_of(request), request.path_params["run_id"])
+
+
+async def get_run(runs: RunManager, run_id: str) -> RunRecord:
     try:
-        return await manager_of(request).get(request.path_params["run_id"])
+        return await runs.get(run_id)
+    except RunNotFound as exc:
+        raise translate(exc) from None
+
+
+async def cancel(runs: RunManager, run_id: str) -> tuple[RunRecord, bool]:
+    """Cancel a run: (its record, whether it was live and is now being cancelled)."""
+    try:
+        return await runs.cancel(run_id)
     except RunNotFound as exc:
         raise translate(exc) from None
 
@@ -335,10 +356,7 @@ async def delete_run(request: Request) -> Response:
 
 @json_endpoint
 async def cancel_run(request: Request) -> Response:
-    try:
-        record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
-    except RunNotFound as exc:
-        raise translate(exc) from None
+    record, accepted = await cancel(manager_of(request), request.path_params["run_id"])
     return Response(
         msgspec.json.encode(view(record)),
         status_code=202 if accepted else 200,
