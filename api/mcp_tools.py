@@ -11,7 +11,6 @@ import binascii
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -21,6 +20,7 @@ from api.envelopes import ENCODER, Body
 from api.routes import database_page, describe_table, read_results
 from api.run_envelopes import RunAccepted, RunSubmit, rfc3339, view
 from api.runs_routes import cancel, get_run, submit
+from connectors import registry as connectors
 from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery
 
@@ -169,7 +169,8 @@ async def list_databases(b: Backend, args: ListDatabases, ctx: RequestContext) -
     for db in got.databases:
         state = "reachable" if db.reachable else f"unreachable: {db.error}"
         tables = ", ".join(t.name for t in db.tables) or "(no tables)"
-        lines.append(f"- {db.name} ({db.type}, {state}): {tables}")
+        speaks = connectors.get(db.type).language
+        lines.append(f"- {db.name} ({db.type}, speaks {speaks}, {state}): {tables}")
     p = got.pagination
     lines.append(f"page {p.page} of {p.total_pages} ({p.total_databases} databases)")
     if p.has_more:
@@ -382,16 +383,16 @@ def input_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
 
 @functools.cache
 def language_shapes() -> str:
-    """Per language, the body shapes its language object gives as `examples` (installed
-    languages are the `sluice.languages` entry points, built-ins and plugins alike)."""
+    """Per installed language (built-ins and plugins alike), the body shapes its language
+    object gives as `examples`: written once, where the language is."""
+    from safety.languages import registry
+
     lines = []
-    for ep in sorted(entry_points(group="sluice.languages"), key=lambda e: e.name):
-        lang = ep.load()
-        examples = getattr(lang, "examples", None) or ()
-        if not examples:
-            continue
-        lines.append(f"\n{ep.name}:")
-        lines += [f"  {e}" for e in examples]
+    for name in registry.names():
+        examples = registry.get(name).examples
+        if examples:
+            lines.append(f"\n{name}:")
+            lines += [f"  {e}" for e in examples]
     if not lines:
         return ""
     return "\n\nThe `query` field, per language (`language`):" + "\n".join(lines)

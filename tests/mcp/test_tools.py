@@ -15,6 +15,7 @@ import pytest
 from api.envelopes import SimpleQueryRequest
 from api.run_envelopes import RunSubmit
 from engine.ir import FederatedQuery, StepSpec
+from safety.languages import registry as languages
 from tests.mcp.conftest import ANALYST, CLIENTS, EVENTS, INLINE_ROWS, Env, audit_lines
 
 pytestmark = pytest.mark.postgres
@@ -90,6 +91,11 @@ async def test_tools_are_listed_with_schemas_of_the_rest_bodies(mcp_env: Env, tr
     assert set(tools["query_simple"].input_schema["required"]) == {"database", "table", "query"}
     step = tools["query"].input_schema["$defs"]["StepSpec"]
     assert set(step["properties"]) == set(StepSpec.__struct_fields__)
+    # each language's body shapes, from its language object
+    shapes = [e for n in languages.names() for e in languages.get(n).examples]
+    assert len(shapes) >= 5
+    for name in ("query_simple", "query"):
+        assert all(e in tools[name].description for e in shapes), name
     assert tools["list_databases"].annotations.read_only_hint is True
     assert tools["query_simple"].annotations.read_only_hint is False  # writes can be granted
     assert tools["cancel_run"].annotations.destructive_hint is True
@@ -101,7 +107,7 @@ async def test_catalog_tools_answer_what_rest_answers(mcp_env: Env, transport: s
         assert not err
         assert dbs == rest(mcp_env, "GET", "/v1/databases?size=100").json()
         assert [d["name"] for d in dbs["databases"]] == ["pg", "lite", "duck"]
-        assert "- pg (postgresql, reachable): events, secrets" in text
+        assert "- pg (postgresql, speaks sql, reachable): events, secrets" in text
 
         err, table, text = await call(
             client, "describe_table", {"database": "pg", "table": "events"}
