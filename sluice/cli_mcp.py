@@ -37,14 +37,19 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 # -- client configuration snippets ------------------------------------------------------------
-def _command() -> str:
-    found = shutil.which("sluice")
-    return str(Path(found).resolve()) if found else str(Path(sys.argv[0]).resolve())
+def _command() -> tuple[str, list[str]]:
+    """The `sluice` script beside this interpreter (its venv's), else the one on PATH, else
+    this interpreter running the module: an absolute command, as clients need."""
+    beside = Path(sys.executable).parent / "sluice"
+    found = str(beside) if beside.exists() else shutil.which("sluice")
+    if found:
+        return str(Path(found).absolute()), []
+    return sys.executable, ["-m", "sluice.cli"]
 
 
 def _stdio(config: str | None) -> tuple[str, list[str]]:
-    args = ["mcp"] + (["--config", str(Path(config).resolve())] if config else [])
-    return _command(), args
+    command, prefix = _command()
+    return command, [*prefix, "mcp"] + (["--config", str(Path(config).resolve())] if config else [])
 
 
 AUTH = "Bearer ${SLUICE_TOKEN}"
