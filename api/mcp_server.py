@@ -27,9 +27,10 @@ from starlette.routing import Route
 
 import sluice
 from api.envelopes import ENCODER
+from api.errors import ApiError
 from api.mcp_tools import TOOLS, Backend, ToolResult, plain
 from api.middleware import client_host, new_request_id, request_id_of
-from api.routes import error_envelope
+from api.routes import database_page, error_envelope
 from api.service import RequestContext
 
 if TYPE_CHECKING:
@@ -97,8 +98,6 @@ async def call_tool(
     tool = TOOLS.get(name)
     try:
         if tool is None:
-            from api.errors import ApiError
-
             raise ApiError(
                 404,
                 "unknown_tool",
@@ -130,8 +129,6 @@ def resource_list(backend: Backend) -> types.ListResourcesResult:
 
 
 def read_resource(backend: Backend, uri: str) -> types.ReadResourceResult:
-    from api.routes import database_page
-
     catalog = backend.service.catalog
     name = uri.removeprefix(RESOURCE_PREFIX) if uri.startswith(RESOURCE_PREFIX) else None
     if name is None or catalog.get(name) is None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from tests.api.conftest import make_files, start_server, stop_server
 from tests.mcp.conftest import ANALYST, LIMITED, Env, http_client
 
 pytestmark = pytest.mark.postgres
@@ -179,3 +180,44 @@ def test_the_inspector_lists_the_tools_and_calls_one(inspector: Path, mcp_env: E
     )
     assert blocked["isError"] is True
     assert blocked["structuredContent"]["error"]["stage"] == "RBAC_GATE"
+
+
+async def test_a_client_of_the_handshake_protocol_is_served_too(mcp_env: Env):
+    """Clients of the 2025 protocol (initialize handshake) over the same /mcp."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {ANALYST}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        transport = streamable_http_client(mcp_env.mcp_url, http_client=http)
+        async with Client(transport, mode="legacy") as client:
+            assert client.protocol_version.startswith("2025-")
+            assert len((await client.list_tools()).tools) == 8
+            got = await client.call_tool("query_simple", TOOL_CALL["params"]["arguments"])
+    assert not got.is_error
+    assert got.structured_content["data"]["rows"] == [
+        {"name": "Ada"},
+        {"name": "Alan"},
+        {"name": "Grace"},
+    ]
+
+
+def test_without_tokens_a_foreign_host_or_origin_is_refused(tmp_path_factory):
+    """No tokens: a web page in a local browser must not reach /mcp (DNS rebinding)."""
+    folder = tmp_path_factory.mktemp("mcp-open")
+    lite, _ = make_files(folder / "files")
+    config = f"databases:\n  - name: lite\n    type: sqlite\n    path: {lite}\n"
+    config += "permissions:\n  default:\n    lite: {level: R}\n"
+    srv = start_server(config, folder)
+    try:
+        url = f"{srv.url}/mcp"
+        ok = httpx.post(url, json=TOOL_CALL, headers=MCP_HEADERS, timeout=30)
+        assert ok.status_code == 200 and not ok.json()["result"]["isError"]
+        for header, status in (("Host", 421), ("Origin", 403)):
+            value = "evil.example" if header == "Host" else "http://evil.example"
+            got = httpx.post(url, json=TOOL_CALL, headers={**MCP_HEADERS, header: value})
+            assert got.status_code == status, (header, got.text)
+            assert "Ada" not in got.text
+    finally:
+        stop_server(srv)
