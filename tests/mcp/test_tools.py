@@ -131,6 +131,10 @@ async def test_query_simple_answers_like_rest_and_is_audited(mcp_env: Env, trans
     }
     async with CLIENTS[transport](mcp_env) as client:
         err, body, text = await call(client, "query_simple", q)
+        err_dry, dry, dry_text = await call(client, "query_simple", {**q, "dry_run": True})
+    assert not err_dry and dry["status"] == "dry_run"
+    assert dry["steps"][0]["row_cap"] == 5000 and "nothing executed" in dry_text
+    assert dry["steps"][0]["rewritten"] in dry_text
     assert not err, body
     want = rest(mcp_env, "POST", "/v1/query/simple", json=q).json()
     assert body["data"] == want["data"]
