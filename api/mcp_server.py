@@ -25,13 +25,13 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.routing import Route
 
-import sluice
 from api.envelopes import ENCODER
 from api.errors import ApiError
 from api.mcp_tools import TOOLS, Backend, ToolResult, plain
 from api.middleware import client_host, new_request_id, request_id_of
 from api.routes import database_page, error_envelope
 from api.service import RequestContext
+from api.version import VERSION
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -181,7 +181,7 @@ def build_server(
     schemas = {t.name: t.input_schema for t in tools}
     server: Server[Any] = Server(
         "sluice",
-        version=sluice.__version__,
+        version=VERSION,
         title="sluice",
         instructions=INSTRUCTIONS,
         # checks Mcp-Param-* headers against this instead of calling tools/list per call
