@@ -23,13 +23,14 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from starlette.requests import Request
 from starlette.routing import Route
 
 from api.envelopes import ENCODER
-from api.errors import ApiError
+from api.errors import ApiError, envelope_for
 from api.mcp_tools import TOOLS, Backend, ToolResult, plain
 from api.middleware import client_host, new_request_id, request_id_of
-from api.routes import database_page, error_envelope
+from api.routes import database_page
 from api.service import RequestContext
 from api.version import VERSION
 
@@ -75,7 +76,7 @@ def success(result: ToolResult) -> types.CallToolResult:
 def failure(exc: Exception, request_id: str) -> types.CallToolResult:
     """The REST envelope of the failure (403 blocked, 400, 404...) as a tool error, so the
     agent reads what was wrong and what to do, and can correct itself."""
-    status, envelope = error_envelope(exc, request_id)
+    status, envelope, _ = envelope_for(exc, request_id)
     data = plain(envelope)
     err = data["error"]
     if data["status"] == "blocked":
@@ -198,13 +199,21 @@ def build_server(
 
 
 # -- streamable HTTP on the running server ----------------------------------------------------
+def _http_request(ctx: ServerRequestContext[Any, Any]) -> Request:
+    """The HTTP request that carried this message (the SDK attaches it on HTTP)."""
+    request = ctx.request
+    if not isinstance(request, Request):
+        raise RuntimeError("an MCP request over HTTP without its HTTP request")
+    return request
+
+
 def _http_backend(ctx: ServerRequestContext[Any, Any]) -> Backend:
-    state = ctx.request.app.state
+    state = _http_request(ctx).app.state
     return Backend(state.service, state.runs)
 
 
 def _http_context(ctx: ServerRequestContext[Any, Any]) -> RequestContext:
-    scope = ctx.request.scope
+    scope = _http_request(ctx).scope
     return RequestContext(
         request_id=request_id_of(scope),
         principal=scope.get("state", {}).get("principal"),

@@ -19,7 +19,7 @@ from api import envelopes as env
 from api.envelopes import ENCODER, Body
 from api.routes import database_page, describe_table, read_results
 from api.run_envelopes import RunAccepted, RunSubmit, rfc3339, view
-from api.runs_routes import cancel, get_run, submit
+from api.runs_routes import submit
 from connectors import registry as connectors
 from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery
@@ -236,12 +236,12 @@ async def submit_run(b: Backend, args: RunSubmit, ctx: RequestContext) -> ToolRe
 
 
 async def get_run_tool(b: Backend, args: RunRef, ctx: RequestContext) -> ToolResult:
-    record = await get_run(b.runs, args.run_id)
+    record = await b.runs.get(args.run_id)
     return _run_result(view(record))
 
 
 async def cancel_run(b: Backend, args: RunRef, ctx: RequestContext) -> ToolResult:
-    record, accepted = await cancel(b.runs, args.run_id)
+    record, accepted = await b.runs.cancel(args.run_id)
     result = _run_result(view(record))
     result.data["cancel_accepted"] = accepted
     note = "cancelling" if accepted else f"already {record.status}; nothing to cancel"

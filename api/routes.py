@@ -18,7 +18,7 @@ from api import envelopes as env
 from api.errors import ApiError, envelope_for
 from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
-from api.service import QueryBlocked, RequestContext
+from api.service import RequestContext
 from api.version import VERSION
 from connectors.base import TableInfo
 from engine.errors import UnknownDatabase, UnknownTable
@@ -54,26 +54,13 @@ def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
         try:
             result = await func(request)
         except Exception as exc:
-            status, envelope = error_envelope(exc, rid)
-            headers = exc.headers if isinstance(exc, ApiError) else None
+            status, envelope, headers = envelope_for(exc, rid)
             return MsgspecResponse(envelope, status_code=status, headers=headers)
         if isinstance(result, Response):
             return result
         return MsgspecResponse(result)
 
     return wrapper
-
-
-def error_envelope(exc: Exception, rid: str) -> tuple[int, env.QueryBlocked | env.ErrorEnvelope]:
-    """The status and envelope of any failure, for every transport (REST and MCP)."""
-    if isinstance(exc, QueryBlocked):
-        b = exc.block
-        return 403, env.QueryBlocked(
-            request_id=rid,
-            status="blocked",
-            error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
-        )
-    return envelope_for(exc, rid)
 
 
 def int_param(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:
@@ -192,7 +179,7 @@ async def describe_table(catalog: Catalog, name: str, table: str) -> TableInfo:
     state = catalog.get(name)
     if state is None:
         raise UnknownDatabase(name, catalog.names())
-    found = await catalog.find_table(state, table)
+    found: TableInfo | None = await catalog.find_table(state, table)
     if found is None:
         raise UnknownTable(name, table, [t.name for t in state.tables])
     return found
