@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from api import metrics
+from api import heap, metrics
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
 from api.mcp_server import McpHttp
@@ -80,6 +80,7 @@ def build_app(
                 )
                 tg.start_soon(_evict_results, service.store)
                 await tg.start(runs.serve)
+                heap.settle()
                 async with mcp.running():
                     yield
                 await runs.drain()  # before cancelling: running runs get their grace period
