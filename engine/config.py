@@ -21,6 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from connectors.config import DATABASE_TYPES, Base, DatabaseConfig, PositiveFloat, PositiveInt
 from engine.errors import ConfigError
+from engine.yaml_doc import load_yaml
 
 Level = Literal["R", "W", "RW", "RA", "RWA", "A", "none"]
 DenyPolicy = Literal["PARTIAL", "BLOCK"]
@@ -246,10 +247,8 @@ def load_config_text(
 ) -> Config:
     """Parse and validate config text. Raises ConfigError listing every problem found."""
     problems = _Problems(source)
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        doc = yaml.load(text)
+        doc = load_yaml(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

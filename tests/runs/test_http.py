@@ -654,3 +654,17 @@ def test_client_queries(server: RunServer) -> None:
         with pytest.raises(ApiFailure) as info:
             c.query("pg", "run_items", "DELETE FROM run_items")
         assert info.value.status == 403 and info.value.code == "RBAC_GATE"
+
+
+def test_block_scalar_queries_run(server: RunServer) -> None:
+    """`query: >` and `query: |` (how multi-line SQL is written) are plain strings."""
+    dag = (
+        "steps:\n  - step_id: items\n    database: pg\n    table: run_items\n    query: >\n"
+        "      SELECT id, kind\n      FROM run_items\n      WHERE id <= 0x0A\n"
+        "merge: |\n  SELECT count(*) AS n\n  FROM items\n"
+    ).replace("0x0A", "10")
+    with server.client() as c:
+        run_id = c.submit_run(dag, name="folded")["run_id"]
+        record = wait_for(c, run_id, "completed", "failed")
+        assert record["status"] == "completed", record
+        assert list(c.result_rows(run_id)) == [{"n": 10}]
