@@ -80,6 +80,7 @@ def build_app(
                 await tg.start(runs.serve)
                 yield
                 await runs.drain()  # before cancelling: running runs get their grace period
+                audit.close()  # the writer drains every queued entry, then returns
                 tg.cancel_scope.cancel()
         finally:
             await service.catalog.close()

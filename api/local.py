@@ -33,8 +33,11 @@ async def open_service(
                     startup_wait=startup_wait, task_status=task_status
                 )
             )
-            yield LocalSession(service, principal)
-            tg.cancel_scope.cancel()
+            try:
+                yield LocalSession(service, principal)
+            finally:
+                audit.close()  # the writer drains the queue before the task group ends
+                tg.cancel_scope.cancel()
     finally:
         await service.catalog.close()
         service.close()

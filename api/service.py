@@ -440,4 +440,4 @@ def audit_log_for(config: Config) -> AuditLog:
     from safety.audit import AuditLog
 
     path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
-    return AuditLog(path, config=config)
+    return AuditLog(path, config=config, on_drop=metrics.audit_dropped)
