@@ -47,10 +47,12 @@ class LocalSession:
     def __init__(self, service: QueryService, principal: str | None) -> None:
         self.service = service
         self.principal = principal
+        self.last_request_id: str | None = None  # for the envelope of a failed call
 
     def context(self) -> RequestContext:
+        self.last_request_id = new_request_id()
         return RequestContext(
-            request_id=new_request_id(), principal=self.principal, transport="python"
+            request_id=self.last_request_id, principal=self.principal, transport="python"
         )
 
     async def simple(
