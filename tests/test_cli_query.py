@@ -119,9 +119,7 @@ def test_json_format_prints_the_blocked_envelope_on_stdout(lite: Path) -> None:
 
 def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
     # the demo's 3000 orders as CSV, read by a consumer that stops after one line
-    cmd = " ".join(
-        [sys.executable, "-m", "sluice.cli", "query", "-d", "shop", "--format", "csv"]
-    )
+    cmd = " ".join([sys.executable, "-m", "sluice.cli", "query", "-d", "shop", "--format", "csv"])
     r = subprocess.run(
         f"{cmd} 'SELECT * FROM orders' | head -1; echo \"status=${{PIPESTATUS[0]}}\"",
         shell=True,
