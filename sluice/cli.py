@@ -162,7 +162,9 @@ def cmd_query(args: argparse.Namespace) -> int:
                 if len(names) != 1:
                     raise CliInputError(f"give -d DATABASE, one of: {', '.join(names)}")
                 database = names[0]
-            table = table or infer_table(text)
+            db = config.database(database)
+            if table is None and db is not None:  # an unknown database is the service's error
+                table = infer_table(text, db.type)
         except CliInputError as exc:
             print(f"sluice query: {exc}", file=sys.stderr)
             return EXIT_ERROR
@@ -182,7 +184,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                 else:
                     result = await session.simple(
                         database,
-                        table,
+                        table or "",
                         text,
                         language=args.language,
                         dry_run=args.dry_run,

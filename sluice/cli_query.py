@@ -42,39 +42,34 @@ def query_text(positional: str | None, sql_file: str | None, stdin: TextIO) -> s
     return text
 
 
-def tables_named(text: str) -> list[str]:
-    """The distinct real tables a SQL text reads or writes (CTE names and table functions
-    excluded), in order of appearance; [] when it does not parse as SQL."""
-    import sqlglot
-    from sqlglot import exp
-    from sqlglot.errors import SqlglotError
+def tables_named(text: str, db_type: str) -> list[str]:
+    """The distinct tables a query reads or writes, as its database's language sees them
+    (CTE names and table functions are not tables); [] when it does not parse or its
+    language does not name tables in the text (MQL names its collection outside it)."""
+    from connectors import registry
+    from safety.languages import registry as languages
 
-    from safety.sql_access import is_cte_reference, is_real_table
-
-    try:
-        trees = [t for t in sqlglot.parse(text) if t is not None]
-    except SqlglotError:
+    connector = registry.get(db_type)
+    language = languages.get(connector.language)
+    analysis = language.analyse(text, connector.dialect)
+    if analysis.error is not None:
         return []
     names: list[str] = []
-    for tree in trees:
-        for node in tree.find_all(exp.Table):
-            if not is_real_table(node) or is_cte_reference(node):
-                continue
-            name = ".".join(p for p in (node.catalog, node.db, node.name) if p)
-            if name not in names:
-                names.append(name)
+    for ref, _ in language.access(analysis, ""):
+        if ref.display and ref.display not in names:
+            names.append(ref.display)
     return names
 
 
-def infer_table(text: str) -> str:
+def infer_table(text: str, db_type: str) -> str:
     """The one table a query names, for `-t`; a clear error when it names none or several."""
-    names = tables_named(text)
+    names = tables_named(text, db_type)
     if len(names) == 1:
         return names[0]
     if not names:
         raise CliInputError(
-            "cannot tell which table the query reads: give it with -t TABLE "
-            "(needed for non-SQL languages and for queries that name no table)"
+            "cannot tell which table the query is about: give it with -t TABLE "
+            "(needed when the query names no table, does not parse, or is not SQL)"
         )
     raise CliInputError(
         f"the query names {len(names)} tables ({', '.join(names)}): "

@@ -114,7 +114,8 @@ class Shell:
             self.err.write("no database selected; \\c NAME\n")
             return
         try:
-            table = self.table or infer_table(text)
+            db_type = self.catalog.get(self.database).config.type
+            table = self.table or infer_table(text, db_type)
             result = await self.session.simple(self.database, table, text)
         except CliInputError as exc:
             self.err.write(f"error: {exc}\n")
