@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import sluice
 from api import envelopes as env
 from api.errors import ApiError, envelope_for
 from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
 from api.service import QueryBlocked, RequestContext
+from api.version import VERSION
 from connectors.base import TableInfo
 from engine.errors import UnknownDatabase, UnknownTable
 from engine.ir import FederatedQuery
@@ -140,7 +140,7 @@ async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) 
 async def health(request: Request) -> env.HealthResponse:
     catalog = request.app.state.catalog
     return env.HealthResponse(
-        status="ok", version=sluice.__version__, databases_connected=catalog.reachable_count
+        status="ok", version=VERSION, databases_connected=catalog.reachable_count
     )
 
 

@@ -25,6 +25,7 @@ from api import metrics as m
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
+from connectors.errors import SluiceError
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
 from engine.export import FORMATS, iter_chunks
@@ -46,7 +47,6 @@ from engine.runs import (
     RunProgress,
     run_digest,
 )
-from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from api.service import QueryService

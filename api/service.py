@@ -22,7 +22,7 @@ from api.envelopes import (
     SimpleQueryRequest,
 )
 from connectors import registry as connectors
-from connectors.errors import QueryTimedOut, UnknownConnector
+from connectors.errors import QueryTimedOut, SluiceError, UnknownConnector
 from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
 from engine.federated import FederatedResult, StepProgress, explain, run_federated
 from engine.ir import FederatedQuery
@@ -30,7 +30,6 @@ from engine.simple import StepResult, run_simple
 from safety import pipeline
 from safety.languages import registry as languages
 from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepInput
-from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

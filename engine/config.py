@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from ruamel.yaml import YAML
@@ -25,33 +25,7 @@ from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, 
 from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
 from engine.yaml_doc import load_yaml
-
-Level = Literal["R", "W", "RW", "RA", "RWA", "A", "none"]
-DenyPolicy = Literal["PARTIAL", "BLOCK"]
-
-
-class TablePolicy(Base):
-    """A per-table override: its level and the columns it may never read or filter on."""
-
-    level: Level = "R"
-    deny_columns: list[str] = msgspec.field(default_factory=list)
-
-
-class DatabasePolicy(Base):
-    """A database baseline plus per-table overrides. A table covered by neither is denied."""
-
-    level: Level = "none"
-    tables: dict[str, Level | TablePolicy] = msgspec.field(default_factory=dict)
-
-
-PermissionSet = dict[str, DatabasePolicy]
-
-
-class Permissions(Base):
-    """`default` applies to requests without a principal of their own (no auth configured)."""
-
-    default: PermissionSet = msgspec.field(default_factory=dict)
-    principals: dict[str, PermissionSet] = msgspec.field(default_factory=dict)
+from safety.config import Permissions, SafetyConfig
 
 
 class TokenConfig(Base):
@@ -65,16 +39,6 @@ class TokenConfig(Base):
 
 class AuthConfig(Base):
     tokens: list[TokenConfig] = msgspec.field(default_factory=list)
-
-
-class SafetyConfig(Base):
-    max_rows_per_query: PositiveInt = 10_000
-    inline_rows: PositiveInt = 1_000
-    query_timeout_seconds: PositiveFloat = 30.0
-    max_query_chars: PositiveInt = 100_000
-    max_link_values_per_batch: PositiveInt = 2_000
-    link_batches_in_flight: PositiveInt = 3
-    deny_policy: DenyPolicy = "PARTIAL"
 
 
 class ServerConfig(Base):
@@ -110,6 +74,12 @@ class Config(Base):
             if db.name == name:
                 return db
         return None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret written in the config: database passwords and DSNs, bearer tokens."""
+        found = [secret for db in self.databases for secret in db.secrets()]
+        found += [token.token for token in self.auth.tokens if token.token]
+        return tuple(found)
 
 
 # One settings table: (key, default, help). tests/test_docs.py checks each is in the README.

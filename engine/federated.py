@@ -19,7 +19,6 @@ import duckdb
 import msgspec
 
 from connectors.base import Connector
-from engine.config import SafetyConfig
 from engine.errors import InvalidRequest, MergeFailed, StepFailed
 from engine.execute import FULL_SCAN_AFTER, Execution, StepError, StepMeta, StepProgress
 from engine.ir import FederatedQuery
@@ -27,6 +26,7 @@ from engine.merge import parse_merge, qualify
 from engine.plan import Plan, build_plan
 from engine.results import ResultStore, StoredResult
 from engine.sink import Message, RequestTables, Sink, quote
+from safety.config import SafetyConfig
 from safety.types import CheckedStep
 
 DEFAULT_PAGE_SIZE = 100  # GET /v1/results default `size`

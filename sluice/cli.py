@@ -98,7 +98,7 @@ def report_failure(
     from api.envelopes import QueryBlocked as BlockedEnvelope
     from api.errors import envelope_for
     from api.service import QueryBlocked
-    from sluice.errors import SluiceError
+    from connectors.errors import SluiceError
 
     if isinstance(exc, QueryBlocked):
         b = exc.block
@@ -257,8 +257,8 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from connectors import registry
+    from connectors.errors import SluiceError
     from engine.config import load_config
-    from sluice.errors import SluiceError
 
     path, _ = resolve_config_path(args.config)
     config = load_config(path)

@@ -18,10 +18,10 @@ from api.envelopes import DryRunResponse, QuerySuccess
 from api.local import open_service
 from api.service import QueryBlocked
 from connectors import registry
+from connectors.errors import SluiceError
 from engine.config import Config, load_config_text
 from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery
-from sluice.errors import SluiceError
 from tests.plugins import toy
 from tests.servers import PgServer
 
