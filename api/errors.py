@@ -69,6 +69,7 @@ for _name, _status in (
     ("MergeFailed", 500),
     ("MergeBlocked", 400),
     ("InvalidQuery", 400),
+    ("ResultTruncated", 422),
 ):
     _cls = getattr(engine_errors, _name, None)
     if isinstance(_cls, type):

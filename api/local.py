@@ -74,8 +74,13 @@ class LocalSession:
         query: FederatedQuery,
         *,
         on_progress: Callable[[StepProgress], None] | None = None,
+        export: bool = False,
     ) -> QuerySuccess | DryRunResponse:
-        return await self.service.federated(query, self.context(), on_progress=on_progress)
+        """`export=True`: the whole answer is wanted (a file): the export row bound applies
+        and a step that hit its cap fails the query unless `query.allow_truncation`."""
+        return await self.service.federated(
+            query, self.context(), on_progress=on_progress, export=export
+        )
 
     async def rows(self, database: str, table: str, query: str) -> list[dict[str, Any]]:
         result = await self.simple(database, table, query)

@@ -35,6 +35,9 @@ class TokenConfig(Base):
     token: str | None = None
     token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
     requests_per_minute: PositiveInt | None = None
+    # this principal's bound on rows per step of an export or a run (default
+    # safety.max_export_rows)
+    max_export_rows: PositiveInt | None = None
 
 
 class AuthConfig(Base):
@@ -68,6 +71,13 @@ class Config(Base):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     source: str = "<defaults>"  # the file it came from, for messages
+
+    def export_rows_for(self, principal: str | None) -> int:
+        """The bound on rows per step of an export or a run for `principal`."""
+        for token in self.auth.tokens:
+            if token.principal == principal and token.max_export_rows is not None:
+                return token.max_export_rows
+        return self.safety.max_export_rows
 
     def database(self, name: str) -> DatabaseConfig | None:
         for db in self.databases:

@@ -173,13 +173,22 @@ def cmd_query(args: argparse.Namespace) -> int:
                 step_id="result", database=database, table=table, query=text, language=args.language
             )
             dag = FederatedQuery(steps=[step], dry_run=args.dry_run)
+    if dag is not None and (args.max_rows is not None or args.allow_truncation):
+        dag = msgspec.structs.replace(
+            dag,
+            max_rows=args.max_rows if args.max_rows is not None else dag.max_rows,
+            allow_truncation=args.allow_truncation or dag.allow_truncation,
+        )
 
     async def go() -> int:
         async with open_service(config) as session:
             try:
                 if dag is not None:
                     progress = Progress(sys.stderr)
-                    result = await session.federated(dag, on_progress=progress)
+                    # -o asked for the whole answer: the export bound, and no silent cut
+                    result = await session.federated(
+                        dag, on_progress=progress, export=bool(args.output)
+                    )
                     progress.done()
                 else:
                     result = await session.simple(
@@ -417,6 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         help="write the whole result to a file: .parquet, .csv or .ndjson "
         "(checked before anything runs)",
+    )
+    q.add_argument(
+        "--max-rows",
+        type=int,
+        help="rows per step of -o or -f (default with -o: safety.max_export_rows, its bound; "
+        "else safety.max_rows_per_query)",
+    )
+    q.add_argument(
+        "--allow-truncation",
+        action="store_true",
+        help="with -o, write the first --max-rows rows of a step that has more instead of failing",
     )
     q.add_argument(
         "--database", "-d", help="the database to query (optional when only one is configured)"

@@ -281,3 +281,59 @@ def test_progress_on_a_terminal_and_plain_otherwise(lite: Path) -> None:
     assert proc.returncode == 0
     text = err.decode()
     assert "\x1b[2K" in text and "a: finished" in text and "rows/s" in text, text
+
+
+BIG = """\
+steps:
+  - step_id: a
+    database: lite
+    table: big
+    query: SELECT i FROM big
+merge: SELECT count(*) AS n, max(i) AS top FROM a
+"""
+
+
+def test_exports_have_their_own_bound_and_never_truncate_silently(lite: Path) -> None:
+    con = sqlite3.connect(lite / "t.sqlite")
+    con.execute("CREATE TABLE big (i INTEGER)")
+    con.executemany("INSERT INTO big VALUES (?)", [(i,) for i in range(1, 251)])
+    con.commit()
+    con.close()
+    cfg = lite / "sluice.yaml"
+    cfg.write_text(cfg.read_text() + "safety:\n  max_rows_per_query: 100\n  max_export_rows: 200\n")
+    (lite / "big.yaml").write_text(BIG)
+    # printing is an inline query: capped at 100 rows per step, flagged, not an error
+    r = sluice("query", "-f", "big.yaml", "--format", "csv", cwd=lite)
+    assert r.returncode == 0 and r.stdout.splitlines() == ["n,top", "100,100"], r.stderr
+    assert "truncated" in r.stderr
+    # an export asked for the whole answer: 250 rows exceed its bound of 200 -> fails
+    r = sluice("query", "-f", "big.yaml", "-o", "out.csv", cwd=lite)
+    assert r.returncode == 1, r.stderr
+    assert "step 'a' returned more than 200 rows" in r.stderr and "nothing was written" in r.stderr
+    assert not (lite / "out.csv").exists()
+    # max_rows lowers the cap within the bound; allow_truncation accepts the cut
+    r = sluice("query", "-f", "big.yaml", "-o", "out.csv", "--max-rows", "50", cwd=lite)
+    assert r.returncode == 1 and "raise max_rows (up to 200" in r.stderr
+    r = sluice(
+        "query",
+        "-f",
+        "big.yaml",
+        "-o",
+        "out.csv",
+        "--max-rows",
+        "50",
+        "--allow-truncation",
+        cwd=lite,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (lite / "out.csv").read_text().splitlines() == ['"n","top"', "50,50"]
+    # above the bound: refused before running, naming the bound
+    r = sluice("query", "-f", "big.yaml", "-o", "out.csv", "--max-rows", "500", cwd=lite)
+    assert r.returncode == 1 and "max_rows must be from 1 to 200" in r.stderr
+    # the bound is raised in the config: the whole answer, no flag needed
+    cfg.write_text(cfg.read_text().replace("max_export_rows: 200", "max_export_rows: 1000"))
+    r = sluice("query", "-f", "big.yaml", "-o", "out.csv", cwd=lite)
+    assert r.returncode == 0 and (lite / "out.csv").read_text().splitlines()[1] == "250,250"
+    # a simple query written with -o takes the same path
+    r = sluice("query", "SELECT i FROM big", "-o", "all.ndjson", cwd=lite)
+    assert r.returncode == 0 and len((lite / "all.ndjson").read_text().splitlines()) == 250
