@@ -28,7 +28,7 @@ from engine.yaml_doc import load_yaml
 from safety.config import Permissions, SafetyConfig
 
 
-class TokenConfig(Base):
+class TokenConfig(Base, frozen=True):
     """A bearer token (or its sha256 hex) naming a principal, with an optional rate limit."""
 
     principal: str
@@ -40,11 +40,11 @@ class TokenConfig(Base):
     max_export_rows: PositiveInt | None = None
 
 
-class AuthConfig(Base):
+class AuthConfig(Base, frozen=True):
     tokens: list[TokenConfig] = msgspec.field(default_factory=list)
 
 
-class ServerConfig(Base):
+class ServerConfig(Base, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
     data_dir: str = ".sluice"
@@ -64,7 +64,7 @@ class ServerConfig(Base):
     run_log_lines: PositiveInt = 1_000
 
 
-class Config(Base):
+class Config(Base, frozen=True):
     databases: list[DatabaseConfig] = msgspec.field(default_factory=list)
     safety: SafetyConfig = msgspec.field(default_factory=SafetyConfig)
     permissions: Permissions = msgspec.field(default_factory=Permissions)

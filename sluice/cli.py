@@ -97,10 +97,10 @@ def report_failure(
     from api.envelopes import ENCODER, BlockedError
     from api.envelopes import QueryBlocked as BlockedEnvelope
     from api.errors import envelope_for
-    from api.service import QueryBlocked
+    from api.service import SafetyBlocked
     from connectors.errors import SluiceError
 
-    if isinstance(exc, QueryBlocked):
+    if isinstance(exc, SafetyBlocked):
         b = exc.block
         print(f"blocked by {b.stage}: {b.reason}", file=err)
         if b.suggestion:
@@ -194,7 +194,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                     result = await session.simple(
                         database,
                         table or "",
-                        text,
+                        text or "",
                         language=args.language,
                         dry_run=args.dry_run,
                     )

@@ -10,7 +10,10 @@ import shlex
 _FILE_OPTIONS = frozenset({"--config", "--file", "--output", "--sql-file", "-f", "-o"})
 
 
-def _walk(parser: argparse.ArgumentParser, path: str, out: dict[str, tuple[list[str], list[str]]]):
+Table = dict[str, tuple[list[str], list[str]]]
+
+
+def _walk(parser: argparse.ArgumentParser, path: str, out: Table) -> Table:
     """(subcommands, options) per command path ("sluice", "sluice run list", ...)."""
     commands: list[str] = []
     options: list[str] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from api import metrics
 from api.local import open_service
-from api.service import QueryBlocked
+from api.service import SafetyBlocked
 from engine.config import load_config
 
 
@@ -67,7 +67,7 @@ async def test_in_process_api_drains_on_exit(tmp_path: Path) -> None:
             else:
                 try:
                     await session.simple("lite", "t", "DELETE FROM t")
-                except QueryBlocked:
+                except SafetyBlocked:
                     pass
     # the session closed right after the last query: every entry is on disk
     entries = _entries(tmp_path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL
-from sqlglot.tokens import TokenType
+from sqlglot.tokenizer_core import TokenType
 
 from safety.languages.sql_parse import _EXPLAIN, parse
 from safety.text_cache import text_cache
@@ -24,7 +24,7 @@ class SluiceMySQL(MySQL):
     """MySQL output that MariaDB also runs: sqlglot writes `x REGEXP p` as REGEXP_LIKE(),
     a function MariaDB does not have; the operator works on both."""
 
-    class Generator(MySQL.Generator):
+    class Generator(MySQL.Generator):  # type: ignore[misc, valid-type]  # sqlglot's nested class
         TRANSFORMS = {
             **MySQL.Generator.TRANSFORMS,
             exp.RegexpLike: lambda self, e: (
