@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from api import metrics
+from api import heap, metrics
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
@@ -78,6 +78,7 @@ def build_app(
                 )
                 tg.start_soon(_evict_results, service.store)
                 await tg.start(runs.serve)
+                heap.settle()
                 yield
                 await runs.drain()  # before cancelling: running runs get their grace period
                 audit.close()  # the writer drains every queued entry, then returns

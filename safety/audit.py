@@ -113,6 +113,7 @@ class AuditLog:
         config: HasSecrets | None = None,
         max_pending: int = 10_000,
         batch: int = 512,
+        linger: float = 0.01,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.path = Path(path)
@@ -120,6 +121,10 @@ class AuditLog:
         self._unreported = 0
         self._batch = batch
         self._on_drop = on_drop
+        # after the first entry, wait this long for more: one worker-thread hop per batch
+        # rather than per request (the hop and its GIL handoff were ~10% of a lookup's
+        # samples at low concurrency, bench/dashboard.py)
+        self._linger = linger
         self._secrets = secret_values(config)
         # secrets as they appear in encoded JSON; one that JSON escapes cannot be searched
         # for in the encoded bytes, so its presence disables the fast path
@@ -162,6 +167,9 @@ class AuditLog:
                     await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
+                if self._linger and not self._closed and len(self._pending) < self._batch:
+                    # entries stay queued while lingering: a cancel here loses none
+                    await anyio.sleep(self._linger)
                 # encoding and redaction run in the worker thread too, never on the loop;
                 # shielded: a batch once taken is always written (a cancelled to_thread
                 # call would return before running it)
