@@ -488,9 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
     c.set_defaults(func=cmd_completion)
+    from sluice.cli_mcp import add_mcp_commands
     from sluice.cli_runs import add_run_commands
 
     add_run_commands(sub)
+    add_mcp_commands(sub)
     return p
 
 
