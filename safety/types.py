@@ -48,6 +48,8 @@ class CheckRequest(msgspec.Struct, frozen=True, kw_only=True):
     transport: str = "rest/local"
     client: str | None = None
     body_bytes: int = 0  # size of the HTTP body, for PROMPT_GUARD's limit
+    # rows per step, already bounded by the caller (api/service); None: max_rows_per_query
+    max_rows: int | None = None
 
 
 class CheckedStep(msgspec.Struct, kw_only=True):
@@ -73,6 +75,11 @@ class CheckedStep(msgspec.Struct, kw_only=True):
     # counts rows after the filter (capping first would drop matching rows); the connector's
     # max_rows (row_cap + 1) still enforces the cap. None: link into `text` (MQL filters first).
     link_text: str | None = None
+    # What the connector runs when it differs from `text`: the same statement with inert
+    # literals bound as `params` (safety/languages/sql_template.py), so one prepared
+    # statement serves every key.
+    run_text: str | None = None
+    params: tuple[object, ...] = ()
 
 
 class StageVerdict(msgspec.Struct, kw_only=True):
