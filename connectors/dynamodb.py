@@ -434,10 +434,10 @@ class DynamoDBConnector:
         statement: Statement,
         deadline: float,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Items by partition key: BatchGetItem calls of 100 keys, a few in flight."""
+        """Items by partition key: BatchGetItem calls of 100 keys, BATCH_GET_IN_FLIGHT at once."""
         name, key_type = key
         table = params["TableName"]
-        extra = {
+        extra: dict[str, Any] = {
             k: params[k]
             for k in ("ProjectionExpression", "ExpressionAttributeNames", "ConsistentRead")
             if k in params
@@ -450,28 +450,34 @@ class DynamoDBConnector:
             if typed is not None and mark not in seen:
                 seen.add(mark)
                 keys.append({name: typed})
-        send, receive = anyio.create_memory_object_stream[list[dict[str, Any]]](BATCH_GET_IN_FLIGHT)
-        limiter = anyio.CapacityLimiter(BATCH_GET_IN_FLIGHT)
+        groups = list(chunks(keys, MAX_BATCH_GET_KEYS))
+        # waves of a few calls at once; nothing is yielded while a wave's task group is open
+        # (a consumer that stops early then closes no stream under a running task)
+        for at in range(0, len(groups), BATCH_GET_IN_FLIGHT):
+            wave = groups[at : at + BATCH_GET_IN_FLIGHT]
+            found: list[list[dict[str, Any]]] = [[] for _ in wave]
 
-        async def one(group: list[dict[str, Any]]) -> None:
-            async with limiter:
-                found = await self._batch_get(
-                    {table: {"Keys": group, **extra}}, statement, deadline
-                )
-                docs = await anyio.to_thread.run_sync(_documents, found.get(table, []))
-            await send.send(docs)
+            async with anyio.create_task_group() as tg:
+                for i, group in enumerate(wave):
+                    tg.start_soon(
+                        self._batch_get_into, found, i, table, group, extra, statement, deadline
+                    )
+            items = [item for part in found for item in part]
+            if items:
+                yield await anyio.to_thread.run_sync(_documents, items)
 
-        async def run_all() -> None:
-            async with send, anyio.create_task_group() as tg:
-                for group in chunks(keys, MAX_BATCH_GET_KEYS):
-                    tg.start_soon(one, group)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run_all)
-            async with receive:
-                async for docs in receive:
-                    yield docs
-            tg.cancel_scope.cancel()
+    async def _batch_get_into(
+        self,
+        found: list[list[dict[str, Any]]],
+        i: int,
+        table: str,
+        keys: list[dict[str, Any]],
+        extra: dict[str, Any],
+        statement: Statement,
+        deadline: float,
+    ) -> None:
+        answer = await self._batch_get({table: {"Keys": keys, **extra}}, statement, deadline)
+        found[i] = answer.get(table, [])
 
     async def _partition_key(
         self, table: str, statement: Statement, deadline: float

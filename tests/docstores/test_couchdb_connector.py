@@ -4,6 +4,7 @@ the row cap, Arrow batches, links, discovery and failures."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from connectors.base import Batch, LinkFilter, Statement
 from connectors.config import DatabaseConfig
 from connectors.couchdb import CouchDBConnector
-from connectors.errors import ConnectorUnavailable, QueryFailed
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.registry import database_config
 
 pytestmark = pytest.mark.couchdb
@@ -290,6 +291,19 @@ async def test_discover_types_from_sampled_documents(connector, couch, couch_db)
     assert fields["_id"] == "VARCHAR" and fields["age"] == "BIGINT"
     assert fields["score"] == "DOUBLE" and fields["address"] == "JSON"
     assert "views" not in fields  # design documents are not data
+
+
+async def test_a_consumer_that_stops_early_and_a_deadline(connector, couch, couch_db):
+    await seed(couch, couch_db, DOCS)
+    body = {"operation": "find", "selector": {}}
+    async with contextlib.aclosing(connector.stream(stmt(couch_db, body, batch_size=5))) as it:
+        async for batch in it:
+            assert len(batch) == 5
+            break  # the generator closes here; the pooled client stays usable
+    _, got = await collect(connector, stmt(couch_db, body))
+    assert len(got) == len(DOCS)
+    with pytest.raises(QueryTimedOut):
+        await collect(connector, stmt(couch_db, body, timeout=1e-6))
 
 
 async def test_missing_database_and_unreachable_server(connector, couch_url):

@@ -4,6 +4,7 @@ row cap, typed values, links and discovery."""
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import json
 from typing import Any
@@ -14,7 +15,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from connectors.base import Batch, LinkFilter, Statement
 from connectors.dynamodb import DynamoDBConnector, DynamoDBSettings
 from connectors.dynamodb_items import to_document
-from connectors.errors import ConnectorUnavailable, QueryFailed
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from tests.docstores.conftest import DYNAMO_ENV
 
 pytestmark = pytest.mark.dynamodb
@@ -375,6 +376,22 @@ async def test_links_by_key_and_by_in_filter(connector, dynamo, people):
             stmt(people, {"verb": "GetItem", "Key": {"id": {"S": "a"}}}),
             LinkFilter("id", ["a"], "VARCHAR"),
         )
+
+
+async def test_a_consumer_that_stops_early_and_a_deadline(connector, people):
+    body = {"verb": "Scan"}
+    async with contextlib.aclosing(connector.stream(stmt(people, body, batch_size=7))) as it:
+        async for batch in it:
+            assert len(batch) == 7
+            break  # the generator closes here; the client stays usable
+    assert len(await collect(connector, stmt(people, body))) == 60
+    keys = [f"p{i:03d}" for i in range(60)]
+    linked = connector.with_link(stmt(people, body), LinkFilter("id", keys, "VARCHAR"))
+    async with contextlib.aclosing(connector.stream(linked)) as it:
+        async for _ in it:
+            break  # BatchGetItem calls still in flight are cancelled
+    with pytest.raises(QueryTimedOut):
+        await collect(connector, stmt(people, body, timeout=1e-6))
 
 
 async def test_discover(connector, people):
