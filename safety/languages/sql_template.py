@@ -396,9 +396,17 @@ def _split(sql: str, sentinels: dict[str, int]) -> tuple[tuple[str, ...], tuple[
 
 
 def _inline(dialect: str, literal: Literal) -> str:
-    if literal[0] == _STRING:
-        return exp.Literal.string(literal[1]).sql(dialect=dialect)
-    return literal[1]
+    if literal[0] != _STRING:
+        return literal[1]
+    if len(literal[1]) <= 256:
+        return _string_sql(dialect, literal[1])
+    return exp.Literal.string(literal[1]).sql(dialect=dialect)
+
+
+@functools.lru_cache(maxsize=1024)
+def _string_sql(dialect: str, value: str) -> str:
+    """A string literal as the dialect's generator writes it (quoting and escapes)."""
+    return exp.Literal.string(value).sql(dialect=dialect)
 
 
 def _join(pieces: tuple[str, ...], slots: tuple[int, ...], values: list[str]) -> str:
