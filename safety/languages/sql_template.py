@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
-from sqlglot import TokenType, exp
+from sqlglot import Tokenizer, TokenType, exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 
@@ -233,7 +233,7 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
     """(key, literals): the token stream with int and string literals replaced by their kind,
     and those literals. None: no template for this text."""
     try:
-        tokens = _dialect(dialect).tokenize(text)
+        tokens = _tokenizer(dialect).tokenize(text)
     except (SqlglotError, RecursionError):
         return None
     key: list[Any] = [dialect]
@@ -256,9 +256,20 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
     return tuple(key), tuple(literals)
 
 
-@functools.cache
-def _dialect(name: str) -> Dialect:
-    return Dialect.get_or_raise(name)
+_local = threading.local()
+
+
+def _tokenizer(dialect: str) -> Tokenizer:
+    """One tokenizer per dialect and thread, reused (building one costs as much as using it;
+    a tokenizer holds state while it runs, so threads do not share one)."""
+    cache: dict[str, Tokenizer] | None = getattr(_local, "tokenizers", None)
+    if cache is None:
+        cache = _local.tokenizers = {}
+    tok = cache.get(dialect)
+    if tok is None:
+        d = Dialect.get_or_raise(dialect)
+        tok = cache[dialect] = d.tokenizer_class(dialect=d)
+    return tok
 
 
 def _sentinel(kind: str, i: int) -> str:
