@@ -54,6 +54,7 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -97,8 +98,8 @@ class ElasticsearchConnector:
         self.config = config
         self._client: httpx.AsyncClient | None = None
         self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
-        # index -> (when fetched, its floating-point fields): see `_floating`
-        self._floats: dict[str, tuple[float, frozenset[str]]] = {}
+        # index -> (when fetched, top-level field -> mapping type): see `_mapping`
+        self._mappings: dict[str, tuple[float, dict[str, str]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -344,8 +345,8 @@ class ElasticsearchConnector:
             async for batch in self._aggregations(req, body, params, defs, statement, shaper):
                 yield batch
             return
-        score = wants_score(body)
-        floats = await self._floating(req.index, statement) if req.index else frozenset()
+        mapping = await self._mapping(req.index, statement) if req.index else {}
+        shape = HitShape.of(body, mapping)
         wanted = _wanted(body.get("size"), statement.max_rows)
         page = max(1, min(statement.batch_size, MAX_WINDOW))
         path = req.url_path()
@@ -357,11 +358,11 @@ class ElasticsearchConnector:
                 self.call("POST", path, statement, body=body, params=params), statement
             )
             hits = res.get("hits", {}).get("hits", [])
-            yield await self._batch(shaper, hits, score, floats, statement)
+            yield await self._batch(shaper, hits, shape, statement)
             return
         # past one page: scroll (see the module docstring for why not search_after)
         body["size"] = page
-        if "sort" not in body and not score:
+        if "sort" not in body and not shape.score:
             body["sort"] = ["_doc"]
         keep_alive = f"{max(1, math.ceil(statement.timeout))}s"
         res = await self._timed(
@@ -374,9 +375,11 @@ class ElasticsearchConnector:
                 hits = res.get("hits", {}).get("hits", [])
                 hits = hits[: wanted - sent]
                 if hits or sent == 0:
-                    yield await self._batch(shaper, hits, score, floats, statement)
+                    yield await self._batch(shaper, hits, shape, statement)
                 sent += len(hits)
-                if not hits or sent >= wanted or not scroll_id:
+                total = res.get("hits", {}).get("total") or {}
+                exhausted = total.get("relation") == "eq" and sent >= total.get("value", 0)
+                if len(hits) < page or exhausted or sent >= wanted or not scroll_id:
                     return
                 res = await self._timed(
                     self.call(
@@ -392,17 +395,15 @@ class ElasticsearchConnector:
             if scroll_id:
                 await self._clear_scroll(scroll_id)
 
-    async def _floating(self, index: str, statement: Statement) -> frozenset[str]:
-        """The index's floating-point fields (mapping cached MAPPING_TTL_S): their whole
-        numbers become floats, so `10` before `10.5` cannot make the column BIGINT."""
+    async def _mapping(self, index: str, statement: Statement) -> dict[str, str]:
+        """The index's top-level field types, cached MAPPING_TTL_S (one GET per index)."""
         now = time.monotonic()
-        cached = self._floats.get(index)
+        cached = self._mappings.get(index)
         if cached is not None and now - cached[0] < MAPPING_TTL_S:
             return cached[1]
         types = await es_discovery.index_mapping(self, index, statement)
-        floats = frozenset(n for n, t in types.items() if t in es_discovery.FLOATING)
-        self._floats[index] = (now, floats)
-        return floats
+        self._mappings[index] = (now, types)
+        return types
 
     async def _timed(self, coro: Any, statement: Statement) -> Any:
         res = await coro
@@ -414,20 +415,14 @@ class ElasticsearchConnector:
         self,
         shaper: RowShaper,
         hits: list[dict[str, Any]],
-        score: bool,
-        floats: frozenset[str],
+        shape: HitShape,
         statement: Statement,
     ) -> Batch:
         if not hits:
-            if shaper.columns:
-                return Batch(list(shaper.columns), rows=[])
-            return Batch(
-                [Column("_id", "VARCHAR")] + ([Column("_score", "DOUBLE")] if score else []),
-                rows=[],
-            )
+            return Batch(list(shaper.columns) or shape.empty, rows=[])
         if statement.bulk:
-            return await anyio.to_thread.run_sync(_arrow, shaper, hits, score, floats)
-        return shaper.rows(hit_docs(hits, score, floats))
+            return await anyio.to_thread.run_sync(_arrow, shaper, hits, shape)
+        return shaper.rows(hit_docs(hits, shape.score, shape.floats))
 
     async def _aggregations(
         self,
@@ -552,10 +547,35 @@ class ElasticsearchConnector:
         )
 
 
-def _arrow(
-    shaper: RowShaper, hits: list[dict[str, Any]], score: bool, floats: frozenset[str]
-) -> Batch:
-    return shaper.arrow(hit_docs(hits, score, floats))
+@dataclass(frozen=True, slots=True)
+class HitShape:
+    """How hits of one search become rows: a `_score` column or not, the mapping's floating
+    fields (whole numbers there become floats, so `10` before `10.5` cannot make the column
+    BIGINT), and the columns of an empty result (from the mapping and `_source`)."""
+
+    score: bool
+    floats: frozenset[str]
+    empty: list[Column]
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], mapping: Mapping[str, str]) -> HitShape:
+        score = wants_score(body)
+        source = body.get("_source", True)
+        if source is False:
+            names: list[str] = []
+        elif isinstance(source, str | list):
+            wanted = [source] if isinstance(source, str) else source
+            names = [n for n in mapping if n in wanted]
+        else:
+            names = list(mapping)
+        empty = [Column("_id", "VARCHAR")] + ([Column("_score", "DOUBLE")] if score else [])
+        empty += [Column(n, es_discovery.column_type(mapping[n])) for n in names]
+        floats = frozenset(n for n, t in mapping.items() if t in es_discovery.FLOATING)
+        return cls(score, floats, empty)
+
+
+def _arrow(shaper: RowShaper, hits: list[dict[str, Any]], shape: HitShape) -> Batch:
+    return shaper.arrow(hit_docs(hits, shape.score, shape.floats))
 
 
 def link_query(query: Any, column: str, values: list[Any]) -> dict[str, Any]:

@@ -360,3 +360,17 @@ async def test_discovery(conn: ElasticsearchConnector, orders: str) -> None:
     assert dist is not None and (dist.min_value, dist.max_value, dist.distinct_count) == (0, 59, 60)
     assert fields["status"].distribution.distinct_count == 3
     assert not any(name.startswith(".") for name in tables)
+
+
+async def test_empty_result_has_the_mapping_columns(
+    conn: ElasticsearchConnector, orders: str
+) -> None:
+    body = {"query": {"term": {"sku": "none"}}, "_source": ["sku", "n", "nope"]}
+    got = await collect(conn, stmt(body, orders))
+    assert records(got) == []
+    assert {(c.name, c.type) for c in got[0].columns} == {
+        ("_id", "VARCHAR"),
+        ("_score", "DOUBLE"),
+        ("sku", "VARCHAR"),
+        ("n", "BIGINT"),
+    }
