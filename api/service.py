@@ -21,12 +21,14 @@ from api.envelopes import (
     SafetyReport,
     SimpleQueryRequest,
 )
-from connectors.errors import QueryTimedOut
+from connectors import registry as connectors
+from connectors.errors import QueryTimedOut, UnknownConnector
 from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
 from engine.federated import FederatedResult, StepProgress, explain, run_federated
 from engine.ir import FederatedQuery
 from engine.simple import StepResult, run_simple
 from safety import pipeline
+from safety.languages import registry as languages
 from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepInput
 from sluice.errors import SluiceError
 
@@ -38,16 +40,6 @@ if TYPE_CHECKING:
     from engine.results import ResultStore
     from engine.sink import Sink
     from safety.audit import AuditLog
-
-# The reference's languages; a connector speaks exactly one of them.
-LANGUAGES: tuple[str, ...] = ("sql", "mql", "cypher", "es_dsl", "vector", "dynamo", "couchdb")
-LANGUAGE_OF_TYPE: dict[str, str] = {
-    "postgresql": "sql",
-    "mysql": "sql",
-    "sqlite": "sql",
-    "duckdb": "sql",
-    "mongodb": "mql",
-}
 
 
 class QueryBlocked(SluiceError):
@@ -285,7 +277,7 @@ class QueryService:
             outcome = "error"
         for step in audit["steps"]:
             metrics.query_finished(
-                step["database"], step["language"] or "sql", outcome, rows.get(step["step_id"], 0)
+                step["database"], step["language"] or "", outcome, rows.get(step["step_id"], 0)
             )
         if self.audit is not None:
             self.audit.record(audit)
@@ -323,7 +315,7 @@ class QueryService:
                     "step_id": s.step_id,
                     "database": s.database,
                     "table": s.table,
-                    "language": s.language or LANGUAGE_OF_TYPE.get(s.db_type),
+                    "language": s.language or spoken_by(s.db_type),
                     "query": s.query,
                     "rewritten": rewritten.get(s.step_id),
                 }
@@ -346,16 +338,24 @@ class QueryService:
         }
 
 
+def spoken_by(db_type: str) -> str | None:
+    """The language a database type speaks (its connector says), None for an unknown type."""
+    try:
+        return connectors.get(db_type).language
+    except UnknownConnector:
+        return None
+
+
 def check_language(language: str | None, database: str, db_type: str) -> None:
     """A requested language must be one we know and the one the database speaks."""
     if language is None:
         return
-    spoken = LANGUAGE_OF_TYPE.get(db_type)
-    if language not in LANGUAGES:
+    spoken = spoken_by(db_type)
+    if not languages.known(language):
         raise InvalidRequest(
             f"unknown language {language!r}",
-            suggestion=f"use one of {', '.join(LANGUAGES)}, or omit it to infer it from the "
-            f"database ({database!r} speaks {spoken})",
+            suggestion=f"use one of {', '.join(languages.names())}, or omit it to infer it "
+            f"from the database ({database!r} speaks {spoken})",
         )
     if language != spoken:
         raise InvalidRequest(

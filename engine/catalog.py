@@ -44,7 +44,10 @@ class DatabaseState:
     def table(self, name: str) -> TableInfo | None:
         found = self.by_name.get(name)
         if found is None and "." not in name:
-            found = self.by_name.get(f"public.{name}")
+            for schema in self.config.default_schemas():
+                found = self.by_name.get(f"{schema}.{name}")
+                if found is not None:
+                    break
         if found is None:
             found = self.by_name.get(name.lower())
         return found

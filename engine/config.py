@@ -6,6 +6,7 @@ run of `sluice validate` reports all the problems it can find, not only the firs
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import types
@@ -19,7 +20,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from connectors.config import DATABASE_TYPES, Base, DatabaseConfig, PositiveFloat, PositiveInt
+from connectors import registry
+from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, allowed_keys
+from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
 
 Level = Literal["R", "W", "RW", "RA", "RWA", "A", "none"]
@@ -180,7 +183,7 @@ def _interpolate(node: Any, problems: _Problems, env: Mapping[str, str], where: 
 
 def _allowed_fields(tp: Any) -> list[str]:
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return [f.name for f in msgspec.structs.fields(tp)]
+        return allowed_keys(tp)
     return []
 
 
@@ -213,8 +216,6 @@ def _explain(
         allowed = _allowed_fields(cur_tp)
         msg = f"unknown key {bad!r}; allowed keys: {', '.join(allowed)}" if allowed else msg
     key_path = ".".join(keys).replace(".[", "[")
-    if "Invalid enum value" in msg and keys and keys[-1] == "type":
-        msg = f"{msg}; allowed types: {', '.join(DATABASE_TYPES)}"
     return line, key_path or "(top level)", msg
 
 
@@ -306,11 +307,8 @@ def load_config_text(
     else:
         seen: dict[str, int | None] = {}
         for i, item in enumerate(raw_dbs or []):
-            try:
-                db = msgspec.convert(item, DatabaseConfig)
-            except msgspec.ValidationError as err:
-                line, key, msg = _explain(err, item, DatabaseConfig, f"databases[{i}]")
-                problems.add(line or _line_of(raw_dbs, i), key, msg)
+            db = _database(item, i, raw_dbs, problems)
+            if db is None:
                 continue
             line = _line_of(raw_dbs, i)
             if db.name in seen:
@@ -322,7 +320,7 @@ def load_config_text(
                 )
                 continue
             seen[db.name] = line
-            problem = _connection_problem(db)
+            problem = db.problem()
             if problem:
                 problems.add(line, f"databases[{i}]", problem)
             databases.append(db)
@@ -332,18 +330,33 @@ def load_config_text(
     return Config(databases=databases, source=source, **values)
 
 
-def _connection_problem(db: DatabaseConfig) -> str | None:
-    if db.type in ("sqlite", "duckdb"):
-        if not db.path:
-            return f"a {db.type} database needs `path` (the database file)"
-        if db.dsn or db.host:
-            return f"a {db.type} database is a file: give `path` only, not `dsn` or `host`"
+def _database(item: Any, i: int, raw_dbs: Any, problems: _Problems) -> DatabaseConfig | None:
+    """One `databases` entry decoded with the settings struct of its connector type."""
+    kind = item.get("type") if isinstance(item, CommentedMap) else None
+    if kind is None:
+        problems.add(
+            _line_of(raw_dbs, i),
+            f"databases[{i}]",
+            f"Object missing required field `type`; allowed types: {', '.join(registry.names())}",
+        )
         return None
-    if db.path:
-        return f"a {db.type} database is a server: give `dsn` or `host`/`port`, not `path`"
-    if db.dsn and (db.host or db.port):
-        return "give either `dsn` or `host`/`port`, not both"
-    return None
+    try:
+        struct = registry.settings_type(str(kind))
+    except UnknownConnector:
+        close = difflib.get_close_matches(str(kind), registry.names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.add(
+            _line_of(item, "type") or _line_of(raw_dbs, i),
+            f"databases[{i}].type",
+            f"Invalid enum value {kind!r}{hint}; allowed types: {', '.join(registry.names())}",
+        )
+        return None
+    try:
+        return msgspec.convert(item, struct)
+    except msgspec.ValidationError as err:
+        line, key, msg = _explain(err, item, struct, f"databases[{i}]")
+        problems.add(line or _line_of(raw_dbs, i), key, msg)
+        return None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -361,9 +374,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def fix(value: str) -> str:
         return value if os.path.isabs(value) else str((base / value).resolve())
 
-    dbs = [
-        msgspec.structs.replace(db, path=fix(db.path)) if db.path else db for db in config.databases
-    ]
+    dbs = [db.resolved(base) for db in config.databases]
     server = msgspec.structs.replace(config.server, data_dir=fix(config.server.data_dir))
     if server.audit_log:
         server = msgspec.structs.replace(server, audit_log=fix(server.audit_log))

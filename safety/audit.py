@@ -71,15 +71,7 @@ def secret_values(config: Config | None) -> tuple[str, ...]:
         return ()
     found: set[str] = set()
     for db in config.databases:
-        if db.password:
-            found.add(db.password)
-        if db.dsn:
-            m = re.search(r"://[^:/@\s]*:([^@\s/]+)@", db.dsn)
-            if m:
-                found.add(m.group(1))
-            m = re.search(r"(?i)\bpassword=([^\s&;]+)", db.dsn)
-            if m:
-                found.add(m.group(1))
+        found.update(db.secrets())
     for token in config.auth.tokens:
         if token.token:
             found.add(token.token)

@@ -140,7 +140,7 @@ def _checked(ctx: StepContext) -> t.CheckedStep:
         step_id=s.step_id,
         database=s.database,
         table=s.table,
-        language=ctx.language,
+        language=ctx.language.name,
         dialect=ctx.dialect,
         operation=operation,
         original=s.query,

@@ -21,7 +21,7 @@ import pytest
 
 from connectors import registry
 from connectors.base import Connector
-from connectors.config import DatabaseConfig
+from connectors.registry import database_config
 from engine.config import SafetyConfig
 from engine.federated import FederatedResult, run_federated
 from engine.ir import FederatedQuery
@@ -120,8 +120,8 @@ async def connectors(
     pg_data: PgServer, mysql_data: MySQLServer, files: dict[str, Path]
 ) -> AsyncIterator[dict[str, Connector]]:
     configs = [
-        DatabaseConfig(name="pg", type="postgresql", dsn=pg_data.dsn, pool_size=8),
-        DatabaseConfig(
+        database_config(name="pg", type="postgresql", dsn=pg_data.dsn, pool_size=8),
+        database_config(
             name="my",
             type="mysql",
             host=mysql_data.host,
@@ -131,8 +131,8 @@ async def connectors(
             database=mysql_data.database,
             pool_size=8,
         ),
-        DatabaseConfig(name="lite", type="sqlite", path=str(files["sqlite"])),
-        DatabaseConfig(name="duck", type="duckdb", path=str(files["duckdb"])),
+        database_config(name="lite", type="sqlite", path=str(files["sqlite"])),
+        database_config(name="duck", type="duckdb", path=str(files["duckdb"])),
     ]
     opened: dict[str, Connector] = {}
     try:
