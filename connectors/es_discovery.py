@@ -22,7 +22,7 @@ from connectors.base import Distribution, FieldInfo, Statement, TableInfo
 from connectors.types_map import json_safe
 
 if TYPE_CHECKING:
-    from connectors.elasticsearch import ElasticsearchConnector
+    from connectors.es import ElasticsearchConnector
 
 MAX_INDICES = 500
 SAMPLE_DOCS = 10_000

@@ -38,11 +38,9 @@ partial answer (a wrong count), which is worse than a timeout.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-
-import msgspec
 
 from connectors.es_request import BodyError, EsRequest, check_index, parse
 from safety.languages.base import Analysis, Language, Rewrite, StepView
@@ -456,9 +454,7 @@ def _reindex_targets(
     names = _index_list(source.get("index"))
     if not names:
         structural.append(("_reindex source.index must name indices", None))
-    for n in names or []:
-        if _valid_index(n, structural, "source.index"):
-            out.append((n, "SELECT"))
+    out += [(n, "SELECT") for n in names or [] if _valid_index(n, structural, "source.index")]
     target = dest.get("index")
     if isinstance(target, str) and _valid_index(target, structural, "dest.index"):
         out.append((target, "DDL"))
@@ -481,9 +477,8 @@ def _alias_targets(body: Any, structural: list[Finding]) -> list[tuple[str | Non
         if not isinstance(spec, dict):
             continue
         for key in ("index", "indices", "alias", "aliases"):
-            for n in _index_list(spec.get(key, [])) or []:
-                if _valid_index(n, structural, f"actions[{i}].{key}"):
-                    out.append((n, "DDL"))
+            names = _index_list(spec.get(key, [])) or []
+            out += [(n, "DDL") for n in names if _valid_index(n, structural, f"actions[{i}]")]
     return out
 
 
@@ -551,8 +546,6 @@ def _fields(req: EsRequest) -> tuple[tuple[str, ...], frozenset[str], bool]:
         elif isinstance(node, list):
             for item in node:
                 walk(item)
-        elif isinstance(node, str) and req.endpoint == "_search":
-            pass
 
     walk(body)
     for s in (body.get("sort") if isinstance(body, dict) else None) or []:
@@ -750,12 +743,3 @@ class EsDslLanguage(Language):
         body["size"] = 0
         text = req.with_body(body).to_text() if req is not None else statement.text
         return dataclasses.replace(statement, text=text)
-
-
-def iter_findings(a: EsAnalysis) -> Iterator[Finding]:
-    yield from a.structural
-    yield from a.injection_blocks
-
-
-def encode(body: Any) -> str:
-    return msgspec.json.encode(body).decode()

@@ -16,7 +16,8 @@ import pytest
 
 from connectors.base import Batch, Statement
 from connectors.config import DatabaseConfig
-from connectors.elasticsearch import ElasticsearchConnector
+from connectors.es import ElasticsearchConnector
+from connectors.registry import database_config
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -80,7 +81,7 @@ def raw(es_url: str) -> Iterator[Raw]:
 
 
 def es_config(url: str, **kw: Any) -> DatabaseConfig:
-    return DatabaseConfig(name="es", type="elasticsearch", dsn=url, pool_size=4, **kw)  # type: ignore[arg-type]
+    return database_config(name="es", type="elasticsearch", dsn=url, pool_size=4, **kw)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from connectors.base import LinkFilter
-from connectors.elasticsearch import ElasticsearchConnector
 from connectors.errors import QueryFailed
+from connectors.es import ElasticsearchConnector
 from tests.elasticsearch.conftest import Raw, collect, records, stmt
 
 pytestmark = pytest.mark.elasticsearch

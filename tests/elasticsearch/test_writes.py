@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from connectors.elasticsearch import ElasticsearchConnector
 from connectors.errors import QueryFailed
+from connectors.es import ElasticsearchConnector
 from tests.elasticsearch.conftest import Raw, collect, records, stmt
 
 pytestmark = pytest.mark.elasticsearch

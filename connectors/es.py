@@ -55,7 +55,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -63,14 +64,12 @@ import httpx
 import msgspec
 
 from connectors import es_discovery
-from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
+from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
+from connectors.config import DatabaseConfig, ServerSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.es_request import BodyError, EsRequest, parse
 from connectors.es_rows import agg_defs, agg_rows, hit_docs, wants_score
 from connectors.mongo_flatten import RowShaper
-
-if TYPE_CHECKING:
-    from connectors.config import DatabaseConfig
 
 DEFAULT_TIMEOUT_S = 30.0
 CLIENT_GRACE_S = 1.0
@@ -85,16 +84,60 @@ _DECODE = msgspec.json.Decoder().decode
 _ENCODE = msgspec.json.Encoder().encode
 
 
+class EsSettings(ServerSettings, tag="elasticsearch"):
+    """An Elasticsearch 7.x server: `dsn` (http(s)://[user:password@]host:port), `hosts`
+    (tried in order at open; the first that answers is used), or `host`/`port`; basic auth
+    (`user`/`password`) or an `api_key` (the base64 `id:key` Elasticsearch hands out)."""
+
+    hosts: tuple[str, ...] = ()
+    api_key: str | None = None
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def problem(self) -> str | None:
+        given = [
+            k
+            for k, v in (
+                ("dsn", self.dsn),
+                ("hosts", self.hosts),
+                ("host/port", self.host or self.port),
+            )
+            if v
+        ]
+        if len(given) > 1:
+            return f"give one of `dsn`, `hosts` or `host`/`port`, not {' and '.join(given)}"
+        if self.api_key and self.user:
+            return "give either `api_key` or `user`/`password`, not both"
+        if self.tls_key_file and not self.tls_cert_file:
+            return "`tls_key_file` needs `tls_cert_file`"
+        return None
+
+    def secrets(self) -> tuple[str, ...]:
+        return (*super().secrets(), *((self.api_key,) if self.api_key else ()))
+
+    def resolved(self, base: Path) -> DatabaseConfig:
+        fields = {}
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            value = getattr(self, name)
+            if value and not Path(value).is_absolute():
+                fields[name] = str((base / value).resolve())
+        return msgspec.structs.replace(self, **fields) if fields else self
+
+
+class OpenSearchSettings(EsSettings, tag="opensearch"):
+    """An OpenSearch server: the same REST protocol and settings as Elasticsearch 7."""
+
+
 class ElasticsearchConnector:
     """Elasticsearch 7.x and OpenSearch (same REST protocol) through one pooled client."""
 
-    name: ClassVar[str] = "elasticsearch"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (EsSettings, OpenSearchSettings)
     language: ClassVar[str] = "es_dsl"
     dialect: ClassVar[str] = "elasticsearch"
-    param_style: ClassVar[str] = "none"
-    supports_array_params: ClassVar[bool] = True
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: EsSettings) -> None:
         self.config = config
         self._client: httpx.AsyncClient | None = None
         self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
@@ -103,27 +146,27 @@ class ElasticsearchConnector:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def base_url(self) -> str:
-        """The first host's URL (user info stripped: credentials travel as a header)."""
+    def base_urls(self) -> list[str]:
+        """Every configured host's URL (user info stripped: credentials go in a header)."""
         c = self.config
-        hosts = list(getattr(c, "hosts", None) or ())
-        if c.dsn:
-            hosts = [c.dsn]
+        hosts = [c.dsn] if c.dsn else list(c.hosts)
         if not hosts:
             hosts = [f"http://{c.host or '127.0.0.1'}:{c.port or 9200}"]
-        u = urlsplit(hosts[0] if "://" in hosts[0] else f"http://{hosts[0]}")
-        netloc = u.hostname or "127.0.0.1"
-        if ":" in netloc:
-            netloc = f"[{netloc}]"
-        if u.port:
-            netloc += f":{u.port}"
-        return f"{u.scheme}://{netloc}{u.path.rstrip('/')}"
+        out = []
+        for h in hosts:
+            u = urlsplit(h if "://" in h else f"http://{h}")
+            netloc = u.hostname or "127.0.0.1"
+            if ":" in netloc:
+                netloc = f"[{netloc}]"
+            if u.port:
+                netloc += f":{u.port}"
+            out.append(f"{u.scheme}://{netloc}{u.path.rstrip('/')}")
+        return out
 
     def _auth_header(self) -> dict[str, str]:
         c = self.config
-        api_key = getattr(c, "api_key", None)
-        if api_key:
-            return {"Authorization": f"ApiKey {api_key}"}
+        if c.api_key:
+            return {"Authorization": f"ApiKey {c.api_key}"}
         user, password = c.user, c.password
         if c.dsn and not user:
             u = urlsplit(c.dsn)
@@ -136,15 +179,13 @@ class ElasticsearchConnector:
 
     def _verify(self) -> ssl.SSLContext | bool:
         c = self.config
-        if getattr(c, "tls_verify", True) is False:
+        if not c.tls_verify:
             return False
-        ca = getattr(c, "tls_ca_file", None)
-        cert = getattr(c, "tls_cert_file", None)
-        if not ca and not cert:
+        if not c.tls_ca_file and not c.tls_cert_file:
             return True
-        ctx = ssl.create_default_context(cafile=ca)
-        if cert:
-            ctx.load_cert_chain(cert, getattr(c, "tls_key_file", None))
+        ctx = ssl.create_default_context(cafile=c.tls_ca_file)
+        if c.tls_cert_file:
+            ctx.load_cert_chain(c.tls_cert_file, c.tls_key_file)
         return ctx
 
     async def open(self) -> None:
@@ -155,20 +196,29 @@ class ElasticsearchConnector:
             verify = self._verify()
         except (OSError, ssl.SSLError) as exc:
             raise ConnectorUnavailable(c.name, f"TLS settings: {exc}") from exc
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url(),
-            headers={"Content-Type": "application/json", **self._auth_header()},
-            limits=httpx.Limits(max_connections=c.pool_size, max_keepalive_connections=c.pool_size),
-            timeout=httpx.Timeout(
-                self._default_timeout + CLIENT_GRACE_S, connect=c.connect_timeout_seconds
-            ),
-            verify=verify,
-        )
-        try:
-            await self.ping()
-        except BaseException:
-            await self.close()
-            raise
+        failures = []
+        for url in self.base_urls():
+            self._client = httpx.AsyncClient(
+                base_url=url,
+                headers={"Content-Type": "application/json", **self._auth_header()},
+                limits=httpx.Limits(
+                    max_connections=c.pool_size, max_keepalive_connections=c.pool_size
+                ),
+                timeout=httpx.Timeout(
+                    self._default_timeout + CLIENT_GRACE_S, connect=c.connect_timeout_seconds
+                ),
+                verify=verify,
+            )
+            try:
+                await self.ping()
+                return
+            except ConnectorUnavailable as exc:
+                failures.append(f"{url}: {exc.detail}")
+                await self.close()
+            except BaseException:
+                await self.close()
+                raise
+        raise ConnectorUnavailable(c.name, "no host answered: " + "; ".join(failures))
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -517,6 +567,9 @@ class ElasticsearchConnector:
                             res.get("created", 0) + res.get("updated", 0) + res.get("deleted", 0)
                         )
                 return 1 if res.get("acknowledged", True) else 0
+
+    def pool_stats(self) -> PoolStats | None:
+        return None  # httpx keeps its pool private; /metrics counts query slots instead
 
     # -- discovery and links ---------------------------------------------------------------
 
