@@ -304,6 +304,8 @@ class ElasticsearchConnector:
             req = parse(statement.text, table)
         except BodyError as exc:
             raise QueryFailed(self.config.name, exc.reason, suggestion=exc.suggestion) from exc
+        if req.index is None and not req.enveloped:
+            raise QueryFailed(self.config.name, "a bare search body needs the step's table")
         if req.enveloped and table and req.index != table:
             if req.index is not None or req.endpoint not in BODY_TARGETED:
                 named = f"index {req.index!r}" if req.index else "no index"

@@ -148,7 +148,8 @@ def decode(text: str) -> Any:
 
 
 def parse(text: str, table: str | None) -> EsRequest:
-    """The request a body describes. `table` is the step's index (the bare body's target)."""
+    """The request a body describes. `table` is the step's index (the bare body's target;
+    None leaves a bare body's index unset, for analysis)."""
     body = decode(text)
     if not isinstance(body, dict):
         raise BodyError(
@@ -164,9 +165,8 @@ def parse(text: str, table: str | None) -> EsRequest:
             f"a bare body is a search body ({', '.join(sorted(SEARCH_KEYS))}); other "
             'endpoints go in an envelope {"method", "path", "body"}',
         )
-    if not table:
-        raise BodyError("a bare search body needs the step's `table` (the index)")
-    check_index(table)
+    if table is not None:  # None: analysis, where the step's table is filled in later
+        check_index(table)
     return EsRequest("POST", table, "_search", body=body)
 
 

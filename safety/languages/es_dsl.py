@@ -214,7 +214,7 @@ def _failed(error: str, suggestion: str | None) -> EsAnalysis:
 @text_cache
 def analyse_es(text: str) -> EsAnalysis:
     try:
-        req = parse(text, "_step_table_")
+        req = parse(text, None)
     except BodyError as err:
         return _failed(err.reason, err.suggestion)
     structural: list[Finding] = []
