@@ -56,6 +56,8 @@ SEARCH_KEYS: frozenset[str] = frozenset(
         "suggest",
     }
 )
+# keys that run code: parsed so the language refuses them by name (safety/languages/es_dsl.py)
+CODE_SEARCH_KEYS: frozenset[str] = frozenset({"script_fields", "runtime_mappings"})
 ENVELOPE_KEYS: frozenset[str] = frozenset({"method", "path", "body"})
 
 # characters Elasticsearch forbids in an index name, plus the pattern/list characters
@@ -158,7 +160,7 @@ def parse(text: str, table: str | None) -> EsRequest:
         )
     if "method" in body or "path" in body:
         return parse_envelope(body)
-    unknown = sorted(set(body) - SEARCH_KEYS)
+    unknown = sorted(set(body) - SEARCH_KEYS - CODE_SEARCH_KEYS)
     if unknown:
         raise BodyError(
             f"unknown search body key {unknown[0]!r}",

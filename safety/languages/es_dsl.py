@@ -42,7 +42,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from connectors.es_request import BodyError, EsRequest, check_index, parse
+from connectors.es_request import (
+    CODE_SEARCH_KEYS,
+    SEARCH_KEYS,
+    BodyError,
+    EsRequest,
+    check_index,
+    parse,
+)
 from safety.languages.base import Analysis, Language, Rewrite, StepView
 from safety.text_cache import text_cache
 from safety.types import Finding, Operation, TableRef
@@ -222,7 +229,7 @@ def analyse_es(text: str) -> EsAnalysis:
     lookups: list[str] = []
     _walk(req.body, blocks, structural, lookups, "$")
     for key, _ in req.params:
-        if key not in PARAMS:
+        if key not in PARAMS and key not in ("pipeline", "wait_for_completion"):
             structural.append(
                 (
                     f"query parameter {key!r} is not allowed in an es_dsl path",
@@ -320,9 +327,7 @@ def analyse_es(text: str) -> EsAnalysis:
 
 
 def _search_keys() -> frozenset[str]:
-    from connectors.es_request import SEARCH_KEYS
-
-    return SEARCH_KEYS
+    return SEARCH_KEYS | CODE_SEARCH_KEYS
 
 
 def _check_window(body: Mapping[str, Any], structural: list[Finding]) -> None:

@@ -98,31 +98,47 @@ def orders() -> list[dict[str, Any]]:
     ]
 
 
-def seed_es(raw: Raw) -> None:
+def seed_es(client: Raw) -> None:
     for base in INDICES:
-        raw.http.delete(f"/{base}")
-    raw.create(
+        client.http.delete(f"/{base}")
+    client.create(
         "items",
-        {"sku": {"type": "keyword"}, "n": {"type": "long"}, "name": {"type": "text"},
-         "price": {"type": "double"}, "kind": {"type": "keyword"}, "tags": {"type": "keyword"}},
+        {
+            "sku": {"type": "keyword"},
+            "n": {"type": "long"},
+            "name": {"type": "text"},
+            "price": {"type": "double"},
+            "kind": {"type": "keyword"},
+            "tags": {"type": "keyword"},
+        },
         items(),
     )
-    raw.create(
+    client.create(
         "orders",
-        {"customer_id": {"type": "long"}, "sku": {"type": "keyword"}, "qty": {"type": "long"},
-         "amount": {"type": "double"}},
+        {
+            "customer_id": {"type": "long"},
+            "sku": {"type": "keyword"},
+            "qty": {"type": "long"},
+            "amount": {"type": "double"},
+        },
         orders(),
     )
-    raw.create(
+    client.create(
         "users",
-        {"name": {"type": "keyword"}, "ssn": {"type": "keyword"},
-         "password_hash": {"type": "keyword"}},
+        {
+            "name": {"type": "keyword"},
+            "ssn": {"type": "keyword"},
+            "password_hash": {"type": "keyword"},
+        },
         [{"_id": i, "name": f"u{i}", "ssn": f"00{i}", "password_hash": "x"} for i in range(1, 4)],
     )
-    raw.create("secrets", {"token": {"type": "keyword"}}, [{"_id": 1, "token": "hunter2"}])
-    raw.create("scratch", {"k": {"type": "long"}}, [{"_id": 1, "k": 1}])
-    raw.create("ledger", {"k": {"type": "long"}, "state": {"type": "keyword"}},
-               [{"_id": i, "k": i, "state": "new"} for i in range(10)])
+    client.create("secrets", {"token": {"type": "keyword"}}, [{"_id": 1, "token": "hunter2"}])
+    client.create("scratch", {"k": {"type": "long"}}, [{"_id": 1, "k": 1}])
+    client.create(
+        "ledger",
+        {"k": {"type": "long"}, "state": {"type": "keyword"}},
+        [{"_id": i, "k": i, "state": "new"} for i in range(10)],
+    )
 
 
 def seed_sql(pg: PgServer, my: MySQLServer) -> None:

@@ -28,11 +28,26 @@ def data(r: Any) -> dict[str, Any]:
 
 SEARCHES: list[tuple[str, dict[str, Any]]] = [
     ("term-sorted", {"query": {"term": {"kind": "tool"}}, "sort": [{"n": "desc"}], "size": 8}),
-    ("range-source", {"query": {"range": {"price": {"gte": 5, "lt": 15}}},
-                      "_source": ["sku", "price"], "sort": ["n"]}),
-    ("bool-must-not", {"query": {"bool": {"must": [{"prefix": {"sku": "SKU-01"}}],
-                                          "must_not": [{"term": {"kind": "toy"}}]}},
-                       "sort": [{"sku": "asc"}]}),
+    (
+        "range-source",
+        {
+            "query": {"range": {"price": {"gte": 5, "lt": 15}}},
+            "_source": ["sku", "price"],
+            "sort": ["n"],
+        },
+    ),
+    (
+        "bool-must-not",
+        {
+            "query": {
+                "bool": {
+                    "must": [{"prefix": {"sku": "SKU-01"}}],
+                    "must_not": [{"term": {"kind": "toy"}}],
+                }
+            },
+            "sort": [{"sku": "asc"}],
+        },
+    ),
     ("ids", {"query": {"ids": {"values": ["i3", "i5", "i99"]}}, "sort": ["n"]}),
 ]
 
@@ -59,13 +74,21 @@ def test_relevance_scores(env: Env) -> None:
 
 
 def test_aggregation_rows(env: Env) -> None:
-    body = {"aggs": {"kind": {"terms": {"field": "kind"},
-                              "aggs": {"avg_price": {"avg": {"field": "price"}}}}}}
+    body = {
+        "aggs": {
+            "kind": {"terms": {"field": "kind"}, "aggs": {"avg_price": {"avg": {"field": "price"}}}}
+        }
+    }
     got = data(env.simple("items", body))
     res = env.raw.search("items", {**body, "size": 0})["aggregations"]
-    want = [{"kind": b["key"], "doc_count": b["doc_count"],
-             "avg_price": pytest.approx(b["avg_price"]["value"])}
-            for b in res["kind"]["buckets"]]
+    want = [
+        {
+            "kind": b["key"],
+            "doc_count": b["doc_count"],
+            "avg_price": pytest.approx(b["avg_price"]["value"]),
+        }
+        for b in res["kind"]["buckets"]
+    ]
     assert got["rows"] == want and len(want) == 2
 
 
@@ -85,8 +108,9 @@ def test_row_cap_truncates_and_says_so(env: Env) -> None:
 
 
 def test_dry_run_shows_the_guarded_body_and_runs_nothing(env: Env) -> None:
-    r = env.simple("ledger", {"method": "DELETE", "path": "/ledger/_doc/1"}, principal="writer",
-                   dry_run=True)
+    r = env.simple(
+        "ledger", {"method": "DELETE", "path": "/ledger/_doc/1"}, principal="writer", dry_run=True
+    )
     assert r.status_code == 200, r.text
     assert env.raw.req("GET", "/ledger/_doc/1")["found"] is True
     r = env.simple("items", {"query": {"match_all": {}}, "size": 500}, dry_run=True)
