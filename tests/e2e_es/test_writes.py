@@ -105,7 +105,7 @@ def test_unbounded_and_structural_writes_need_admin(ledger: Env) -> None:
         write(
             ledger, "writer", "PUT", "/ledger/_mapping", {"properties": {"z": {"type": "keyword"}}}
         ),
-        "AST_CHECKER",
+        "RBAC_GATE",
     )
     assert count(ledger) == 10
     assert (
