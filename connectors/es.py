@@ -16,9 +16,11 @@ Reads (`stream`):
   body has `aggs` (`connectors.es_rows`). Every search is sent with
   `allow_partial_search_results=false` and a server-side `timeout`; a response that still
   says `timed_out` is a QueryTimedOut, never a silently partial result.
-- Paging: the first page is one `_search` of `min(size, max_rows)` hits when that fits in
-  one page (`batch_size`, at most 10,000); past that the read is a scroll (`scroll=<keep
-  alive>`, pages of `batch_size`, cleared at the end whatever happens). Elasticsearch 7.9
+- Paging: every search starts as one plain `_search` of at most one page (`batch_size`, at
+  most 10,000 hits) that counts the matches up to `min(size, max_rows)`; when they all fit,
+  that is the answer (lookups and link batches: one round trip). Otherwise the read restarts
+  as a scroll (`scroll=<keep alive>`, pages of `batch_size`, cleared at the end whatever
+  happens), the first page discarded. Elasticsearch 7.9
   OSS has no point-in-time, and `search_after` without one is neither consistent under
   concurrent writes nor possible without a unique sort field (sorting on `_id` loads the
   whole `_id` fielddata into the heap), so the connector pages with scroll; a body's own
@@ -404,15 +406,26 @@ class ElasticsearchConnector:
         path = req.url_path()
         start = int(body.get("from") or 0)
         sent = 0
-        if wanted <= page or "search_after" in body or start:
-            body["size"] = wanted
-            res = await self._timed(
-                self.call("POST", path, statement, body=body, params=params), statement
-            )
-            hits = res.get("hits", {}).get("hits", [])
+        single = wanted <= page or "search_after" in body or start
+        # one plain search first, counting matches up to `wanted`: most reads (lookups, link
+        # batches) fit in it, and a scroll costs a context and two more round trips
+        first = dict(body, size=min(wanted, page if not single else wanted))
+        if not single and first.get("track_total_hits") is not True:
+            first["track_total_hits"] = wanted
+        res = await self._timed(
+            self.call("POST", path, statement, body=first, params=params), statement
+        )
+        hits = res.get("hits", {}).get("hits", [])
+        total = res.get("hits", {}).get("total") or {}
+        if (
+            single
+            or len(hits) < first["size"]
+            or (total.get("relation") == "eq" and total.get("value", 0) <= len(hits))
+        ):
             yield await self._batch(shaper, hits, shape, statement)
             return
-        # past one page: scroll (see the module docstring for why not search_after)
+        # more than one page: scroll from the start, the plain page discarded (its order
+        # need not match the scroll's); see the module docstring for why not search_after
         body["size"] = page
         if "sort" not in body and not shape.score:
             body["sort"] = ["_doc"]

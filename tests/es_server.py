@@ -27,11 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 USER = "sluice-es"
 STARTUP_S = 120.0
 STOP_S = 30.0
 ES_VERSION = "7.9.2"
+
+
+# the first test of a session pays for starting the server (up to STARTUP_S) and seeding
+# its indices: on a loaded 2-core machine that passes pytest's default 120 s per test
+ES_SETUP_TIMEOUT = pytest.mark.timeout(STARTUP_S + 180)
 
 
 class EsStartError(RuntimeError):

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from tests.e2e_es.conftest import LINK_BATCH, Env
+from tests.es_server import ES_SETUP_TIMEOUT
 
-pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres, pytest.mark.mysql]
+pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres, pytest.mark.mysql, ES_SETUP_TIMEOUT]
 
 
 def run(env: Env, steps: list[dict[str, Any]], merge: str) -> dict[str, Any]:

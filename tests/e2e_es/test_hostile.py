@@ -9,10 +9,11 @@ import pytest
 
 from tests.e2e_es.conftest import INDICES, Env
 from tests.elasticsearch.conftest import Raw
+from tests.es_server import ES_SETUP_TIMEOUT
 from tests.helpers import assert_blocked
 from tests.safety.conftest import load_corpus
 
-pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres]
+pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres, ES_SETUP_TIMEOUT]
 
 HOSTILE = load_corpus("hostile_es_dsl.yaml")
 

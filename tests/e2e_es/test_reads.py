@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from tests.e2e_es.conftest import ROW_CAP, Env
+from tests.es_server import ES_SETUP_TIMEOUT
 
-pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres]
+pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres, ES_SETUP_TIMEOUT]
 
 
 def hits_table(res: dict[str, Any], score: bool = False) -> list[dict[str, Any]]:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from tests.e2e_es.conftest import Env
+from tests.es_server import ES_SETUP_TIMEOUT
 from tests.helpers import assert_blocked
 
-pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres]
+pytestmark = [pytest.mark.elasticsearch, pytest.mark.postgres, ES_SETUP_TIMEOUT]
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from connectors.base import LinkFilter
 from connectors.errors import QueryFailed
 from connectors.es import ElasticsearchConnector
 from tests.elasticsearch.conftest import Raw, collect, records, stmt
+from tests.es_server import ES_SETUP_TIMEOUT
 
-pytestmark = pytest.mark.elasticsearch
+pytestmark = [pytest.mark.elasticsearch, ES_SETUP_TIMEOUT]
 
 BASE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 ORDER_PROPS = {

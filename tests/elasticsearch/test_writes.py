@@ -10,8 +10,9 @@ import pytest
 from connectors.errors import QueryFailed
 from connectors.es import ElasticsearchConnector
 from tests.elasticsearch.conftest import Raw, collect, records, stmt
+from tests.es_server import ES_SETUP_TIMEOUT
 
-pytestmark = pytest.mark.elasticsearch
+pytestmark = [pytest.mark.elasticsearch, ES_SETUP_TIMEOUT]
 
 
 @pytest.fixture
