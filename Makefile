@@ -34,6 +34,8 @@ test: install-test services
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: install-test services
 	$(BIN)/pip install -q -e '.[bench]'

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import sluice
 from api import envelopes as env
 from api.errors import ApiError, envelope_for
 from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
-from api.service import QueryBlocked, RequestContext
+from api.service import RequestContext
+from api.version import VERSION
 from connectors.base import TableInfo
 from engine.errors import UnknownDatabase, UnknownTable
 from engine.ir import FederatedQuery
@@ -49,19 +49,8 @@ def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
         rid = request_id_of(request.scope)
         try:
             result = await func(request)
-        except QueryBlocked as exc:
-            b = exc.block
-            return MsgspecResponse(
-                env.QueryBlocked(
-                    request_id=rid,
-                    status="blocked",
-                    error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
-                ),
-                status_code=403,
-            )
         except Exception as exc:
-            status, envelope = envelope_for(exc, rid)
-            headers = exc.headers if isinstance(exc, ApiError) else None
+            status, envelope, headers = envelope_for(exc, rid)
             return MsgspecResponse(envelope, status_code=status, headers=headers)
         if isinstance(result, Response):
             return result
@@ -140,7 +129,7 @@ async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) 
 async def health(request: Request) -> env.HealthResponse:
     catalog = request.app.state.catalog
     return env.HealthResponse(
-        status="ok", version=sluice.__version__, databases_connected=catalog.reachable_count
+        status="ok", version=VERSION, databases_connected=catalog.reachable_count
     )
 
 
@@ -179,7 +168,7 @@ async def table_detail(request: Request) -> TableInfo:
     state = catalog.get(name)
     if state is None:
         raise UnknownDatabase(name, catalog.names())
-    found = await catalog.find_table(state, table)
+    found: TableInfo | None = await catalog.find_table(state, table)
     if found is None:
         raise UnknownTable(name, table, [t.name for t in state.tables])
     return found

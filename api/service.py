@@ -22,15 +22,14 @@ from api.envelopes import (
     SimpleQueryRequest,
 )
 from connectors import registry as connectors
-from connectors.errors import QueryTimedOut, UnknownConnector
+from connectors.errors import QueryTimedOut, SluiceError, UnknownConnector
 from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
 from engine.federated import FederatedResult, StepProgress, explain, run_federated
 from engine.ir import FederatedQuery
 from engine.simple import StepResult, run_simple
 from safety import pipeline
 from safety.languages import registry as languages
-from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepInput
-from sluice.errors import SluiceError
+from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,12 +41,13 @@ if TYPE_CHECKING:
     from safety.audit import AuditLog
 
 
-class QueryBlocked(SluiceError):
+class SafetyBlocked(SluiceError):
     """Raised when the safety pipeline refused the request (HTTP 403, `status: blocked`)."""
 
     code = "blocked"
+    status = 403
 
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: RequestBlock) -> None:
         super().__init__(block.reason, suggestion=block.suggestion)
         self.block = block
 
@@ -127,7 +127,7 @@ class QueryService:
         started: float,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise QueryBlocked(outcome.block)
+            raise SafetyBlocked(outcome.block)
         step = outcome.steps[0]
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if req.dry_run:
@@ -213,7 +213,7 @@ class QueryService:
         result_id: str | None,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise QueryBlocked(outcome.block)
+            raise SafetyBlocked(outcome.block)
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:

@@ -1,8 +1,39 @@
-"""Errors raised by connectors. No driver exception crosses into engine/; each is mapped here."""
+"""The root of every sluice exception, and the errors raised by connectors.
+
+`SluiceError` lives here, in the bottom layer, so every package can derive from it. No driver
+exception crosses into engine/; each is mapped here.
+"""
 
 from __future__ import annotations
 
-from sluice.errors import SluiceError
+from typing import Any
+
+
+class SluiceError(Exception):
+    """Base class of all errors sluice raises on purpose; each class says how it is answered.
+
+    `code` is a stable machine-readable name that the API puts in its error envelope,
+    `status` the HTTP status, `suggestion` what to do about it, `details` structured facts
+    for the envelope and `headers` extra response headers (Retry-After). The API turns any
+    SluiceError into its envelope in one place (api/errors.py) from these alone.
+    """
+
+    code: str = "error"
+    status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        suggestion: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.suggestion = suggestion
+        self.details = details
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 class ConnectorError(SluiceError):
@@ -20,6 +51,7 @@ class ConnectorUnavailable(ConnectorError):
     """Raised when the database cannot be reached (connect refused, DNS, auth, pool closed)."""
 
     code = "database_unavailable"
+    status = 503
 
 
 class QueryFailed(ConnectorError):
@@ -32,6 +64,7 @@ class QueryTimedOut(ConnectorError):
     """Raised when a statement ran past its timeout and was stopped on the server."""
 
     code = "query_timeout"
+    status = 504
 
     def __init__(self, database: str, seconds: float) -> None:
         super().__init__(

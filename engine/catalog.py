@@ -15,8 +15,7 @@ from anyio.abc import TaskStatus
 from connectors import registry
 from connectors.base import Connector, TableInfo
 from connectors.config import DatabaseConfig
-from connectors.errors import ConnectorError
-from sluice.errors import SluiceError
+from connectors.errors import ConnectorError, SluiceError
 
 log = logging.getLogger("sluice.catalog")
 

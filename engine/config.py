@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from ruamel.yaml import YAML
@@ -24,36 +24,10 @@ from connectors import registry
 from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, allowed_keys
 from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
-
-Level = Literal["R", "W", "RW", "RA", "RWA", "A", "none"]
-DenyPolicy = Literal["PARTIAL", "BLOCK"]
+from safety.config import Permissions, SafetyConfig
 
 
-class TablePolicy(Base):
-    """A per-table override: its level and the columns it may never read or filter on."""
-
-    level: Level = "R"
-    deny_columns: list[str] = msgspec.field(default_factory=list)
-
-
-class DatabasePolicy(Base):
-    """A database baseline plus per-table overrides. A table covered by neither is denied."""
-
-    level: Level = "none"
-    tables: dict[str, Level | TablePolicy] = msgspec.field(default_factory=dict)
-
-
-PermissionSet = dict[str, DatabasePolicy]
-
-
-class Permissions(Base):
-    """`default` applies to requests without a principal of their own (no auth configured)."""
-
-    default: PermissionSet = msgspec.field(default_factory=dict)
-    principals: dict[str, PermissionSet] = msgspec.field(default_factory=dict)
-
-
-class TokenConfig(Base):
+class TokenConfig(Base, frozen=True):
     """A bearer token (or its sha256 hex) naming a principal, with an optional rate limit."""
 
     principal: str
@@ -62,21 +36,11 @@ class TokenConfig(Base):
     requests_per_minute: PositiveInt | None = None
 
 
-class AuthConfig(Base):
+class AuthConfig(Base, frozen=True):
     tokens: list[TokenConfig] = msgspec.field(default_factory=list)
 
 
-class SafetyConfig(Base):
-    max_rows_per_query: PositiveInt = 10_000
-    inline_rows: PositiveInt = 1_000
-    query_timeout_seconds: PositiveFloat = 30.0
-    max_query_chars: PositiveInt = 100_000
-    max_link_values_per_batch: PositiveInt = 2_000
-    link_batches_in_flight: PositiveInt = 3
-    deny_policy: DenyPolicy = "PARTIAL"
-
-
-class ServerConfig(Base):
+class ServerConfig(Base, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
     data_dir: str = ".sluice"
@@ -96,7 +60,7 @@ class ServerConfig(Base):
     run_log_lines: PositiveInt = 1_000
 
 
-class Config(Base):
+class Config(Base, frozen=True):
     databases: list[DatabaseConfig] = msgspec.field(default_factory=list)
     safety: SafetyConfig = msgspec.field(default_factory=SafetyConfig)
     permissions: Permissions = msgspec.field(default_factory=Permissions)
@@ -109,6 +73,12 @@ class Config(Base):
             if db.name == name:
                 return db
         return None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret written in the config: database passwords and DSNs, bearer tokens."""
+        found = [secret for db in self.databases for secret in db.secrets()]
+        found += [token.token for token in self.auth.tokens if token.token]
+        return tuple(found)
 
 
 # One settings table: (key, default, help). tests/test_docs.py checks each is in the README.

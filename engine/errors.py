@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sluice.errors import SluiceError
+from connectors.errors import SluiceError
 
 
 class ConfigError(SluiceError, ValueError):
     """Raised when sluice.yaml cannot be read or validated; lists every problem found."""
 
     code = "invalid_config"
+    status = 400
 
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
@@ -21,6 +22,7 @@ class UnknownDatabase(SluiceError, LookupError):
     """Raised when a request names a database that is not configured."""
 
     code = "unknown_database"
+    status = 404
 
     def __init__(self, name: str, known: list[str]) -> None:
         import difflib
@@ -38,6 +40,7 @@ class UnknownTable(SluiceError, LookupError):
     """Raised when a table is not in the database's discovered schema."""
 
     code = "unknown_table"
+    status = 404
 
     def __init__(self, database: str, table: str, known: list[str]) -> None:
         import difflib
@@ -54,18 +57,21 @@ class DatabaseUnreachable(SluiceError):
     """Raised when a request needs a database that was unreachable at its last probe."""
 
     code = "database_unavailable"
+    status = 503
 
 
 class InvalidRequest(SluiceError, ValueError):
     """Raised for a well-formed body whose content is not valid (bad language, bad DAG)."""
 
     code = "invalid_request"
+    status = 400
 
 
 class ResultNotFound(SluiceError, LookupError):
     """Raised when a stored result is unknown or has expired."""
 
     code = "result_not_found"
+    status = 404
 
     def __init__(self, request_id: str) -> None:
         super().__init__(
@@ -129,6 +135,8 @@ class StepFailed(SluiceError):
         self.step_id = step_id
         self.database = database
         self.cause = cause
+        # a step's failure keeps its cause's server-side status: timeout 504, unreachable 503
+        self.status = max(500, cause.status if isinstance(cause, SluiceError) else 500)
         self.details = {
             "step_id": step_id,
             "database": database,

@@ -26,16 +26,16 @@ from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from connectors.base import Batch, Column, Connector, LinkFilter, Statement
 from connectors.errors import QueryTimedOut
-from engine.config import SafetyConfig
 from engine.errors import InvalidQuery
 from engine.link import LinkFeed, column_index, distinct_values, keep_matching
 from engine.plan import Node, Plan
 from engine.sink import Message
 from engine.statements import to_statement
+from safety.config import SafetyConfig
 from safety.languages import registry as languages
 from safety.types import CheckedStep
 

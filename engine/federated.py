@@ -19,7 +19,6 @@ import duckdb
 import msgspec
 
 from connectors.base import Connector
-from engine.config import SafetyConfig
 from engine.errors import InvalidRequest, MergeFailed, StepFailed
 from engine.execute import FULL_SCAN_AFTER, Execution, StepError, StepMeta, StepProgress
 from engine.ir import FederatedQuery
@@ -27,6 +26,7 @@ from engine.merge import parse_merge, qualify
 from engine.plan import Plan, build_plan
 from engine.results import ResultStore, StoredResult
 from engine.sink import Message, RequestTables, Sink, quote
+from safety.config import SafetyConfig
 from safety.types import CheckedStep
 
 DEFAULT_PAGE_SIZE = 100  # GET /v1/results default `size`
@@ -255,7 +255,7 @@ def _result(
         columns=stored.columns if stored else [],
         rows=stored.head if stored else [],
         row_count=total,
-        truncated=bool(stored) and total > len(stored.head),  # type: ignore[union-attr]
+        truncated=stored is not None and total > len(stored.head),
         steps=steps,
         merge_latency_ms=merge_ms,
         execution_time_ms=round((time.perf_counter() - started) * 1000, 3),

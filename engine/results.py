@@ -218,7 +218,8 @@ class ResultStore:
                     groups.append(i)
                 offset += n
             table = file.read_row_groups(groups)
-        return table.slice(start - first_offset, stop - start).to_pylist()
+        rows: list[dict[str, Any]] = table.slice(start - first_offset, stop - start).to_pylist()
+        return rows
 
     def file(self, request_id: str) -> Path:
         """The stored result's Parquet file (whole-result downloads). Raises ResultNotFound."""

@@ -17,7 +17,7 @@ from safety.policy import DatabaseGrants, TableGrant, database_grants
 
 if TYPE_CHECKING:
     from connectors.config import DatabaseConfig
-    from engine.config import Config
+    from safety.config import CheckConfig
     from safety.languages.base import Analysis, Language
     from safety.types import CheckRequest, Operation, StepInput, TableRef
 
@@ -47,7 +47,7 @@ class StepContext:
         "timeout",
     )
 
-    def __init__(self, request: CheckRequest, config: Config, step: StepInput) -> None:
+    def __init__(self, request: CheckRequest, config: CheckConfig, step: StepInput) -> None:
         self.request = request
         self.config = config
         self.step = step

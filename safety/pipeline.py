@@ -24,7 +24,7 @@ from safety.rbac_gate import RbacGate
 from safety.verdicts import Allow, Block, Stage, Warn
 
 if TYPE_CHECKING:
-    from engine.config import Config
+    from safety.config import CheckConfig
 
 STAGES: tuple[Stage, ...] = (
     PromptGuard(),
@@ -36,7 +36,7 @@ STAGES: tuple[Stage, ...] = (
 
 
 def check(
-    request: t.CheckRequest, config: Config, *, stages: tuple[Stage, ...] = STAGES
+    request: t.CheckRequest, config: CheckConfig, *, stages: tuple[Stage, ...] = STAGES
 ) -> t.SafetyOutcome:
     """Run `request` through `stages`; the outcome holds the checked steps or the block."""
     outcome = t.SafetyOutcome()
@@ -94,11 +94,11 @@ def check(
     return outcome
 
 
-def _block(stage: t.StageName, ctx: StepContext, block: Block) -> t.Block:
+def _block(stage: t.StageName, ctx: StepContext, block: Block) -> t.RequestBlock:
     reason = block.reason
     if ctx.step.step_id and len(ctx.request.steps) > 1:
         reason = f"step {ctx.step.step_id}: {reason}"
-    return t.Block(
+    return t.RequestBlock(
         stage=stage, reason=reason, suggestion=block.suggestion, step_id=ctx.step.step_id
     )
 

@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.config import DatabasePolicy, TablePolicy
+from safety.config import DatabasePolicy, TablePolicy
 
 if TYPE_CHECKING:
-    from engine.config import Config, Level, PermissionSet
+    from safety.config import CheckConfig, Level, PermissionSet
 
 # The extra class an unbounded DELETE/UPDATE needs on top of its own.
 UNBOUNDED = "UNBOUNDED"
@@ -99,7 +99,7 @@ _GRANTS_CACHE: dict[
 
 
 def database_grants(
-    config: Config, principal: str | None, database: str, default_schemas: tuple[str, ...]
+    config: CheckConfig, principal: str | None, database: str, default_schemas: tuple[str, ...]
 ) -> DatabaseGrants:
     """The grants for one database under a principal (cached per config object).
     `default_schemas`: where an unqualified name lives (the connector settings say)."""
@@ -122,7 +122,7 @@ def database_grants(
     return grants
 
 
-def permission_set(config: Config, principal: str | None) -> tuple[PermissionSet, str]:
+def permission_set(config: CheckConfig, principal: str | None) -> tuple[PermissionSet, str]:
     """`principals.<p>` when listed, else `default` (documented in the module docstring)."""
     if principal is not None and principal in config.permissions.principals:
         return config.permissions.principals[principal], f"permissions.principals.{principal}"

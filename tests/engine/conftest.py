@@ -22,11 +22,11 @@ import pytest
 from connectors import registry
 from connectors.base import Connector
 from connectors.registry import database_config
-from engine.config import SafetyConfig
 from engine.federated import FederatedResult, run_federated
 from engine.ir import FederatedQuery
 from engine.results import ResultStore
 from engine.sink import Sink
+from safety.config import SafetyConfig
 from safety.types import CheckedStep
 from tests.engine.support import Data, checked, generate, values_sql
 from tests.servers import MySQLServer, PgServer
