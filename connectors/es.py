@@ -80,6 +80,7 @@ CLEAR_SCROLL_S = 5.0
 MAX_WINDOW = 10_000
 MAX_TERMS = 65_536
 MAPPING_TTL_S = 60.0
+UNBOUNDED = 2**31 - 1  # "every hit" (no size, no cap); also the largest track_total_hits
 # cluster-level endpoints whose targets are named in the body (each one checked by the policy)
 BODY_TARGETED = frozenset({"_bulk", "_mget", "_msearch", "_reindex", "_aliases"})
 _DECODE = msgspec.json.Decoder().decode
@@ -411,7 +412,7 @@ class ElasticsearchConnector:
         # batches) fit in it, and a scroll costs a context and two more round trips
         first = dict(body, size=min(wanted, page if not single else wanted))
         if not single and first.get("track_total_hits") is not True:
-            first["track_total_hits"] = wanted
+            first["track_total_hits"] = True if wanted >= UNBOUNDED else wanted
         res = await self._timed(
             self.call("POST", path, statement, body=first, params=params), statement
         )
@@ -693,8 +694,9 @@ def is_read(req: EsRequest) -> bool:
 
 
 def _wanted(size: Any, max_rows: int | None) -> int:
+    """Hits to fetch: the lower of the body's size and the cap; every hit when neither."""
     limits = [n for n in (size if isinstance(size, int) else None, max_rows) if n is not None]
-    return min(limits) if limits else MAX_WINDOW
+    return min(limits) if limits else UNBOUNDED
 
 
 def _cap(statement: Statement) -> int | None:

@@ -689,7 +689,20 @@ class EsDslLanguage(Language):
     def target_problem(self, analysis: Analysis, step: StepView) -> Finding | None:
         assert isinstance(analysis, EsAnalysis)
         req = analysis.request
-        if req is None or not req.enveloped or req.index is None:
+        if req is None or not req.enveloped:
+            return None
+        if req.index is None:
+            # a cluster-level _bulk/_mget/_reindex/_aliases: the step must name an index the
+            # body touches (for _reindex, where it writes), so the checked table is a target
+            named = {name for name, op in analysis.targets if name is not None}
+            if req.endpoint == "_reindex":
+                named = {name for name, op in analysis.targets if op == "DDL" and name}
+            if named and step.table not in named:
+                return (
+                    f"{req.endpoint} touches {', '.join(sorted(named))}, but the step's table "
+                    f"is {step.table!r}",
+                    "set the step's table to the index the body writes",
+                )
             return None
         if req.index != step.table:
             return (

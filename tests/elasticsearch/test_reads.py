@@ -375,3 +375,8 @@ async def test_empty_result_has_the_mapping_columns(
         ("sku", "VARCHAR"),
         ("n", "BIGINT"),
     }
+
+
+async def test_no_size_and_no_cap_reads_every_hit(conn: ElasticsearchConnector, big: str) -> None:
+    batches = await collect(conn, stmt({"query": {"match_all": {}}}, big, bulk=True))
+    assert sum(len(b) for b in batches) == BIG
