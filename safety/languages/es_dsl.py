@@ -739,7 +739,9 @@ class EsDslLanguage(Language):
         return None
 
     def prompt_text(self, query: str) -> str:
-        return ""  # a JSON body: its strings are data, judged by the later stages
+        # a JSON body: its strings are data, judged by the later stages; anything else is
+        # read for destructive intent ("delete all documents")
+        return "" if query.lstrip().startswith(("{", "[")) else query
 
     def rewrite(
         self, analysis: Analysis, query: str, dialect: str, cap: int, timeout: float
