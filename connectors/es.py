@@ -55,7 +55,7 @@ import math
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -87,7 +87,7 @@ _DECODE = msgspec.json.Decoder().decode
 _ENCODE = msgspec.json.Encoder().encode
 
 
-class EsSettings(ServerSettings, tag="elasticsearch"):
+class EsSettings(ServerSettings, tag="elasticsearch", frozen=True):
     """An Elasticsearch 7.x server: `dsn` (http(s)://[user:password@]host:port), `hosts`
     (tried in order at open; the first that answers is used), or `host`/`port`; basic auth
     (`user`/`password`) or an `api_key` (the base64 `id:key` Elasticsearch hands out)."""
@@ -129,7 +129,7 @@ class EsSettings(ServerSettings, tag="elasticsearch"):
         return msgspec.structs.replace(self, **fields) if fields else self
 
 
-class OpenSearchSettings(EsSettings, tag="opensearch"):
+class OpenSearchSettings(EsSettings, tag="opensearch", frozen=True):
     """An OpenSearch server: the same REST protocol and settings as Elasticsearch 7."""
 
 
@@ -390,7 +390,7 @@ class ElasticsearchConnector:
 
     async def _search(
         self, req: EsRequest, statement: Statement, shaper: RowShaper
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         body = dict(req.body or {})
         params = [p for p in req.params if p[0] not in ("allow_partial_search_results",)]
         params.append(("allow_partial_search_results", "false"))

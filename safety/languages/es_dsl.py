@@ -296,7 +296,11 @@ def analyse_es(text: str) -> EsAnalysis:
                     _check_window(body, structural)
         case "_bulk":
             targets = _bulk_targets(body, own, structural)
-            op = max((o for _, o in targets), key=_SEVERITY.__getitem__, default="INSERT")
+            worst: Operation = "INSERT"
+            for _, line_op in targets:
+                if _SEVERITY[line_op] > _SEVERITY[worst]:
+                    worst = line_op
+            op = worst
         case "_mget":
             if req.index is None or (isinstance(body, dict) and body.get("docs")):
                 targets = _mget_targets(body, own, structural)
@@ -309,6 +313,7 @@ def analyse_es(text: str) -> EsAnalysis:
             unbounded = _matches_all(query) and req.param("q") is None
         case _:
             pass
+    assert op is not None  # every branch above set it or returned
     targets += [(name, "SELECT") for name in dict.fromkeys(lookups) if name != own]
     fields, excluded, returns_all = _fields(req)
     return EsAnalysis(
