@@ -44,7 +44,8 @@ from engine.runs import (
 )
 
 if TYPE_CHECKING:
-    from api.service import QueryService
+    from api.service import QueryService, RequestContext
+    from engine.catalog import Catalog
     from engine.config import Config
 
 from api.run_envelopes import (
@@ -101,9 +102,8 @@ def canonical(query: FederatedQuery) -> str:
     return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
 
 
-def check(service: QueryService, query: FederatedQuery, request: Request) -> None:
+def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
     """Validation and safety, synchronously: each refusal is a 422 with details."""
-    ctx = request_context(request)
     try:
         outcome, _ = service.check_federated(query, ctx)
     except SluiceError as exc:
@@ -126,9 +126,8 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
         )
 
 
-async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]]:
+async def doctor(catalog: Catalog, query: FederatedQuery) -> list[dict[str, Any]]:
     """Ping every database the run uses; 422 with the report when one fails."""
-    catalog = request.app.state.catalog
     report: list[dict[str, Any]] = []
 
     async def probe(name: str) -> None:
@@ -189,32 +188,9 @@ async def submit_run(request: Request) -> Response:
             details={"unknown": unknown},
         )
     body = msgspec.convert(data, RunSubmit)
-    query = to_query(parse_config(body.config, body.config_format))
-    config = canonical(query)
-    runs = manager_of(request)
-    digest = run_digest(
-        config,
-        name=body.name,
-        labels=body.labels,
-        timeout_secs=body.timeout_secs,
-        options={"doctor_first": body.doctor_first},
+    existing = await submit(
+        request.app.state.service, manager_of(request), body, request_context(request)
     )
-    # a replay is answered before any check or admission (never a 429 for a known run)
-    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
-    if existing is None:
-        check(request.app.state.service, query, request)
-        report = await doctor(request, query) if body.doctor_first else None
-        existing, _ = await runs.submit(
-            config,
-            name=body.name,
-            labels=body.labels,
-            timeout_secs=body.timeout_secs,
-            idempotency_key=body.idempotency_key,
-            doctor_report=report,
-            principal=request.scope.get("state", {}).get("principal"),
-            options={"doctor_first": body.doctor_first},
-            steps=[s.step_id for s in query.steps],
-        )
     accepted = RunAccepted(
         run_id=existing.run_id,
         status=existing.status,
@@ -226,6 +202,39 @@ async def submit_run(request: Request) -> Response:
         media_type="application/json",
         headers={"Location": f"/v1/runs/{existing.run_id}"},
     )
+
+
+async def submit(
+    service: QueryService, runs: RunManager, body: RunSubmit, ctx: RequestContext
+) -> RunRecord:
+    """Parse, check (validation, safety, optional doctor) and queue a run, or replay the run
+    of a known idempotency key: the one submit path of REST and MCP."""
+    query = to_query(parse_config(body.config, body.config_format))
+    config = canonical(query)
+    digest = run_digest(
+        config,
+        name=body.name,
+        labels=body.labels,
+        timeout_secs=body.timeout_secs,
+        options={"doctor_first": body.doctor_first},
+    )
+    # a replay is answered before any check or admission (never a 429 for a known run)
+    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+    if existing is None:
+        check(service, query, ctx)
+        report = await doctor(service.catalog, query) if body.doctor_first else None
+        existing, _ = await runs.submit(
+            config,
+            name=body.name,
+            labels=body.labels,
+            timeout_secs=body.timeout_secs,
+            idempotency_key=body.idempotency_key,
+            doctor_report=report,
+            principal=ctx.principal,
+            options={"doctor_first": body.doctor_first},
+            steps=[s.step_id for s in query.steps],
+        )
+    return existing
 
 
 def _time_param(request: Request, name: str) -> float | None:

@@ -85,12 +85,18 @@ class Rewrite:
     text: str
     row_cap: int | None
     link_text: str | None = None
+    # what the connector runs when it differs from `text`: the same statement with some
+    # literals bound as `params` (safety/languages/sql_template.py)
+    run_text: str | None = None
+    params: tuple[object, ...] = ()
 
 
 class Language(ABC):
     """One query language. Instances are stateless and shared; caching is per text."""
 
     name: ClassVar[str]
+    # Body shapes a client can copy, one per entry; MCP tool descriptions list them.
+    examples: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def analyse(self, text: str, dialect: str) -> Analysis:
