@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from api import metrics as m
+from api.downloads import FORMAT_HELP, download, format_param
 from api.envelopes import QuerySuccess
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
@@ -29,7 +29,6 @@ from api.sse import sse_response
 from connectors.errors import SluiceError
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
-from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
 from engine.run_store import (
     RunRecord,
@@ -44,7 +43,8 @@ from engine.runs import (
 )
 
 if TYPE_CHECKING:
-    from api.service import QueryService
+    from api.service import QueryService, RequestContext
+    from engine.catalog import Catalog
     from engine.config import Config
 
 from api.run_envelopes import (
@@ -101,11 +101,10 @@ def canonical(query: FederatedQuery) -> str:
     return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
 
 
-def check(service: QueryService, query: FederatedQuery, request: Request) -> None:
+def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
     """Validation and safety, synchronously: each refusal is a 422 with details."""
-    ctx = request_context(request)
     try:
-        outcome, _ = service.check_federated(query, ctx)
+        outcome, _ = service.check_federated(query, ctx, export=True)
     except SluiceError as exc:
         details = dict(exc.details or {})
         step_id = getattr(exc, "step_id", None)
@@ -126,9 +125,8 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
         )
 
 
-async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]]:
+async def doctor(catalog: Catalog, query: FederatedQuery) -> list[dict[str, Any]]:
     """Ping every database the run uses; 422 with the report when one fails."""
-    catalog = request.app.state.catalog
     report: list[dict[str, Any]] = []
 
     async def probe(name: str) -> None:
@@ -189,32 +187,9 @@ async def submit_run(request: Request) -> Response:
             details={"unknown": unknown},
         )
     body = msgspec.convert(data, RunSubmit)
-    query = to_query(parse_config(body.config, body.config_format))
-    config = canonical(query)
-    runs = manager_of(request)
-    digest = run_digest(
-        config,
-        name=body.name,
-        labels=body.labels,
-        timeout_secs=body.timeout_secs,
-        options={"doctor_first": body.doctor_first},
+    existing = await submit(
+        request.app.state.service, manager_of(request), body, request_context(request)
     )
-    # a replay is answered before any check or admission (never a 429 for a known run)
-    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
-    if existing is None:
-        check(request.app.state.service, query, request)
-        report = await doctor(request, query) if body.doctor_first else None
-        existing, _ = await runs.submit(
-            config,
-            name=body.name,
-            labels=body.labels,
-            timeout_secs=body.timeout_secs,
-            idempotency_key=body.idempotency_key,
-            doctor_report=report,
-            principal=request.scope.get("state", {}).get("principal"),
-            options={"doctor_first": body.doctor_first},
-            steps=[s.step_id for s in query.steps],
-        )
     accepted = RunAccepted(
         run_id=existing.run_id,
         status=existing.status,
@@ -226,6 +201,39 @@ async def submit_run(request: Request) -> Response:
         media_type="application/json",
         headers={"Location": f"/v1/runs/{existing.run_id}"},
     )
+
+
+async def submit(
+    service: QueryService, runs: RunManager, body: RunSubmit, ctx: RequestContext
+) -> RunRecord:
+    """Parse, check (validation, safety, optional doctor) and queue a run, or replay the run
+    of a known idempotency key: the one submit path of REST and MCP."""
+    query = to_query(parse_config(body.config, body.config_format))
+    config = canonical(query)
+    digest = run_digest(
+        config,
+        name=body.name,
+        labels=body.labels,
+        timeout_secs=body.timeout_secs,
+        options={"doctor_first": body.doctor_first},
+    )
+    # a replay is answered before any check or admission (never a 429 for a known run)
+    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+    if existing is None:
+        check(service, query, ctx)
+        report = await doctor(service.catalog, query) if body.doctor_first else None
+        existing, _ = await runs.submit(
+            config,
+            name=body.name,
+            labels=body.labels,
+            timeout_secs=body.timeout_secs,
+            idempotency_key=body.idempotency_key,
+            doctor_report=report,
+            principal=ctx.principal,
+            options={"doctor_first": body.doctor_first},
+            steps=[s.step_id for s in query.steps],
+        )
+    return existing
 
 
 def _time_param(request: Request, name: str) -> float | None:
@@ -319,14 +327,8 @@ async def run_logs(request: Request) -> Response:
 @json_endpoint
 async def run_result(request: Request) -> Response:
     record = await _get(request)
-    fmt = request.query_params.get("format", "parquet")
-    if fmt not in FORMATS:
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            f"unknown format {fmt!r}",
-            suggestion=f"use one of {', '.join(FORMATS)}",
-        )
+    fmt = format_param(request, "parquet")
+    assert fmt is not None
     if record.status != "completed":
         raise ApiError(
             409,
@@ -334,26 +336,7 @@ async def run_result(request: Request) -> Response:
             f"run {record.run_id} is {record.status}",
             suggestion="wait for status completed (GET /v1/runs/{id})",
         )
-    store = request.app.state.service.store
-    path = Path(store.dir) / f"{record.run_id}.parquet"
-    if not path.exists():
-        from engine.errors import ResultNotFound
-
-        raise ResultNotFound(record.run_id)
-    name = f"{record.name or record.run_id}.{fmt}".replace('"', "")
-    return StreamingResponse(
-        stream_result(path, fmt),
-        media_type=FORMATS[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
-
-
-async def stream_result(path: Path, fmt: str) -> AsyncIterator[bytes]:
-    """The stored result converted one row group at a time in a worker thread
-    (engine/export.py): memory stays at one batch whatever the result's size."""
-    chunks = iter_chunks(path, fmt)
-    while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-        yield chunk
+    return download(request.app.state.service.store, record.run_id, fmt, record.name)
 
 
 RUN_ENDPOINTS: list[Endpoint] = [
@@ -421,7 +404,7 @@ RUN_ENDPOINTS: list[Endpoint] = [
         "/v1/runs/{run_id}/result",
         run_result,
         "Download a completed run's whole result (streamed).",
-        query=(("format", "parquet, csv or ndjson", None),),
+        query=(("format", FORMAT_HELP, None),),
         errors=(400, 404, 409),
     ),
 ]
@@ -453,7 +436,7 @@ def service_executor(
                 progress.step(p.step_id, "running", p.rows)
 
         result = await service.federated(
-            query, ctx, on_progress=on_progress, result_id=record.run_id
+            query, ctx, on_progress=on_progress, result_id=record.run_id, export=True
         )
         assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:
