@@ -84,6 +84,7 @@ def build_app(
                 async with mcp.running():
                     yield
                 await runs.drain()  # before cancelling: running runs get their grace period
+                audit.close()  # the writer drains every queued entry, then returns
                 tg.cancel_scope.cancel()
         finally:
             await service.catalog.close()

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from api import metrics as m
+from api.downloads import FORMAT_HELP, download, format_param
 from api.envelopes import QuerySuccess
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
@@ -29,7 +29,6 @@ from api.sse import sse_response
 from connectors.errors import SluiceError
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
-from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
 from engine.run_store import (
     RunRecord,
@@ -105,7 +104,7 @@ def canonical(query: FederatedQuery) -> str:
 def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
     """Validation and safety, synchronously: each refusal is a 422 with details."""
     try:
-        outcome, _ = service.check_federated(query, ctx)
+        outcome, _ = service.check_federated(query, ctx, export=True)
     except SluiceError as exc:
         details = dict(exc.details or {})
         step_id = getattr(exc, "step_id", None)
@@ -328,14 +327,8 @@ async def run_logs(request: Request) -> Response:
 @json_endpoint
 async def run_result(request: Request) -> Response:
     record = await _get(request)
-    fmt = request.query_params.get("format", "parquet")
-    if fmt not in FORMATS:
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            f"unknown format {fmt!r}",
-            suggestion=f"use one of {', '.join(FORMATS)}",
-        )
+    fmt = format_param(request, "parquet")
+    assert fmt is not None
     if record.status != "completed":
         raise ApiError(
             409,
@@ -343,26 +336,7 @@ async def run_result(request: Request) -> Response:
             f"run {record.run_id} is {record.status}",
             suggestion="wait for status completed (GET /v1/runs/{id})",
         )
-    store = request.app.state.service.store
-    path = Path(store.dir) / f"{record.run_id}.parquet"
-    if not path.exists():
-        from engine.errors import ResultNotFound
-
-        raise ResultNotFound(record.run_id)
-    name = f"{record.name or record.run_id}.{fmt}".replace('"', "")
-    return StreamingResponse(
-        stream_result(path, fmt),
-        media_type=FORMATS[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
-
-
-async def stream_result(path: Path, fmt: str) -> AsyncIterator[bytes]:
-    """The stored result converted one row group at a time in a worker thread
-    (engine/export.py): memory stays at one batch whatever the result's size."""
-    chunks = iter_chunks(path, fmt)
-    while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-        yield chunk
+    return download(request.app.state.service.store, record.run_id, fmt, record.name)
 
 
 RUN_ENDPOINTS: list[Endpoint] = [
@@ -430,7 +404,7 @@ RUN_ENDPOINTS: list[Endpoint] = [
         "/v1/runs/{run_id}/result",
         run_result,
         "Download a completed run's whole result (streamed).",
-        query=(("format", "parquet, csv or ndjson", None),),
+        query=(("format", FORMAT_HELP, None),),
         errors=(400, 404, 409),
     ),
 ]
@@ -462,7 +436,7 @@ def service_executor(
                 progress.step(p.step_id, "running", p.rows)
 
         result = await service.federated(
-            query, ctx, on_progress=on_progress, result_id=record.run_id
+            query, ctx, on_progress=on_progress, result_id=record.run_id, export=True
         )
         assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:

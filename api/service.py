@@ -23,7 +23,13 @@ from api.envelopes import (
 )
 from connectors import registry as connectors
 from connectors.errors import QueryTimedOut, SluiceError, UnknownConnector
-from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
+from engine.errors import (
+    DatabaseUnreachable,
+    InvalidRequest,
+    ResultTruncated,
+    UnknownDatabase,
+    UnknownTable,
+)
 from engine.federated import FederatedResult, StepProgress, explain, run_federated
 from engine.ir import FederatedQuery
 from engine.simple import StepResult, run_simple
@@ -64,10 +70,11 @@ class RequestContext:
     client: str | None = None
     body_bytes: int = 0
 
-    def check_request(self, steps: list[StepInput]) -> CheckRequest:
+    def check_request(self, steps: list[StepInput], max_rows: int | None = None) -> CheckRequest:
         """What the safety pipeline reads: the steps and who asks, how, from where."""
         return CheckRequest(
             steps=steps,
+            max_rows=max_rows,
             principal=self.principal,
             transport=self.transport,
             client=self.client,
@@ -160,11 +167,34 @@ class QueryService:
         )
 
     # -- federated --------------------------------------------------------------------------
+    def row_cap(self, query: FederatedQuery, ctx: RequestContext, export: bool) -> int | None:
+        """Rows per step: an inline request keeps safety.max_rows_per_query (max_rows may
+        lower it); an export or a run asked for the whole answer and gets its principal's
+        export bound, which max_rows may lower or raise up to."""
+        bound = (
+            self.config.export_rows_for(ctx.principal)
+            if export
+            else self.config.safety.max_rows_per_query
+        )
+        asked = query.max_rows
+        if asked is not None and not 1 <= asked <= bound:
+            where = (
+                "safety.max_export_rows (or auth.tokens[].max_export_rows)"
+                if export
+                else "safety.max_rows_per_query; exports and runs have a larger bound"
+            )
+            raise InvalidRequest(
+                f"max_rows must be from 1 to {bound:,} for this request, got {asked:,}",
+                suggestion=f"the bound is {where}",
+            )
+        return asked if asked is not None else (bound if export else None)
+
     def check_federated(
-        self, query: FederatedQuery, ctx: RequestContext
+        self, query: FederatedQuery, ctx: RequestContext, *, export: bool = False
     ) -> tuple[SafetyOutcome, CheckRequest]:
         """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
         explain(query, self.catalog.names())
+        max_rows = self.row_cap(query, ctx, export)
         inputs = []
         for step in query.steps:
             state = self._state(step.database)
@@ -180,7 +210,7 @@ class QueryService:
                     depends_on=list(step.depends_on),
                 )
             )
-        request = ctx.check_request(inputs)
+        request = ctx.check_request(inputs, max_rows)
         return pipeline.check(request, self.config), request
 
     async def federated(
@@ -190,17 +220,35 @@ class QueryService:
         *,
         on_progress: Callable[[StepProgress], None] | None = None,
         result_id: str | None = None,
+        export: bool = False,
     ) -> QuerySuccess | DryRunResponse:
         """Run a federated DAG; its whole result is stored under `result_id` (default: the
-        request id) for GET /v1/results."""
+        request id) for GET /v1/results. An `export` (a file, a run) has its own row bound
+        and fails with ResultTruncated when a step hit its cap, unless the query allows it."""
         started = time.perf_counter()
-        outcome, request = self.check_federated(query, ctx)
+        outcome, request = self.check_federated(query, ctx, export=export)
         audit = self._audit_entry(ctx, request, outcome)
-        return await self._finishing(
-            audit,
-            started,
-            self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id),
-        )
+        work = self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id)
+        if export and not query.allow_truncation:
+            work = self._complete(work, query, ctx, request.max_rows or 0)
+        return await self._finishing(audit, started, work)
+
+    async def _complete(
+        self,
+        work: Awaitable[QuerySuccess | DryRunResponse],
+        query: FederatedQuery,
+        ctx: RequestContext,
+        cap: int,
+    ) -> QuerySuccess | DryRunResponse:
+        """The export's result, or ResultTruncated (its stored result removed) when a step
+        stopped at its cap."""
+        result = await work
+        if isinstance(result, QuerySuccess):
+            cut = [m.step_id for m in result.metadata.steps if m.status == "truncated"]
+            if cut:
+                self.store.delete(result.request_id)
+                raise ResultTruncated(cut, cap, self.config.export_rows_for(ctx.principal))
+        return result
 
     async def _federated_run(
         self,
@@ -440,4 +488,4 @@ def audit_log_for(config: Config) -> AuditLog:
     from safety.audit import AuditLog
 
     path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
-    return AuditLog(path, config=config)
+    return AuditLog(path, config=config, on_drop=metrics.audit_dropped)
