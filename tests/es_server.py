@@ -256,7 +256,14 @@ def running(heap_mb: int = 512) -> Iterator[EsServer]:
         stop(server)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # a shell's background job ignores SIGINT: SIGTERM stops the server cleanly too
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     with running() as srv:
         print(f"Elasticsearch {ES_VERSION} at {srv.url} (pid {srv.pid}); Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):
