@@ -84,6 +84,16 @@ def process(cmd: list[str], url: str, what: str, cwd: Path) -> Iterator[str]:
         log.close()
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A PostgreSQL connection, waiting out a server that is briefly full (shared machine)."""
+    for _ in range(60):
+        try:
+            return await asyncpg.connect(dsn)
+        except asyncpg.TooManyConnectionsError:
+            await asyncio.sleep(1)
+    return await asyncpg.connect(dsn)
+
+
 def key(i: int) -> str:
     return f"c{i:07d}"
 
@@ -92,7 +102,7 @@ def key(i: int) -> str:
 
 
 async def load_pg(dsn: str, n: int) -> None:
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         await conn.execute("CREATE TABLE parents (id bigint PRIMARY KEY, key text NOT NULL)")
         await conn.copy_records_to_table(
@@ -160,7 +170,7 @@ async def load_dynamo(endpoint: str, n: int) -> None:
 
 
 async def parents(dsn: str) -> dict[str, int]:
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         return {r["key"]: r["id"] for r in await conn.fetch("SELECT id, key FROM parents")}
     finally:
@@ -344,7 +354,7 @@ def run(n: int, batch: int, repeat: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        conn = await connect(PG_ADMIN_DSN)
         try:
             await conn.execute(sql)
         finally:
