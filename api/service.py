@@ -5,9 +5,8 @@ did not check; the engine runs the pipeline's rewritten text, unchanged."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -28,17 +27,15 @@ from engine.federated import FederatedResult, StepProgress, explain, run_federat
 from engine.ir import FederatedQuery
 from engine.simple import StepResult, run_simple
 from safety import pipeline
+from safety.audit import AuditBlock, AuditEntry, AuditStep
 from safety.languages import registry as languages
 from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from engine.catalog import Catalog, DatabaseState
-    from engine.config import Config
-    from engine.results import ResultStore
-    from engine.sink import Sink
-    from safety.audit import AuditLog
+    from engine.catalog import DatabaseState
+    from engine.runtime import Runtime
 
 
 class SafetyBlocked(SluiceError):
@@ -53,7 +50,15 @@ class SafetyBlocked(SluiceError):
 
 
 class AuditSink(Protocol):
-    def record(self, entry: dict[str, Any]) -> None: ...
+    def record(self, entry: AuditEntry) -> None: ...
+
+
+@dataclass(slots=True)
+class Audited:
+    """A request's audit entry while it runs, and its rows per step (for the metrics)."""
+
+    entry: AuditEntry
+    rows_by_step: dict[str | None, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -76,20 +81,15 @@ class RequestContext:
 
 
 class QueryService:
-    def __init__(
-        self,
-        config: Config,
-        catalog: Catalog,
-        *,
-        sink: Sink,
-        store: ResultStore,
-        audit: AuditSink | None = None,
-    ) -> None:
-        self.config = config
-        self.catalog = catalog
-        self.sink = sink
-        self.store = store
-        self.audit = audit
+    """The request path over one running `engine.runtime.Runtime` (its catalog, sink,
+    result store and audit log)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.config = runtime.config
+        self.catalog = runtime.catalog
+        self.sink = runtime.sink
+        self.store = runtime.store
+        self.audit: AuditSink | None = runtime.audit
 
     # -- simple -----------------------------------------------------------------------------
     async def simple(
@@ -123,7 +123,7 @@ class QueryService:
         ctx: RequestContext,
         state: DatabaseState,
         outcome: SafetyOutcome,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
@@ -142,9 +142,9 @@ class QueryService:
             raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
         result = await run_simple(step, state)
         report.warnings.extend(result.warnings)
-        audit["rows"] = len(result.rows) if result.rows_affected is None else None
-        audit["rows_affected"] = result.rows_affected
-        audit["rows_by_step"] = {None: len(result.rows)}
+        audit.entry.rows = len(result.rows) if result.rows_affected is None else None
+        audit.entry.rows_affected = result.rows_affected
+        audit.rows_by_step = {None: len(result.rows)}
         return QuerySuccess(
             request_id=ctx.request_id,
             status="ok",
@@ -207,7 +207,7 @@ class QueryService:
         query: FederatedQuery,
         ctx: RequestContext,
         outcome: SafetyOutcome,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
         on_progress: Callable[[StepProgress], None] | None,
         result_id: str | None,
@@ -239,34 +239,34 @@ class QueryService:
             limiters={n: st.limiter for n, st in states.items()},
         )
         report.warnings.extend(result.warnings)
-        audit["rows"] = result.row_count
-        audit["steps_meta"] = msgspec.to_builtins(result.steps)
-        audit["rows_by_step"] = {m.step_id: m.rows_returned for m in result.steps}
+        audit.entry.rows = result.row_count
+        audit.entry.steps_meta = msgspec.to_builtins(result.steps)
+        audit.rows_by_step = {m.step_id: m.rows_returned for m in result.steps}
         return federated_success(ctx, report, result, started)
 
     async def _finishing(
         self,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
         work: Awaitable[QuerySuccess | DryRunResponse],
     ) -> QuerySuccess | DryRunResponse:
         try:
             response = await work
         except BaseException as exc:
-            audit["error"] = f"{type(exc).__name__}: {exc}"
+            audit.entry.error = f"{type(exc).__name__}: {exc}"
             self._finish(audit, started, exc)
             raise
         self._finish(audit, started, None)
         return response
 
-    def _finish(self, audit: dict[str, Any], started: float, exc: BaseException | None) -> None:
+    def _finish(self, audit: Audited, started: float, exc: BaseException | None) -> None:
         """Every query ends here: one audit line and the query metrics, whatever happened."""
-        audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        rows = audit.pop("rows_by_step", {})
-        blocked = audit.get("blocked")
-        if blocked is not None:
+        entry = audit.entry
+        entry.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        rows = audit.rows_by_step
+        if entry.blocked is not None:
             outcome = "blocked"
-            metrics.safety_blocked(blocked["stage"])
+            metrics.safety_blocked(entry.blocked.stage)
         elif exc is None:
             outcome = "ok"
         elif isinstance(exc, QueryTimedOut) or isinstance(
@@ -275,15 +275,12 @@ class QueryService:
             outcome = "timeout"
         else:
             outcome = "error"
-        for step in audit["steps"]:
+        for step in entry.steps:
             metrics.query_finished(
-                step["database"], step["language"] or "", outcome, rows.get(step["step_id"], 0)
+                step.database, step.language or "", outcome, rows.get(step.step_id, 0)
             )
         if self.audit is not None:
-            self.audit.record(audit)
-
-    def close(self) -> None:
-        self.sink.close()
+            self.audit.record(entry)
 
     def _state(self, database: str) -> DatabaseState:
         state = self.catalog.get(database)
@@ -302,40 +299,31 @@ class QueryService:
 
     def _audit_entry(
         self, ctx: RequestContext, request: CheckRequest, outcome: SafetyOutcome
-    ) -> dict[str, Any]:
+    ) -> Audited:
         rewritten = {s.step_id: s.text for s in outcome.steps}
-        return {
-            "request_id": ctx.request_id,
-            "ts": time.time(),
-            "principal": ctx.principal,
-            "transport": ctx.transport,
-            "client": ctx.client,
-            "steps": [
-                {
-                    "step_id": s.step_id,
-                    "database": s.database,
-                    "table": s.table,
-                    "language": s.language or spoken_by(s.db_type),
-                    "query": s.query,
-                    "rewritten": rewritten.get(s.step_id),
-                }
+        block = outcome.block
+        entry = AuditEntry(
+            request_id=ctx.request_id,
+            ts=time.time(),
+            principal=ctx.principal,
+            transport=ctx.transport,
+            client=ctx.client,
+            steps=[
+                AuditStep(
+                    step_id=s.step_id,
+                    database=s.database,
+                    table=s.table,
+                    language=s.language or spoken_by(s.db_type),
+                    query=s.query,
+                    rewritten=rewritten.get(s.step_id),
+                )
                 for s in request.steps
             ],
-            "verdicts": [
-                {
-                    "stage": v.stage,
-                    "outcome": v.outcome,
-                    "step_id": v.step_id,
-                    "reason": v.reason,
-                    "policy": v.policy,
-                }
-                for v in outcome.verdicts
-            ],
-            "blocked": None
-            if outcome.block is None
-            else {"stage": outcome.block.stage, "reason": outcome.block.reason},
-            "warnings": list(outcome.warnings),
-        }
+            verdicts=list(outcome.verdicts),
+            blocked=None if block is None else AuditBlock(stage=block.stage, reason=block.reason),
+            warnings=list(outcome.warnings),
+        )
+        return Audited(entry)
 
 
 def spoken_by(db_type: str) -> str | None:
@@ -413,31 +401,3 @@ def federated_success(
             result_pages=result.result_pages,
         ),
     )
-
-
-def build_service(config: Config, *, audit: AuditSink | None = None) -> QueryService:
-    """The service with its catalog, its process-wide DuckDB sink and its result store."""
-    from engine.catalog import Catalog
-    from engine.results import ResultStore
-    from engine.sink import Sink
-
-    catalog = Catalog(
-        config.databases,
-        ttl_seconds=config.server.discovery_ttl_seconds,
-        max_concurrent_queries=config.server.max_concurrent_queries_per_database,
-    )
-    store = ResultStore(
-        Path(config.server.data_dir) / "results",
-        ttl=config.server.result_ttl_seconds,
-        max_results=config.server.max_results,
-        max_bytes=config.server.max_result_bytes,
-    )
-    return QueryService(config, catalog, sink=Sink(), store=store, audit=audit)
-
-
-def audit_log_for(config: Config) -> AuditLog:
-    """The audit log at server.audit_log (default: <data_dir>/audit.jsonl)."""
-    from safety.audit import AuditLog
-
-    path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
-    return AuditLog(path, config=config)

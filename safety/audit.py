@@ -26,6 +26,8 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from safety.types import StageName, StageVerdict
+
 _KEY_VALUE = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&;,]+)"
 )
@@ -60,6 +62,48 @@ def _fallback(value: Any) -> Any:
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=_fallback, decimal_format="number")
+
+
+class AuditStep(msgspec.Struct, kw_only=True):
+    """One step of an audited request: what was asked and the text that was to run."""
+
+    step_id: str | None
+    database: str
+    table: str
+    language: str | None
+    query: str
+    rewritten: str | None
+
+
+class AuditBlock(msgspec.Struct, kw_only=True):
+    stage: StageName
+    reason: str
+
+
+class AuditEntry(msgspec.Struct, kw_only=True):
+    """One audit line per request. The verdicts are known before anything runs; the fields
+    left UNSET (not written) are filled in as the request finishes: `rows` (and
+    `rows_affected` for a write, `steps_meta` for a federated request), `error` when it
+    failed, and `latency_ms` always."""
+
+    request_id: str
+    ts: float
+    principal: str | None
+    transport: str
+    client: str | None
+    steps: list[AuditStep]
+    verdicts: list[StageVerdict]
+    blocked: AuditBlock | None
+    warnings: list[str]
+    rows: int | None | msgspec.UnsetType = msgspec.UNSET
+    rows_affected: int | None | msgspec.UnsetType = msgspec.UNSET
+    steps_meta: list[Any] | msgspec.UnsetType = msgspec.UNSET
+    error: str | msgspec.UnsetType = msgspec.UNSET
+    latency_ms: float | msgspec.UnsetType = msgspec.UNSET
+
+
+# an entry, or one of the log's own notices (audit_dropped, audit_unencodable)
+Entry = AuditEntry | dict[str, Any]
 
 
 class HasSecrets(Protocol):
@@ -120,9 +164,9 @@ class AuditLog:
         # for in the encoded bytes, so its presence disables the fast path
         self._secret_bytes = tuple(s.encode() for s in self._secrets)
         self._fast = not any(_JSON_ESCAPED.search(s) for s in self._secrets)
-        self._send, self._receive = anyio.create_memory_object_stream[dict[str, Any]](max_pending)
+        self._send, self._receive = anyio.create_memory_object_stream[Entry](max_pending)
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: Entry) -> None:
         """Queue one entry; never blocks (a full or closed queue counts a drop)."""
         try:
             self._send.send_nowait(entry)
@@ -154,14 +198,14 @@ class AuditLog:
                 self._send.close()
                 self._receive.close()
 
-    def _take(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _take(self, batch: list[Entry]) -> list[Entry]:
         while len(batch) < self._batch:
             try:
                 batch.append(self._receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
         if self._unreported:
-            notice = {
+            notice: dict[str, Any] = {
                 "ts": time.time(),
                 "event": "audit_dropped",
                 "dropped": self._unreported,
@@ -172,7 +216,7 @@ class AuditLog:
             self._unreported = 0
         return batch
 
-    def _encode(self, entry: dict[str, Any]) -> bytes:
+    def _encode(self, entry: Entry) -> bytes:
         try:
             return self._encode_redacted(entry)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
@@ -184,7 +228,7 @@ class AuditLog:
             }
             return _ENCODER.encode(notice) + b"\n"
 
-    def _encode_redacted(self, entry: dict[str, Any]) -> bytes:
+    def _encode_redacted(self, entry: Entry) -> bytes:
         # Most entries hold nothing to redact: encode once and search the bytes, instead of
         # walking every value (redact() cost ~60 us per simple query, on the event loop).
         raw = _ENCODER.encode(entry)
@@ -194,17 +238,18 @@ class AuditLog:
             and not any(s in raw for s in self._secret_bytes)
         ):
             return raw + b"\n"
-        return _ENCODER.encode(redact(entry, self._secrets)) + b"\n"
+        plain = msgspec.to_builtins(entry) if isinstance(entry, AuditEntry) else entry
+        return _ENCODER.encode(redact(plain, self._secrets)) + b"\n"
 
     def _open(self) -> IO[bytes]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return self.path.open("ab")
 
-    def _write(self, fh: IO[bytes], entries: list[dict[str, Any]]) -> None:
+    def _write(self, fh: IO[bytes], entries: list[Entry]) -> None:
         fh.write(b"".join(self._encode(entry) for entry in entries))
         fh.flush()
 
-    def _finish(self, fh: IO[bytes], entries: list[dict[str, Any]]) -> None:
+    def _finish(self, fh: IO[bytes], entries: list[Entry]) -> None:
         try:
             if entries:
                 fh.write(b"".join(self._encode(entry) for entry in entries))
