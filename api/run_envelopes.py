@@ -11,12 +11,13 @@ import msgspec
 from api.envelopes import Body
 from engine.run_store import (
     RunRecord,
+    RunStatus,
 )
 
 if TYPE_CHECKING:
     pass
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+STATUSES: tuple[str, ...] = tuple(RunStatus)
 
 
 # -- bodies and envelopes ---------------------------------------------------------------------
@@ -106,5 +107,5 @@ def view(run: RunRecord) -> RunView:
         idempotency_key=run.idempotency_key,
         doctor_report=run.doctor_report,
         timeout_secs=run.timeout_secs,
-        result=f"/v1/results/{run.run_id}" if run.status == "completed" else None,
+        result=f"/v1/results/{run.run_id}" if run.status == RunStatus.COMPLETED else None,
     )

@@ -33,6 +33,8 @@ from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
 from engine.run_store import (
     RunRecord,
+    RunStatus,
+    StepStatus,
     encode_cursor,
     open_store,
 )
@@ -327,7 +329,7 @@ async def run_result(request: Request) -> Response:
             f"unknown format {fmt!r}",
             suggestion=f"use one of {', '.join(FORMATS)}",
         )
-    if record.status != "completed":
+    if record.status != RunStatus.COMPLETED:
         raise ApiError(
             409,
             "run_not_completed",
@@ -447,17 +449,17 @@ def service_executor(
                 began[p.step_id] = p.at_ms
             if p.event == "finished":
                 progress.step(
-                    p.step_id, "completed", p.rows, p.at_ms - began.get(p.step_id, p.at_ms)
+                    p.step_id, StepStatus.COMPLETED, p.rows, p.at_ms - began.get(p.step_id, p.at_ms)
                 )
             else:
-                progress.step(p.step_id, "running", p.rows)
+                progress.step(p.step_id, StepStatus.RUNNING, p.rows)
 
         result = await service.federated(
             query, ctx, on_progress=on_progress, result_id=record.run_id
         )
         assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:
-            state = "completed" if meta.status == "ok" else meta.status
+            state = StepStatus.COMPLETED if meta.status == "ok" else StepStatus(meta.status)
             progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)
         for warning in result.safety.warnings:
             progress.log(f"warning: {warning}", "warning")
