@@ -336,21 +336,10 @@ def spoken_by(db_type: str) -> str | None:
 
 def check_language(language: str | None, database: str, db_type: str) -> None:
     """A requested language must be one we know and the one the database speaks."""
-    if language is None:
-        return
-    spoken = spoken_by(db_type)
-    if not languages.known(language):
-        raise InvalidRequest(
-            f"unknown language {language!r}",
-            suggestion=f"use one of {', '.join(languages.names())}, or omit it to infer it "
-            f"from the database ({database!r} speaks {spoken})",
-        )
-    if language != spoken:
-        raise InvalidRequest(
-            f"language {language!r} does not match database {database!r}, a {db_type} "
-            f"database that speaks {spoken}",
-            suggestion=f"send language {spoken!r} or omit it",
-        )
+    problem = languages.mismatch(language, spoken_by(db_type), database, db_type)
+    if problem is not None:
+        reason, suggestion = problem
+        raise InvalidRequest(reason, suggestion=suggestion)
 
 
 def dry_run_step(step: CheckedStep) -> DryRunStep:
