@@ -107,7 +107,7 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
     """Validation and safety, synchronously: each refusal is a 422 with details."""
     ctx = request_context(request)
     try:
-        outcome, _ = service.check_federated(query, ctx)
+        outcome, _, _ = service.check_federated(query, ctx)
     except SluiceError as exc:
         details = dict(exc.details or {})
         step_id = getattr(exc, "step_id", None)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from engine.catalog import DatabaseState
+    from engine.plan import Plan
     from engine.runtime import Runtime
 
 
@@ -162,9 +163,10 @@ class QueryService:
     # -- federated --------------------------------------------------------------------------
     def check_federated(
         self, query: FederatedQuery, ctx: RequestContext
-    ) -> tuple[SafetyOutcome, CheckRequest]:
-        """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
-        explain(query, self.catalog.names())
+    ) -> tuple[SafetyOutcome, CheckRequest, Plan]:
+        """Validate the DAG once (400s name the step; the merge is parsed here) and run the
+        safety pipeline once; runs nothing. The plan is what the engine then runs."""
+        plan = explain(query, self.catalog.names())
         inputs = []
         for step in query.steps:
             state = self._state(step.database)
@@ -181,7 +183,7 @@ class QueryService:
                 )
             )
         request = ctx.check_request(inputs)
-        return pipeline.check(request, self.config), request
+        return pipeline.check(request, self.config), request, plan
 
     async def federated(
         self,
@@ -194,17 +196,18 @@ class QueryService:
         """Run a federated DAG; its whole result is stored under `result_id` (default: the
         request id) for GET /v1/results."""
         started = time.perf_counter()
-        outcome, request = self.check_federated(query, ctx)
+        outcome, request, plan = self.check_federated(query, ctx)
         audit = self._audit_entry(ctx, request, outcome)
         return await self._finishing(
             audit,
             started,
-            self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id),
+            self._federated_run(query, plan, ctx, outcome, audit, started, on_progress, result_id),
         )
 
     async def _federated_run(
         self,
         query: FederatedQuery,
+        plan: Plan,
         ctx: RequestContext,
         outcome: SafetyOutcome,
         audit: Audited,
@@ -217,12 +220,11 @@ class QueryService:
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:
-            plan = explain(query, self.catalog.names(), keep=list(checked))
             return DryRunResponse(
                 request_id=ctx.request_id,
                 status="dry_run",
                 safety=report,
-                plan=repr(plan),
+                plan=repr(plan.keep(list(checked))),
                 steps=[dry_run_step(s) for s in outcome.steps],
             )
         used = {s.database for s in outcome.steps}
@@ -237,6 +239,7 @@ class QueryService:
             request_id=result_id or ctx.request_id,
             on_progress=on_progress,
             limiters={n: st.limiter for n, st in states.items()},
+            plan=plan,
         )
         report.warnings.extend(result.warnings)
         audit.entry.rows = result.row_count
