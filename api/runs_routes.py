@@ -9,7 +9,6 @@ executes it through `QueryService.federated` with the run id as the result id, s
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -468,41 +467,18 @@ def service_executor(
     return execute
 
 
-def build_run_manager(
-    config: Config,
-    service: QueryService,
-    *,
-    max_concurrent_runs: int | None = None,
-    max_queued_runs: int | None = None,
-    store_url: str | None = None,
-) -> RunManager:
-    """The manager for create_app's lifespan. Settings: explicit arguments, else the
-    SLUICE_MAX_CONCURRENT_RUNS / SLUICE_MAX_QUEUED_RUNS / SLUICE_RUN_STORE environment
-    (how `sluice serve` flags reach hypercorn workers), else config.server, else defaults."""
+def build_run_manager(config: Config, service: QueryService) -> RunManager:
+    """The manager for create_app's lifespan, with its settings from `config.server`
+    (`sluice serve` flags are applied to the config before it gets here)."""
     server = config.server
-
-    def setting(arg: Any, env: str, attr: str, default: Any, cast: Any = int) -> Any:
-        if arg is not None:
-            return arg
-        if os.environ.get(env):
-            return cast(os.environ[env])
-        return getattr(server, attr, None) or default
-
-    store = open_store(
-        setting(store_url, "SLUICE_RUN_STORE", "run_store", None, str), server.data_dir
-    )
     return RunManager(
-        store,
+        open_store(server.run_store, server.data_dir),
         service_executor(service),
-        max_concurrent_runs=setting(
-            max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS", "max_concurrent_runs", 4
-        ),
-        max_queued_runs=setting(max_queued_runs, "SLUICE_MAX_QUEUED_RUNS", "max_queued_runs", 100),
-        grace_secs=setting(None, "SLUICE_RUN_GRACE_SECS", "run_grace_seconds", 30.0, float),
-        key_ttl_secs=setting(
-            None, "SLUICE_IDEMPOTENCY_TTL_SECS", "idempotency_ttl_seconds", 86_400.0, float
-        ),
-        stale_secs=setting(None, "SLUICE_RUN_STALE_SECS", "run_stale_seconds", 15.0, float),
-        log_capacity=setting(None, "SLUICE_RUN_LOG_LINES", "run_log_lines", 1_000),
+        max_concurrent_runs=server.max_concurrent_runs,
+        max_queued_runs=server.max_queued_runs,
+        grace_secs=server.run_grace_seconds,
+        key_ttl_secs=server.idempotency_ttl_seconds,
+        stale_secs=server.run_stale_seconds,
+        log_capacity=server.run_log_lines,
         hooks=m.RunMetrics(),
     )

@@ -195,6 +195,7 @@ def serve(
     port: int | None = None,
     pool_size: int = 32,
     max_rows: int = JOIN_MAX_ROWS,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RunningSluice]:
     """`sluice serve` as a subprocess on a free loopback port; stopped on exit."""
     if server not in SERVERS:
@@ -224,6 +225,7 @@ def serve(
                 str(workers),
                 "--server",
                 server,
+                *extra_args,
             ],
             cwd=work,
             env=env,
