@@ -23,7 +23,8 @@ from api.openapi import build_openapi
 from api.ops_routes import OPS_ENDPOINTS
 from api.responses import MsgspecResponse
 from api.routes import ENDPOINTS, Endpoint, routes
-from api.runs_routes import RUN_ENDPOINTS, build_run_manager
+from api.run_execution import build_run_manager
+from api.runs_routes import RUN_ENDPOINTS
 from api.service import QueryService
 from engine.config import Config
 from engine.runtime import Runtime

@@ -1,52 +1,42 @@
-"""The run control plane (reference/runs-api.txt).
+"""The run control plane's HTTP handlers (reference/runs-api.txt).
 
-`RUN_ENDPOINTS` (/v1/runs...) is the Endpoint list for the route table. A submit is
-checked synchronously (400 parse errors with their line, 422 validation and safety
-verdicts, 422 doctor report), then queued in the RunManager at `app.state.runs`, which
-executes it through `QueryService.federated` with the run id as the result id, so
-`/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it.
+`RUN_ENDPOINTS` (/v1/runs...) is the Endpoint list for the route table. The runs code is
+split by concern: admission of a submitted run (api/run_admission.py: parsing, validation,
+safety verdicts, database pings, answered synchronously), execution (api/run_execution.py:
+a run goes through `QueryService.federated` with the run id as the result id, so
+`/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it), queueing and
+lifecycle (engine/runs.py) and durability (engine/run_store.py).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from api import metrics as m
-from api.envelopes import QuerySuccess
 from api.errors import ApiError
-from api.routes import Endpoint, int_param, json_endpoint, request_context
+from api.routes import Endpoint, int_param, json_endpoint
+from api.run_admission import canonical, check, doctor, parse_config, to_query
 from api.sse import sse_response
-from connectors.errors import SluiceError
-from engine.dagfile import DagInvalid, DagParseError, parse_dag
-from engine.dagfile import to_query as dag_to_query
 from engine.export import FORMATS, iter_chunks
-from engine.ir import FederatedQuery
 from engine.run_store import (
     RunRecord,
     RunStatus,
-    StepStatus,
     encode_cursor,
-    open_store,
 )
 from engine.runs import (
     RunManager,
-    RunOutcome,
-    RunProgress,
     run_digest,
 )
 
 if TYPE_CHECKING:
-    from api.service import QueryService
-    from engine.config import Config
+    pass
 
 from api.run_envelopes import (
     _BODY_FIELDS,
@@ -59,110 +49,6 @@ from api.run_envelopes import (
     rfc3339,
     view,
 )
-
-
-# -- config parsing ---------------------------------------------------------------------------
-def parse_config(text: str | dict[str, Any], fmt: str) -> Any:
-    """The config body as plain data; 400 naming the line and column of a parse error."""
-    if isinstance(text, dict):
-        return text
-    try:
-        return parse_dag(text, fmt, "config")
-    except DagParseError as exc:
-        raise ApiError(
-            400,
-            exc.code,
-            exc.problems[0].replace("not valid", "config is not valid"),
-            details={"format": exc.format, "line": exc.line, "column": exc.column},
-        ) from None
-
-
-def to_query(data: Any) -> FederatedQuery:
-    """The federated query; 422 naming the line and path of a validation error."""
-    try:
-        query = dag_to_query(data, "config")
-    except DagInvalid as exc:
-        raise ApiError(
-            422,
-            exc.code,
-            f"invalid federated query: {exc.problems[0]}",
-            suggestion="the config has the /v1/query body: steps and merge",
-        ) from None
-    if query.dry_run:
-        raise ApiError(
-            422,
-            "invalid_config",
-            "a run cannot be a dry run",
-            suggestion="use POST /v1/query with dry_run to see the plan",
-        )
-    return query
-
-
-def canonical(query: FederatedQuery) -> str:
-    return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
-
-
-def check(service: QueryService, query: FederatedQuery, request: Request) -> None:
-    """Validation and safety, synchronously: each refusal is a 422 with details."""
-    ctx = request_context(request)
-    try:
-        outcome, _, _ = service.check_federated(query, ctx)
-    except SluiceError as exc:
-        details = dict(exc.details or {})
-        step_id = getattr(exc, "step_id", None)
-        if step_id:
-            details.setdefault("step_id", step_id)
-        raise ApiError(
-            422, exc.code, exc.message, suggestion=exc.suggestion, details=details or None
-        ) from None
-    block = outcome.block
-    if block is not None:
-        m.safety_blocked(block.stage)
-        raise ApiError(
-            422,
-            "blocked",
-            f"blocked by {block.stage}: {block.reason}",
-            suggestion=block.suggestion,
-            details={"stage": block.stage, "reason": block.reason, "step_id": block.step_id},
-        )
-
-
-async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]]:
-    """Ping every database the run uses; 422 with the report when one fails."""
-    catalog = request.app.state.catalog
-    report: list[dict[str, Any]] = []
-
-    async def probe(name: str) -> None:
-        state = catalog.get(name)
-        started = time.perf_counter()
-        entry: dict[str, Any] = {"database": name, "ok": False, "latency_ms": None, "error": None}
-        try:
-            if state is None:
-                raise ValueError("not configured")
-            with anyio.fail_after(state.config.connect_timeout_seconds + 5):
-                await state.connector.ping()
-            entry["ok"] = True
-        except TimeoutError:
-            entry["error"] = "ping timed out"
-        except Exception as exc:  # any failure is a finding of the report, not a 500
-            entry["error"] = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        entry["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        report.append(entry)
-
-    async with anyio.create_task_group() as tg:
-        for name in sorted({s.database for s in query.steps}):
-            tg.start_soon(probe, name)
-    report.sort(key=lambda e: e["database"])
-    if not all(e["ok"] for e in report):
-        failed = [e["database"] for e in report if not e["ok"]]
-        raise ApiError(
-            422,
-            "doctor_failed",
-            f"preflight failed for {', '.join(failed)}",
-            suggestion="fix the databases, or submit without doctor_first",
-            details={"report": report},
-        )
-    return report
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -335,12 +221,8 @@ async def run_result(request: Request) -> Response:
             f"run {record.run_id} is {record.status}",
             suggestion="wait for status completed (GET /v1/runs/{id})",
         )
-    store = request.app.state.service.store
-    path = Path(store.dir) / f"{record.run_id}.parquet"
-    if not path.exists():
-        from engine.errors import ResultNotFound
-
-        raise ResultNotFound(record.run_id)
+    # the ResultStore's own file (and its expiry): raises ResultNotFound
+    path = await anyio.to_thread.run_sync(request.app.state.service.store.file, record.run_id)
     name = f"{record.name or record.run_id}.{fmt}".replace('"', "")
     return StreamingResponse(
         stream_result(path, fmt),
@@ -426,59 +308,3 @@ RUN_ENDPOINTS: list[Endpoint] = [
         errors=(400, 404, 409),
     ),
 ]
-
-
-# -- wiring -----------------------------------------------------------------------------------
-def service_executor(
-    service: QueryService,
-) -> Callable[[RunRecord, RunProgress], Awaitable[RunOutcome]]:
-    """Execute a run through QueryService.federated, reporting step progress into the run
-    and storing the whole result under the run id."""
-    from api.service import RequestContext
-
-    async def execute(record: RunRecord, progress: RunProgress) -> RunOutcome:
-        query = msgspec.json.decode(record.config, type=FederatedQuery)
-        ctx = RequestContext(
-            request_id=f"req_{record.run_id[-12:]}", principal=record.principal, transport="run"
-        )
-        began: dict[str, float] = {}
-
-        def on_progress(p: Any) -> None:
-            if p.event == "started":
-                began[p.step_id] = p.at_ms
-            if p.event == "finished":
-                progress.step(
-                    p.step_id, StepStatus.COMPLETED, p.rows, p.at_ms - began.get(p.step_id, p.at_ms)
-                )
-            else:
-                progress.step(p.step_id, StepStatus.RUNNING, p.rows)
-
-        result = await service.federated(
-            query, ctx, on_progress=on_progress, result_id=record.run_id
-        )
-        assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
-        for meta in result.metadata.steps:
-            state = StepStatus.COMPLETED if meta.status == "ok" else StepStatus(meta.status)
-            progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)
-        for warning in result.safety.warnings:
-            progress.log(f"warning: {warning}", "warning")
-        return RunOutcome(records_written=result.data.row_count, result_id=record.run_id)
-
-    return execute
-
-
-def build_run_manager(config: Config, service: QueryService) -> RunManager:
-    """The manager for create_app's lifespan, with its settings from `config.server`
-    (`sluice serve` flags are applied to the config before it gets here)."""
-    server = config.server
-    return RunManager(
-        open_store(server.run_store, server.data_dir),
-        service_executor(service),
-        max_concurrent_runs=server.max_concurrent_runs,
-        max_queued_runs=server.max_queued_runs,
-        grace_secs=server.run_grace_seconds,
-        key_ttl_secs=server.idempotency_ttl_seconds,
-        stale_secs=server.run_stale_seconds,
-        log_capacity=server.run_log_lines,
-        hooks=m.RunMetrics(),
-    )
