@@ -90,7 +90,10 @@ class PostgresConnector:
         if c.password:
             auth += ":" + quote(c.password, safe="")
         host = c.host or "127.0.0.1"
-        return f"postgresql://{auth}@{host}:{c.port or 5432}/{quote(c.database or '', safe='')}"
+        database = quote(c.database or "", safe="")
+        if host.startswith("/"):  # a unix socket folder goes in the query string, not the host
+            return f"postgresql://{auth}@/{database}?host={quote(host)}&port={c.port or 5432}"
+        return f"postgresql://{auth}@{host}:{c.port or 5432}/{database}"
 
     async def open(self) -> None:
         if self._pool is not None:
