@@ -11,7 +11,7 @@ import msgspec
 
 from api import metrics as m
 from api.envelopes import QuerySuccess
-from engine.execute import StepProgress
+from engine.execute import Outcome, StepProgress
 from engine.ir import FederatedQuery
 from engine.run_store import RunRecord, StepStatus, open_store
 from engine.runs import RunManager, RunOutcome, RunProgress
@@ -50,7 +50,7 @@ def service_executor(
         )
         assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:
-            state = StepStatus.COMPLETED if meta.status == "ok" else StepStatus(meta.status)
+            state = StepStatus.COMPLETED if meta.status == Outcome.OK else StepStatus(meta.status)
             progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)
         for warning in result.safety.warnings:
             progress.log(f"warning: {warning}", "warning")
