@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from api import metrics
+from api import heap, metrics
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
@@ -70,6 +70,7 @@ def build_app(
             metrics.bind(runtime.catalog, runtime.store)
             async with anyio.create_task_group() as tg:
                 await tg.start(runs.serve)
+                heap.settle()
                 yield
                 await runs.drain()  # before cancelling: running runs get their grace period
                 tg.cancel_scope.cancel()

@@ -1,17 +1,20 @@
-"""The embedded demo: a SQLite shop and a DuckDB analytics file with related sample data,
-so `sluice serve` with no config lets a newcomer query and federate at once."""
+"""The embedded demo: a SQLite shop, a DuckDB analytics file and a ladybug graph of who
+referred which customer, with related sample data, so `sluice serve` with no config lets a
+newcomer query and federate (SQL with SQL, SQL with Cypher) at once."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import ladybug
 import pyarrow as pa
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
 
 COUNTRIES = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "NL", "ES", "CA"]
 FIRST = [
@@ -77,11 +80,17 @@ databases:
     type: duckdb
     path: analytics.duckdb
     description: page views of the shop's website, by customer
+  - name: referrals
+    type: ladybug
+    path: referrals.lbug
+    description: who referred which customer of the shop (a Cypher graph)
 permissions:
   default:
     shop:
       level: R
     analytics:
+      level: R
+    referrals:
       level: R
 server:
   data_dir: state
@@ -95,11 +104,16 @@ def ensure_demo(folder: str | Path) -> Path:
     marker = root / f".demo-v{DEMO_VERSION}"
     config = root / "sluice.yaml"
     if not marker.exists():
-        for name in ("shop.sqlite", "analytics.duckdb"):
-            (root / name).unlink(missing_ok=True)
+        for name in ("shop.sqlite", "analytics.duckdb", "referrals.lbug", "referrals.lbug.wal"):
+            path = root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         rng = random.Random(42)  # noqa: S311 - deterministic sample data, not secrets
         customers = _make_shop(root / "shop.sqlite", rng)
         _make_analytics(root / "analytics.duckdb", rng, customers)
+        _make_referrals(root / "referrals.lbug", rng, customers)
         config.write_text(CONFIG_TEMPLATE, encoding="utf-8")
         marker.touch()
     return config
@@ -199,3 +213,35 @@ def _make_analytics(path: Path, rng: random.Random, n_customers: int) -> None:
         con.unregister("demo_rows")
     finally:
         con.close()
+
+
+def _make_referrals(path: Path, rng: random.Random, n_customers: int) -> None:
+    """Customer nodes (the shop's ids and names) and REFERRED edges: about a third of the
+    customers came through a referral by an earlier customer."""
+    shop = sqlite3.connect(path.parent / "shop.sqlite")
+    try:
+        names = dict(shop.execute("SELECT id, name FROM customers").fetchall())
+    finally:
+        shop.close()
+    edges = [
+        {"src": rng.randint(1, i - 1), "dst": i, "channel": rng.choice(["link", "code", "email"])}
+        for i in range(2, n_customers + 1)
+        if rng.random() < 0.35
+    ]
+    db = ladybug.Database(str(path))
+    con = ladybug.Connection(db)
+    try:
+        con.execute("CREATE NODE TABLE Customer(id INT64, name STRING, PRIMARY KEY(id))")
+        con.execute("CREATE REL TABLE REFERRED(FROM Customer TO Customer, channel STRING)")
+        con.execute(
+            "UNWIND $rows AS r CREATE (:Customer {id: r.id, name: r.name})",
+            {"rows": [{"id": i, "name": names.get(i, f"customer {i}")} for i in names]},
+        )
+        con.execute(
+            "UNWIND $edges AS e MATCH (a:Customer {id: e.src}), (b:Customer {id: e.dst}) "
+            "CREATE (a)-[:REFERRED {channel: e.channel}]->(b)",
+            {"edges": edges},
+        )
+    finally:
+        con.close()
+        db.close()
