@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from api import heap, metrics
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
+from api.mcp_server import McpHttp
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
 from api.openapi import build_openapi
 from api.ops_routes import OPS_ENDPOINTS
@@ -60,6 +61,7 @@ def build_app(
     the service and the run manager, which the server's SIGTERM handler drains)."""
     endpoints = endpoints if endpoints is not None else [*ENDPOINTS, *RUN_ENDPOINTS, *OPS_ENDPOINTS]
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
+    mcp = McpHttp(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -71,12 +73,15 @@ def build_app(
             async with anyio.create_task_group() as tg:
                 await tg.start(runs.serve)
                 heap.settle()
-                yield
+                async with mcp.running():
+                    yield
                 await runs.drain()  # before cancelling: running runs get their grace period
                 tg.cancel_scope.cancel()
 
     app = Starlette(
-        routes=routes(endpoints), lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=[*routes(endpoints), mcp.route],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.config = config
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))

@@ -8,7 +8,7 @@ import ipaddress
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +23,10 @@ from api.version import VERSION
 from connectors.base import TableInfo
 from engine.errors import UnknownDatabase, UnknownTable
 from engine.ir import FederatedQuery
+
+if TYPE_CHECKING:
+    from engine.catalog import Catalog
+    from engine.results import ResultStore
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -137,7 +141,11 @@ async def health(request: Request) -> env.HealthResponse:
 async def databases(request: Request) -> env.DatabasesResponse:
     page = int_param(request, "page", 1, lo=1, hi=1_000_000)
     size = int_param(request, "size", 4, lo=1, hi=100)
-    states, total, pages = request.app.state.catalog.page(page, size)
+    return database_page(request.app.state.catalog, page, size)
+
+
+def database_page(catalog: Catalog, page: int, size: int) -> env.DatabasesResponse:
+    states, total, pages = catalog.page(page, size)
     entries = [
         env.DatabaseEntry(
             name=s.config.name,
@@ -164,7 +172,10 @@ async def databases(request: Request) -> env.DatabasesResponse:
 @json_endpoint
 async def table_detail(request: Request) -> TableInfo:
     catalog = request.app.state.catalog
-    name, table = request.path_params["db"], request.path_params["table"]
+    return await describe_table(catalog, request.path_params["db"], request.path_params["table"])
+
+
+async def describe_table(catalog: Catalog, name: str, table: str) -> TableInfo:
     state = catalog.get(name)
     if state is None:
         raise UnknownDatabase(name, catalog.names())
@@ -197,7 +208,11 @@ async def result_page(request: Request) -> env.ResultPage:
     rid = request.path_params["request_id"]
     page = int_param(request, "page", 1, lo=1, hi=10_000_000)
     size = int_param(request, "size", 100, lo=1, hi=10_000)
-    got = await request.app.state.service.store.page(rid, page, size)
+    return await read_results(request.app.state.service.store, rid, page, size)
+
+
+async def read_results(store: ResultStore, rid: str, page: int, size: int) -> env.ResultPage:
+    got = await store.page(rid, page, size)
     return env.ResultPage(
         request_id=rid,
         page=page,

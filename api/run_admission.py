@@ -10,18 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
-from starlette.requests import Request
 
 from api import metrics as m
 from api.errors import ApiError
-from api.routes import request_context
 from connectors.errors import SluiceError
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
 from engine.ir import FederatedQuery
+from engine.runs import run_digest
 
 if TYPE_CHECKING:
-    from api.service import QueryService
+    from api.run_envelopes import RunSubmit
+    from api.service import QueryService, RequestContext
+    from engine.catalog import Catalog
+    from engine.run_store import RunRecord
+    from engine.runs import RunManager
 
 
 def parse_config(text: str | dict[str, Any], fmt: str) -> Any:
@@ -64,9 +67,8 @@ def canonical(query: FederatedQuery) -> str:
     return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
 
 
-def check(service: QueryService, query: FederatedQuery, request: Request) -> None:
+def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
     """Validation and safety, synchronously: each refusal is a 422 with details."""
-    ctx = request_context(request)
     try:
         outcome, _, _ = service.check_federated(query, ctx)
     except SluiceError as exc:
@@ -89,9 +91,8 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
         )
 
 
-async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]]:
+async def doctor(catalog: Catalog, query: FederatedQuery) -> list[dict[str, Any]]:
     """Ping every database the run uses; 422 with the report when one fails."""
-    catalog = request.app.state.catalog
     report: list[dict[str, Any]] = []
 
     async def probe(name: str) -> None:
@@ -125,3 +126,36 @@ async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]
             details={"report": report},
         )
     return report
+
+
+async def submit(
+    service: QueryService, runs: RunManager, body: RunSubmit, ctx: RequestContext
+) -> RunRecord:
+    """Parse, check (validation, safety, optional doctor) and queue a run, or replay the run
+    of a known idempotency key: the one submit path of REST and MCP."""
+    query = to_query(parse_config(body.config, body.config_format))
+    config = canonical(query)
+    digest = run_digest(
+        config,
+        name=body.name,
+        labels=body.labels,
+        timeout_secs=body.timeout_secs,
+        options={"doctor_first": body.doctor_first},
+    )
+    # a replay is answered before any check or admission (never a 429 for a known run)
+    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+    if existing is None:
+        check(service, query, ctx)
+        report = await doctor(service.catalog, query) if body.doctor_first else None
+        existing, _ = await runs.submit(
+            config,
+            name=body.name,
+            labels=body.labels,
+            timeout_secs=body.timeout_secs,
+            idempotency_key=body.idempotency_key,
+            doctor_report=report,
+            principal=ctx.principal,
+            options={"doctor_first": body.doctor_first},
+            steps=[s.step_id for s in query.steps],
+        )
+    return existing

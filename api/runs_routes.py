@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -21,23 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api.errors import ApiError
-from api.routes import Endpoint, int_param, json_endpoint
-from api.run_admission import canonical, check, doctor, parse_config, to_query
-from api.sse import sse_response
-from engine.export import FORMATS, iter_chunks
-from engine.run_store import (
-    RunRecord,
-    RunStatus,
-    encode_cursor,
-)
-from engine.runs import (
-    RunManager,
-    run_digest,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from api.routes import Endpoint, int_param, json_endpoint, request_context
+from api.run_admission import submit
 from api.run_envelopes import (
     _BODY_FIELDS,
     _DECODE,
@@ -48,6 +32,16 @@ from api.run_envelopes import (
     RunView,
     rfc3339,
     view,
+)
+from api.sse import sse_response
+from engine.export import FORMATS, iter_chunks
+from engine.run_store import (
+    RunRecord,
+    RunStatus,
+    encode_cursor,
+)
+from engine.runs import (
+    RunManager,
 )
 
 
@@ -76,32 +70,9 @@ async def submit_run(request: Request) -> Response:
             details={"unknown": unknown},
         )
     body = msgspec.convert(data, RunSubmit)
-    query = to_query(parse_config(body.config, body.config_format))
-    config = canonical(query)
-    runs = manager_of(request)
-    digest = run_digest(
-        config,
-        name=body.name,
-        labels=body.labels,
-        timeout_secs=body.timeout_secs,
-        options={"doctor_first": body.doctor_first},
+    existing = await submit(
+        request.app.state.service, manager_of(request), body, request_context(request)
     )
-    # a replay is answered before any check or admission (never a 429 for a known run)
-    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
-    if existing is None:
-        check(request.app.state.service, query, request)
-        report = await doctor(request, query) if body.doctor_first else None
-        existing, _ = await runs.submit(
-            config,
-            name=body.name,
-            labels=body.labels,
-            timeout_secs=body.timeout_secs,
-            idempotency_key=body.idempotency_key,
-            doctor_report=report,
-            principal=request.scope.get("state", {}).get("principal"),
-            options={"doctor_first": body.doctor_first},
-            steps=[s.step_id for s in query.steps],
-        )
     accepted = RunAccepted(
         run_id=existing.run_id,
         status=existing.status,

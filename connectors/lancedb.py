@@ -84,6 +84,7 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 30.0
 CLIENT_GRACE_S = 1.0
 DEFAULT_METRIC = "cosine"
+MAX_TABLES = 10_000
 # LanceDB's distance type names -> ours
 _METRICS = {"cosine": "cosine", "dot": "dot", "l2": "l2"}
 
@@ -317,7 +318,7 @@ class LanceDBConnector:
         db = self._require()
         try:
             with anyio.fail_after(self.config.connect_timeout_seconds):
-                await db.table_names(limit=1)
+                await db.list_tables(limit=1)
         except TimeoutError as exc:
             raise ConnectorUnavailable(self.config.name, "ping timed out") from exc
         except (OSError, RuntimeError, ValueError) as exc:
@@ -339,7 +340,17 @@ class LanceDBConnector:
         return table
 
     async def _names(self) -> list[str]:
-        return list(await self._require().table_names(limit=10_000))
+        """The folder's tables (list_tables pages through them)."""
+        db = self._require()
+        names: list[str] = []
+        token: str | None = None
+        while len(names) < MAX_TABLES:
+            page = await db.list_tables(page_token=token, limit=1000)
+            names += list(page.tables)
+            token = page.page_token
+            if not token:
+                break
+        return names[:MAX_TABLES]
 
     async def _layout(self, table: AsyncTable) -> Layout:
         schema = await table.schema()

@@ -1,6 +1,8 @@
-"""The embedded demo: a SQLite shop, a DuckDB analytics file and a ladybug graph of who
-referred which customer, with related sample data, so `sluice serve` with no config lets a
-newcomer query and federate (SQL with SQL, SQL with Cypher) at once."""
+"""The embedded demo: a SQLite shop, a DuckDB analytics file, a ladybug graph of who
+referred which customer and a LanceDB catalog of the shop's product descriptions with
+their embeddings (the offline MiniLM model), related by customer and product ids, so
+`sluice serve` with no config lets a newcomer query, search by meaning and federate
+(SQL with SQL, Cypher or vector search) at once, with no server running."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import duckdb
 import ladybug
 import pyarrow as pa
 
-DEMO_VERSION = "2"
+DEMO_VERSION = "3"
 
 COUNTRIES = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "NL", "ES", "CA"]
 FIRST = [
@@ -65,6 +67,37 @@ PRODUCTS = [
     ("Decaf beans 500g", "coffee", "11.20"),
     ("Chai mix", "tea", "6.30"),
     ("Travel cup", "accessories", "15.00"),
+    ("Waterproof hiking boots", "outdoor", "129.00"),
+    ("Trail running shoes", "outdoor", "95.00"),
+    ("Rain jacket", "outdoor", "110.00"),
+    ("Wool hiking socks", "outdoor", "14.50"),
+    ("Camping stove", "outdoor", "49.00"),
+    ("Insulated winter boots", "outdoor", "139.00"),
+    ("Trekking poles", "outdoor", "59.00"),
+    ("Dry bag 20 l", "outdoor", "19.90"),
+]
+# what the catalog says about each product (its embedding is what near_text searches)
+DESCRIPTIONS = [
+    "Whole Arabica espresso beans, dark roast with notes of chocolate, one kilogram bag",
+    "Paper filters for pour-over and drip coffee makers, pack of one hundred",
+    "Burr hand grinder with adjustable grind size for espresso to French press",
+    "Stovetop moka pot brewing strong Italian-style coffee on a gas or electric hob",
+    "Japanese sencha green tea, loose leaf, 250 gram tin",
+    "Electric kettle with temperature control for tea and pour-over coffee",
+    "Taiwanese oolong tea, lightly roasted, 100 gram pouch",
+    "Stoneware coffee mug, 350 ml, dishwasher safe",
+    "Kitchen scale with timer for weighing coffee beans and water",
+    "Decaffeinated coffee beans, Swiss water process, 500 grams",
+    "Spiced chai tea mix with cinnamon, cardamom and ginger",
+    "Insulated travel cup that keeps coffee hot on the commute",
+    "Leather hiking boots with a waterproof membrane and a grippy sole for muddy trails",
+    "Lightweight trail running shoes with a breathable mesh upper",
+    "Breathable waterproof rain jacket with a hood for hiking in wet weather",
+    "Merino wool socks that keep feet warm and dry on long hikes",
+    "Compact camping stove for boiling water and brewing coffee outdoors",
+    "Insulated snow boots for winter walks in cold and slush",
+    "Adjustable aluminium trekking poles for steep mountain paths",
+    "Roll-top dry bag that keeps gear dry on canoe and kayak trips",
 ]
 STATUSES = ["paid", "paid", "paid", "shipped", "shipped", "delivered", "refunded"]
 PAGES = ["/", "/products", "/products/{}", "/cart", "/checkout", "/blog", "/support"]
@@ -75,7 +108,7 @@ databases:
   - name: shop
     type: sqlite
     path: shop.sqlite
-    description: customers, products and orders of a small coffee shop
+    description: customers, products and orders of a small coffee and outdoor shop
   - name: analytics
     type: duckdb
     path: analytics.duckdb
@@ -84,6 +117,10 @@ databases:
     type: ladybug
     path: referrals.lbug
     description: who referred which customer of the shop (a Cypher graph)
+  - name: catalog
+    type: lancedb
+    path: catalog
+    description: the shop's product descriptions with embeddings (vector search by meaning)
 permissions:
   default:
     shop:
@@ -91,6 +128,8 @@ permissions:
     analytics:
       level: R
     referrals:
+      level: R
+    catalog:
       level: R
 server:
   data_dir: state
@@ -114,6 +153,8 @@ def ensure_demo(folder: str | Path) -> Path:
         customers = _make_shop(root / "shop.sqlite", rng)
         _make_analytics(root / "analytics.duckdb", rng, customers)
         _make_referrals(root / "referrals.lbug", rng, customers)
+        shutil.rmtree(root / "catalog", ignore_errors=True)
+        _make_catalog(root / "catalog")
         config.write_text(CONFIG_TEMPLATE, encoding="utf-8")
         marker.touch()
     return config
@@ -245,3 +286,25 @@ def _make_referrals(path: Path, rng: random.Random, n_customers: int) -> None:
     finally:
         con.close()
         db.close()
+
+
+def _make_catalog(folder: Path) -> None:
+    """A LanceDB folder with one table, products: the shop's id, name and category, its
+    description, and the description's embedding (384 floats, unit length)."""
+    import lancedb
+    import numpy as np
+
+    from connectors.embedding import DIMENSION, default
+
+    vectors = np.stack(default().embed(DESCRIPTIONS)).astype(np.float32)
+    table = pa.table(
+        {
+            "id": pa.array(range(1, len(PRODUCTS) + 1), pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIMENSION),
+            "name": [name for name, _, _ in PRODUCTS],
+            "category": [category for _, category, _ in PRODUCTS],
+            "description": DESCRIPTIONS,
+        }
+    )
+    folder.mkdir(parents=True)
+    lancedb.connect(str(folder)).create_table("products", table)

@@ -389,9 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--file")
     t.add_argument("--follow", "-f", action="store_true")
     t.set_defaults(func=cmd_audit_tail)
+    from sluice.cli_mcp import add_mcp_commands
     from sluice.cli_runs import add_run_commands
 
     add_run_commands(sub)
+    add_mcp_commands(sub)
     return p
 
 
