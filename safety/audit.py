@@ -187,19 +187,25 @@ class AuditLog:
         """Write queued entries until closed or cancelled, then flush the rest."""
         fh = await anyio.to_thread.run_sync(self._open)
         task_status.started()
+        # entries taken off the queue and not yet written: the shutdown flush writes them
+        # too (a cancellation during the linger used to lose the request that woke us)
+        pending: list[Entry] = []
         try:
             while True:
                 try:
-                    first = await self._receive.receive()
+                    pending = [await self._receive.receive()]
                 except anyio.EndOfStream:
                     break
                 if self._linger:
                     await anyio.sleep(self._linger)
+                batch = self._take(pending)
                 # encoding and redaction run in the worker thread too, never on the loop
-                await anyio.to_thread.run_sync(self._write, fh, self._take([first]))
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write, fh, batch)
+                pending = []
         finally:
             with anyio.CancelScope(shield=True):
-                rest = self._take([])
+                rest = self._take(pending)
                 await anyio.to_thread.run_sync(self._finish, fh, rest)
                 # the writer is gone: later record() calls count as drops
                 self._send.close()
