@@ -65,7 +65,8 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with Runtime(config).running(startup_wait=startup_wait) as runtime:
+        runtime_ = Runtime(config, on_audit_drop=metrics.audit_dropped)
+        async with runtime_.running(startup_wait=startup_wait) as runtime:
             service = app.state.service = QueryService(runtime)
             app.state.catalog = runtime.catalog
             runs = app.state.runs = build_run_manager(config, service)

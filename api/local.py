@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from api import metrics
 from api.envelopes import DryRunResponse, QuerySuccess, SimpleQueryRequest
 from api.middleware import new_request_id
 from api.service import QueryService, RequestContext
@@ -22,7 +23,8 @@ from engine.runtime import Runtime
 async def open_service(
     config: Config, *, startup_wait: float | None = None, principal: str | None = None
 ) -> AsyncIterator[LocalSession]:
-    async with Runtime(config).running(startup_wait=startup_wait) as runtime:
+    runtime_ = Runtime(config, on_audit_drop=metrics.audit_dropped)
+    async with runtime_.running(startup_wait=startup_wait) as runtime:
         yield LocalSession(QueryService(runtime), principal)
 
 
@@ -30,10 +32,12 @@ class LocalSession:
     def __init__(self, service: QueryService, principal: str | None) -> None:
         self.service = service
         self.principal = principal
+        self.last_request_id: str | None = None  # for the envelope of a failed call
 
     def context(self) -> RequestContext:
+        self.last_request_id = new_request_id()
         return RequestContext(
-            request_id=new_request_id(), principal=self.principal, transport="python"
+            request_id=self.last_request_id, principal=self.principal, transport="python"
         )
 
     async def simple(
@@ -55,8 +59,13 @@ class LocalSession:
         query: FederatedQuery,
         *,
         on_progress: Callable[[StepProgress], None] | None = None,
+        export: bool = False,
     ) -> QuerySuccess | DryRunResponse:
-        return await self.service.federated(query, self.context(), on_progress=on_progress)
+        """`export=True`: the whole answer is wanted (a file): the export row bound applies
+        and a step that hit its cap fails the query unless `query.allow_truncation`."""
+        return await self.service.federated(
+            query, self.context(), on_progress=on_progress, export=export
+        )
 
     async def rows(self, database: str, table: str, query: str) -> list[dict[str, Any]]:
         result = await self.simple(database, table, query)

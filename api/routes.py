@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api import envelopes as env
+from api.downloads import FORMAT_HELP, download, format_param
 from api.errors import ApiError, envelope_for
 from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
@@ -204,8 +205,11 @@ async def query_federated(request: Request) -> Any:
 
 
 @json_endpoint
-async def result_page(request: Request) -> env.ResultPage:
+async def result_page(request: Request) -> env.ResultPage | Response:
     rid = request.path_params["request_id"]
+    fmt = format_param(request, None)
+    if fmt is not None:  # the whole result as a file, like a run's
+        return download(request.app.state.service.store, rid, fmt)
     page = int_param(request, "page", 1, lo=1, hi=10_000_000)
     size = int_param(request, "size", 100, lo=1, hi=10_000)
     return await read_results(request.app.state.service.store, rid, page, size)
@@ -275,9 +279,14 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/v1/results/{request_id}",
         result_page,
-        "A page of a stored federated result, in a stable order.",
+        "A page of a stored federated result, in a stable order; with `format`, the whole "
+        "result as a file.",
         response=env.ResultPage,
-        query=(("page", "1-indexed page number", 1), ("size", "rows per page, max 10,000", 100)),
+        query=(
+            ("page", "1-indexed page number", 1),
+            ("size", "rows per page, max 10,000", 100),
+            ("format", FORMAT_HELP, None),
+        ),
         errors=(400, 404),
     ),
 ]

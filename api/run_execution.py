@@ -46,7 +46,7 @@ def service_executor(
                 progress.step(p.step_id, StepStatus.RUNNING, p.rows)
 
         result = await service.federated(
-            query, ctx, on_progress=on_progress, result_id=record.run_id
+            query, ctx, on_progress=on_progress, result_id=record.run_id, export=True
         )
         assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:

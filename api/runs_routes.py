@@ -10,15 +10,14 @@ lifecycle (engine/runs.py) and durability (engine/run_store.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 
 import anyio
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from api.downloads import FORMAT_HELP, download, format_param
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.run_admission import submit
@@ -34,7 +33,6 @@ from api.run_envelopes import (
     view,
 )
 from api.sse import sse_response
-from engine.export import FORMATS, iter_chunks
 from engine.run_store import (
     RunRecord,
     RunStatus,
@@ -177,14 +175,8 @@ async def run_logs(request: Request) -> Response:
 @json_endpoint
 async def run_result(request: Request) -> Response:
     record = await _get(request)
-    fmt = request.query_params.get("format", "parquet")
-    if fmt not in FORMATS:
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            f"unknown format {fmt!r}",
-            suggestion=f"use one of {', '.join(FORMATS)}",
-        )
+    fmt = format_param(request, "parquet")
+    assert fmt is not None
     if record.status != RunStatus.COMPLETED:
         raise ApiError(
             409,
@@ -192,22 +184,7 @@ async def run_result(request: Request) -> Response:
             f"run {record.run_id} is {record.status}",
             suggestion="wait for status completed (GET /v1/runs/{id})",
         )
-    # the ResultStore's own file (and its expiry): raises ResultNotFound
-    path = await anyio.to_thread.run_sync(request.app.state.service.store.file, record.run_id)
-    name = f"{record.name or record.run_id}.{fmt}".replace('"', "")
-    return StreamingResponse(
-        stream_result(path, fmt),
-        media_type=FORMATS[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
-
-
-async def stream_result(path: Path, fmt: str) -> AsyncIterator[bytes]:
-    """The stored result converted one row group at a time in a worker thread
-    (engine/export.py): memory stays at one batch whatever the result's size."""
-    chunks = iter_chunks(path, fmt)
-    while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-        yield chunk
+    return download(request.app.state.service.store, record.run_id, fmt, record.name)
 
 
 RUN_ENDPOINTS: list[Endpoint] = [
@@ -275,7 +252,7 @@ RUN_ENDPOINTS: list[Endpoint] = [
         "/v1/runs/{run_id}/result",
         run_result,
         "Download a completed run's whole result (streamed).",
-        query=(("format", "parquet, csv or ndjson", None),),
+        query=(("format", FORMAT_HELP, None),),
         errors=(400, 404, 409),
     ),
 ]

@@ -22,7 +22,14 @@ from api.envelopes import (
 )
 from connectors import registry as connectors
 from connectors.errors import QueryTimedOut, SluiceError, UnknownConnector
-from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
+from engine.errors import (
+    DatabaseUnreachable,
+    InvalidRequest,
+    ResultTruncated,
+    UnknownDatabase,
+    UnknownTable,
+)
+from engine.execute import Outcome
 from engine.federated import FederatedResult, StepProgress, explain, run_federated
 from engine.ir import FederatedQuery
 from engine.simple import StepResult, run_simple
@@ -70,10 +77,11 @@ class RequestContext:
     client: str | None = None
     body_bytes: int = 0
 
-    def check_request(self, steps: list[StepInput]) -> CheckRequest:
+    def check_request(self, steps: list[StepInput], max_rows: int | None = None) -> CheckRequest:
         """What the safety pipeline reads: the steps and who asks, how, from where."""
         return CheckRequest(
             steps=steps,
+            max_rows=max_rows,
             principal=self.principal,
             transport=self.transport,
             client=self.client,
@@ -161,12 +169,35 @@ class QueryService:
         )
 
     # -- federated --------------------------------------------------------------------------
+    def row_cap(self, query: FederatedQuery, ctx: RequestContext, export: bool) -> int | None:
+        """Rows per step: an inline request keeps safety.max_rows_per_query (max_rows may
+        lower it); an export or a run asked for the whole answer and gets its principal's
+        export bound, which max_rows may lower or raise up to."""
+        bound = (
+            self.config.export_rows_for(ctx.principal)
+            if export
+            else self.config.safety.max_rows_per_query
+        )
+        asked = query.max_rows
+        if asked is not None and not 1 <= asked <= bound:
+            where = (
+                "safety.max_export_rows (or auth.tokens[].max_export_rows)"
+                if export
+                else "safety.max_rows_per_query; exports and runs have a larger bound"
+            )
+            raise InvalidRequest(
+                f"max_rows must be from 1 to {bound:,} for this request, got {asked:,}",
+                suggestion=f"the bound is {where}",
+            )
+        return asked if asked is not None else (bound if export else None)
+
     def check_federated(
-        self, query: FederatedQuery, ctx: RequestContext
+        self, query: FederatedQuery, ctx: RequestContext, *, export: bool = False
     ) -> tuple[SafetyOutcome, CheckRequest, Plan]:
         """Validate the DAG once (400s name the step; the merge is parsed here) and run the
         safety pipeline once; runs nothing. The plan is what the engine then runs."""
         plan = explain(query, self.catalog.names())
+        max_rows = self.row_cap(query, ctx, export)
         inputs = []
         for step in query.steps:
             state = self._state(step.database)
@@ -182,7 +213,7 @@ class QueryService:
                     depends_on=list(step.depends_on),
                 )
             )
-        request = ctx.check_request(inputs)
+        request = ctx.check_request(inputs, max_rows)
         return pipeline.check(request, self.config), request, plan
 
     async def federated(
@@ -192,17 +223,37 @@ class QueryService:
         *,
         on_progress: Callable[[StepProgress], None] | None = None,
         result_id: str | None = None,
+        export: bool = False,
     ) -> QuerySuccess | DryRunResponse:
         """Run a federated DAG; its whole result is stored under `result_id` (default: the
-        request id) for GET /v1/results."""
+        request id) for GET /v1/results. An `export` (a file, a run) has its own row bound
+        and fails with ResultTruncated when a step hit its cap, unless the query allows it."""
         started = time.perf_counter()
-        outcome, request, plan = self.check_federated(query, ctx)
+        outcome, request, plan = self.check_federated(query, ctx, export=export)
         audit = self._audit_entry(ctx, request, outcome)
-        return await self._finishing(
-            audit,
-            started,
-            self._federated_run(query, plan, ctx, outcome, audit, started, on_progress, result_id),
+        work = self._federated_run(
+            query, plan, ctx, outcome, audit, started, on_progress, result_id
         )
+        if export and not query.allow_truncation:
+            work = self._complete(work, query, ctx, request.max_rows or 0)
+        return await self._finishing(audit, started, work)
+
+    async def _complete(
+        self,
+        work: Awaitable[QuerySuccess | DryRunResponse],
+        query: FederatedQuery,
+        ctx: RequestContext,
+        cap: int,
+    ) -> QuerySuccess | DryRunResponse:
+        """The export's result, or ResultTruncated (its stored result removed) when a step
+        stopped at its cap."""
+        result = await work
+        if isinstance(result, QuerySuccess):
+            cut = [m.step_id for m in result.metadata.steps if m.status == Outcome.TRUNCATED]
+            if cut:
+                self.store.delete(result.request_id)
+                raise ResultTruncated(cut, cap, self.config.export_rows_for(ctx.principal))
+        return result
 
     async def _federated_run(
         self,

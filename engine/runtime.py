@@ -5,7 +5,7 @@ limiter per database), the process-wide DuckDB sink, the result store and the au
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -20,7 +20,9 @@ RESULT_EVICT_EVERY_S = 15.0
 
 
 class Runtime:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, on_audit_drop: Callable[[int], None] | None = None
+    ) -> None:
         server = config.server
         self.config = config
         Path(server.data_dir).mkdir(parents=True, exist_ok=True)
@@ -37,23 +39,29 @@ class Runtime:
             max_bytes=server.max_result_bytes,
         )
         audit_path = server.audit_log or str(Path(server.data_dir) / "audit.jsonl")
-        self.audit = AuditLog(audit_path, config=config)
+        self.audit = AuditLog(audit_path, config=config, on_drop=on_audit_drop)
 
     @contextlib.asynccontextmanager
     async def running(self, *, startup_wait: float | None = None) -> AsyncIterator[Runtime]:
         """Open the audit log and every database (waiting up to `startup_wait` for the first
         discovery), evict expired results in the background; close everything on exit."""
         try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self.audit.serve)
-                await tg.start(
-                    lambda task_status: self.catalog.serve(
-                        startup_wait=startup_wait, task_status=task_status
-                    )
-                )
-                tg.start_soon(_evict_results, self.store)
-                yield self
-                tg.cancel_scope.cancel()
+            async with anyio.create_task_group() as writer:
+                await writer.start(self.audit.serve)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        await tg.start(
+                            lambda task_status: self.catalog.serve(
+                                startup_wait=startup_wait, task_status=task_status
+                            )
+                        )
+                        tg.start_soon(_evict_results, self.store)
+                        yield self
+                        tg.cancel_scope.cancel()
+                finally:
+                    # the writer drains every queued entry, then returns: last, so the
+                    # requests that ended during shutdown are in the log
+                    self.audit.close()
         finally:
             await self.catalog.close()
             self.sink.close()

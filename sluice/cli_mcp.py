@@ -158,7 +158,9 @@ def add_mcp_commands(subparsers: Any) -> None:
     m.set_defaults(func=cmd_mcp)
     sub = m.add_subparsers(dest="mcp_command")
     c = sub.add_parser("config", help="print an agent client's configuration snippet")
-    c.add_argument("--client", required=True, choices=sorted(CLIENTS))
+    c.add_argument(
+        "--client", required=True, choices=sorted(CLIENTS), help="the agent client to configure"
+    )
     c.add_argument("--config", help="the sluice.yaml `sluice mcp` should serve")
     c.add_argument("--url", help="a running server's URL: the snippet reaches /mcp over HTTP")
     c.set_defaults(func=cmd_mcp_config)

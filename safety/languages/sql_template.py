@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
-from sqlglot import TokenType, exp
+from sqlglot import Tokenizer, TokenType, exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 
@@ -233,7 +233,7 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
     """(key, literals): the token stream with int and string literals replaced by their kind,
     and those literals. None: no template for this text."""
     try:
-        tokens = _dialect(dialect).tokenize(text)
+        tokens = _tokenizer(dialect).tokenize(text)
     except (SqlglotError, RecursionError):
         return None
     key: list[Any] = [dialect]
@@ -256,9 +256,20 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
     return tuple(key), tuple(literals)
 
 
-@functools.cache
-def _dialect(name: str) -> Dialect:
-    return Dialect.get_or_raise(name)
+_local = threading.local()
+
+
+def _tokenizer(dialect: str) -> Tokenizer:
+    """One tokenizer per dialect and thread, reused (building one costs as much as using it;
+    a tokenizer holds state while it runs, so threads do not share one)."""
+    cache: dict[str, Tokenizer] | None = getattr(_local, "tokenizers", None)
+    if cache is None:
+        cache = _local.tokenizers = {}
+    tok = cache.get(dialect)
+    if tok is None:
+        d = Dialect.get_or_raise(dialect)
+        tok = cache[dialect] = d.tokenizer_class(dialect=d)
+    return tok
 
 
 def _sentinel(kind: str, i: int) -> str:
@@ -396,9 +407,17 @@ def _split(sql: str, sentinels: dict[str, int]) -> tuple[tuple[str, ...], tuple[
 
 
 def _inline(dialect: str, literal: Literal) -> str:
-    if literal[0] == _STRING:
-        return exp.Literal.string(literal[1]).sql(dialect=dialect)
-    return literal[1]
+    if literal[0] != _STRING:
+        return literal[1]
+    if len(literal[1]) <= 256:
+        return _string_sql(dialect, literal[1])
+    return exp.Literal.string(literal[1]).sql(dialect=dialect)
+
+
+@functools.lru_cache(maxsize=1024)
+def _string_sql(dialect: str, value: str) -> str:
+    """A string literal as the dialect's generator writes it (quoting and escapes)."""
+    return exp.Literal.string(value).sql(dialect=dialect)
 
 
 def _join(pieces: tuple[str, ...], slots: tuple[int, ...], values: list[str]) -> str:
