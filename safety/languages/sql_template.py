@@ -94,17 +94,36 @@ class Template:
     renders: dict[int | None, _Render | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
+    """One text matched to a template. A repeated text gets the same Hit back (match keeps
+    the last few), so its analysis and rewrite are built once."""
+
     template: Template
     literals: tuple[Literal, ...]
+    _bound: SqlAnalysis | None = None
+    _rewrites: dict[int | None, Rewrite] = field(default_factory=dict)
 
     @property
     def analysis(self) -> SqlAnalysis:
         return self.template.analysis
 
+    def bound_analysis(self) -> SqlAnalysis:
+        """The template's analysis carrying this hit (the rewrite renders it)."""
+        if self._bound is None:
+            self._bound = dataclasses.replace(self.template.analysis, template=self)
+        return self._bound
+
     def rewrite(self, fetch: int | None) -> Rewrite | None:
         """The rewrite for this text, or None when this fetch has no render yet."""
+        done = self._rewrites.get(fetch)
+        if done is None:
+            done = self._render(fetch)
+            if done is not None and len(self._rewrites) < 4:
+                self._rewrites[fetch] = done
+        return done
+
+    def _render(self, fetch: int | None) -> Rewrite | None:
         render = self.template.renders.get(fetch)
         if render is None:
             return None
@@ -134,6 +153,8 @@ class _Shape:
 Literal = tuple[str, str, str, int, int]  # (kind, token text, source text, start, end + 1)
 
 _shapes: OrderedDict[tuple[Any, ...], _Shape] = OrderedDict()
+_hits: OrderedDict[tuple[str, str], Hit] = OrderedDict()  # (dialect, text) -> its hit
+HITS_KEPT = 256
 _lock = threading.Lock()
 
 
@@ -141,6 +162,11 @@ def match(dialect: str, text: str) -> Hit | None:
     """The template this text shares with a checked one, if any."""
     if len(text) > CACHE_MAX_CHARS:
         return None
+    with _lock:
+        hit = _hits.get((dialect, text))
+        if hit is not None:
+            _hits.move_to_end((dialect, text))
+            return hit
     shaped = _shape_of(dialect, text)
     if shaped is None:
         return None
@@ -154,7 +180,12 @@ def match(dialect: str, text: str) -> Hit | None:
     for t in templates:
         pinned = tuple(lit[2] for lit, inert in zip(literals, t.inert, strict=True) if not inert)
         if pinned == t.pinned:
-            return Hit(t, literals)
+            hit = Hit(t, literals)
+            with _lock:
+                _hits[(dialect, text)] = hit
+                while len(_hits) > HITS_KEPT:
+                    _hits.popitem(last=False)
+            return hit
     return None
 
 
@@ -223,6 +254,7 @@ def add_render(hit: Hit, fetch: int | None) -> Rewrite | None:
 def clear() -> None:
     with _lock:
         _shapes.clear()
+        _hits.clear()
 
 
 # -- internals -------------------------------------------------------------------------------
