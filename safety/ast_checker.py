@@ -22,14 +22,16 @@ class AstChecker:
     def check(self, step: StepContext) -> Verdict:
         a = step.analysis
         if a.error is not None:
-            return Block(a.error, a.suggestion, "builtin")
+            return Block(a.error, a.suggestion, "builtin", invalid=getattr(a, "invalid", False))
         if a.structural:
             reason, suggestion = a.structural[0]
             return Block(reason, suggestion, "builtin")
         problem = step.language.target_problem(a, step)
         if problem is not None:
+            # the query and the step's declared table disagree: the request is inconsistent
+            # (often a typo), a 400 naming both, not a refusal
             reason, suggestion = problem
-            return Block(reason, suggestion, "builtin")
+            return Block(reason, suggestion, "builtin", invalid=True)
         declared = step.declared()
         grant = step.grant(declared)
         if not grant.allows(a.operation):

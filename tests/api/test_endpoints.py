@@ -88,7 +88,14 @@ def test_table_detail_with_distribution(server: Server) -> None:
         r = c.get("/v1/databases/pg/tables/items")
     assert r.status_code == 200
     table = r.json()
-    assert set(table) == {"name", "fields", "row_count_estimate", "description"}
+    assert set(table) == {
+        "name",
+        "fields",
+        "row_count_estimate",
+        "description",
+        "row_count_source",
+    }
+    assert table["row_count_source"] == {"source": "pg_class.reltuples", "exact": False}
     assert table["name"] == "items" and table["row_count_estimate"] == 500
     fields = {f["name"]: f for f in table["fields"]}
     assert list(fields) == [
@@ -118,7 +125,11 @@ def test_table_detail_with_distribution(server: Server) -> None:
         "sample_values",
         "min_value",
         "max_value",
+        "sources",
     }
+    # every figure says where it comes from: here pg_stats, estimates all
+    assert dist["sources"]["distinct_count"] == {"source": "pg_stats.n_distinct", "exact": False}
+    assert {s["exact"] for s in dist["sources"].values()} == {False}
     assert dist["distinct_count"] == 500 and dist["null_fraction"] == 0.0
     assert dist["min_value"] == 1 and dist["max_value"] == 500
 
