@@ -70,7 +70,14 @@ def test_databases_pagination_and_unreachable(server: Server) -> None:
     lite = first["databases"][2]
     assert lite["type"] == "sqlite"
     (people,) = lite["tables"]
-    assert set(people) == {"name", "fields", "row_count_estimate", "description"}
+    assert set(people) == {
+        "name",
+        "fields",
+        "row_count_estimate",
+        "description",
+        "row_count_source",
+    }
+    assert people["row_count_source"] == {"source": "count(*)", "exact": True}
     assert [f["name"] for f in people["fields"]] == ["id", "name", "age", "city"]
 
 
@@ -303,14 +310,14 @@ def test_bad_input(server: Server) -> None:
     )
 
 
-def test_database_error_is_500_with_the_databases_message(server: Server) -> None:
+def test_a_rejected_statement_is_400_with_the_databases_message(server: Server) -> None:
     body = assert_error_envelope(
         post(
             server,
             {"database": "pg", "table": "items", "query": "SELECT no_such_column FROM items"},
         ),
-        500,
-        "query_failed",
+        400,
+        "query_rejected",
     )
     assert "no_such_column" in body["error"]["message"]
     # the pool is clean: the next request works
