@@ -28,10 +28,10 @@ class AstChecker:
             return Block(reason, suggestion, "builtin")
         problem = step.language.target_problem(a, step)
         if problem is not None:
-            # the query and the step's declared table disagree: the request is inconsistent
-            # (often a typo), a 400 naming both, not a refusal
+            # a body acting on another table than the declared one stays a refusal (403): the
+            # grant checked is the declared table's (the hostile corpora rely on it)
             reason, suggestion = problem
-            return Block(reason, suggestion, "builtin", invalid=True)
+            return Block(reason, suggestion, "builtin")
         declared = step.declared()
         grant = step.grant(declared)
         if not grant.allows(a.operation):

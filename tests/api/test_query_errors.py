@@ -23,10 +23,13 @@ def test_unknown_column_keeps_the_database_message_and_hint(server: Server) -> N
         assert 'column "nme" does not exist' in err["message"]
         assert "Perhaps you meant" in err["suggestion"] and '"items.name"' in err["suggestion"]
         assert err["details"]["sqlstate"] == "42703" and "Perhaps" in err["details"]["hint"]
-        # a table typo inside the SQL: a 400 naming both tables, not a 403
-        body = assert_error_envelope(simple(c, "pg", "items", "SELECT id FROM itemz"), 400)
-        assert body["error"]["code"] == "invalid_query"
-        assert "itemz" in body["error"]["message"] and "items" in body["error"]["message"]
+        # a table typo: the step's table is looked up first (404 with the likely name)...
+        body = assert_error_envelope(simple(c, "pg", "itemz", "SELECT id FROM itemz"), 404)
+        assert "did you mean 'items'" in body["error"]["suggestion"]
+        # ...and a body acting on another table than the declared one stays refused (403),
+        # in plain words naming both
+        r = simple(c, "pg", "items", "SELECT id FROM itemz")
+        assert r.status_code == 403 and "itemz" in r.json()["error"]["reason"]
         for db, table, query, words in (
             ("maria", "orders", "SELECT nope FROM orders", "Unknown column 'nope'"),
             ("lite", "people", "SELECT nope FROM people", "no such column: nope"),
