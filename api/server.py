@@ -6,12 +6,15 @@ workers lives in the stores."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -19,6 +22,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 from starlette.types import ASGIApp
 
+from api.metrics import MULTIPROC_ENV
 from engine.config import Config, ServerConfig, load_config
 
 log = logging.getLogger("sluice.server")
@@ -99,6 +103,31 @@ def serve(
     # only for worker processes (app_from_env); this process passes `config` itself
     os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     os.environ[SERVER_SETTINGS_ENV] = json.dumps(settings)
+    if workers > 1:
+        with shared_metrics():
+            return _serve(config, host, port, workers, access_log, server)
+    return _serve(config, host, port, workers, access_log, server)
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[None]:
+    """Workers count into one folder (prometheus-client multiprocess mode), so a scrape of
+    any worker sees all of them; set before the workers start, removed after they stop."""
+    if os.environ.get(MULTIPROC_ENV):  # the operator chose a folder: use it as it is
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="sluice-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(
+    config: Config, host: str, port: int, workers: int, access_log: bool, server: str
+) -> int:
     if server == "uvicorn":
         return _serve_uvicorn(host, port, workers, access_log)
     if server == "granian":
