@@ -746,6 +746,16 @@ class EsDslLanguage(Language):
     """Elasticsearch / OpenSearch query DSL bodies (see the module docstring)."""
 
     name: ClassVar[str] = "es_dsl"
+    examples: ClassVar[tuple[str, ...]] = (
+        '{"query": {"bool": {"filter": [{"term": {"status": "open"}}, {"range": {"total": '
+        '{"gte": 100}}}]}}, "_source": ["customer_id", "total"], "sort": [{"total": "desc"}], '
+        '"size": 50}',
+        '{"query": {"range": {"at": {"gte": "2024-01-01"}}}, "aggs": {"by_status": {"terms": '
+        '{"field": "status"}}}}',
+        '{"method": "POST", "path": "/orders/_count", "body": {"query": {"term": {"status": '
+        '"open"}}}}',
+        '{"method": "GET", "path": "/orders/_doc/o-1001"}',
+    )
 
     def analyse(self, text: str, dialect: str) -> EsAnalysis:
         return analyse_es(text)
