@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -447,7 +448,7 @@ class LanceDBConnector:
                 check_dimension(query, vec, layout.dimension)
                 q: Any = (
                     table.query()
-                    .nearest_to(list(vec))
+                    .nearest_to(np.asarray(vec, dtype=np.float32))
                     .column(layout.vector)
                     .distance_type(layout.metric)
                     .limit(limit or DEFAULT_LIMIT)
