@@ -1,22 +1,34 @@
 """Serve the app with hypercorn (uvloop workers). Several workers each build the app from
-the config path in SLUICE_CONFIG, so state shared across workers lives in the stores."""
+the config path in SLUICE_CONFIG plus the `server` settings given on the command line
+(SLUICE_SERVER_SETTINGS, JSON): the environment is only how a worker process learns what the
+parent was told; below this bootstrap every setting is passed in. State shared across
+workers lives in the stores."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from typing import Any
 
+import msgspec
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 from starlette.types import ASGIApp
 
-from engine.config import Config, load_config
+from api.metrics import MULTIPROC_ENV
+from engine.config import Config, ServerConfig, load_config
 
 log = logging.getLogger("sluice.server")
 
 CONFIG_ENV = "SLUICE_CONFIG"
+SERVER_SETTINGS_ENV = "SLUICE_SERVER_SETTINGS"
 
 OFF_LOOPBACK_WARNING = (
     "warning: binding {host!r} exposes sluice off-loopback without bearer tokens.\n"
@@ -51,11 +63,21 @@ def check_bind(config: Config, host: str, insecure_no_auth: bool) -> None:
     print(OFF_LOOPBACK_WARNING.format(host=host), file=sys.stderr)  # noqa: T201
 
 
+def with_server_settings(config: Config, settings: Mapping[str, Any]) -> Config:
+    """The config with `server` settings replaced (flags of `sluice serve`), validated."""
+    if not settings:
+        return config
+    merged = {**msgspec.structs.asdict(config.server), **settings}
+    return msgspec.structs.replace(config, server=msgspec.convert(merged, ServerConfig))
+
+
 def app_from_env() -> ASGIApp:
-    """Hypercorn worker entry point: build the app from the config file in SLUICE_CONFIG."""
+    """Worker entry point: the app for the config file in SLUICE_CONFIG and the server
+    settings the parent process was given."""
     from api.app import create_app
 
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    settings = json.loads(os.environ.get(SERVER_SETTINGS_ENV) or "{}")
+    return create_app(with_server_settings(load_config(os.environ[CONFIG_ENV]), settings))
 
 
 SERVERS: tuple[str, ...] = ("hypercorn", "uvicorn", "granian")
@@ -70,12 +92,42 @@ def serve(
     insecure_no_auth: bool = False,
     access_log: bool = False,
     server: str = "hypercorn",
+    server_settings: Mapping[str, Any] | None = None,
 ) -> int:
     """Serve with hypercorn (the default), or uvicorn/granian where measured faster
-    (bench/ reports all three side by side)."""
-    config = load_config(config_path)
+    (bench/ reports all three side by side). `server_settings` override the config's
+    `server` section (e.g. {"max_concurrent_runs": 8})."""
+    settings = dict(server_settings or {})
+    config = with_server_settings(load_config(config_path), settings)
     check_bind(config, host, insecure_no_auth)
+    # only for worker processes (app_from_env); this process passes `config` itself
     os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    os.environ[SERVER_SETTINGS_ENV] = json.dumps(settings)
+    if workers > 1:
+        with shared_metrics():
+            return _serve(config, host, port, workers, access_log, server)
+    return _serve(config, host, port, workers, access_log, server)
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[None]:
+    """Workers count into one folder (prometheus-client multiprocess mode), so a scrape of
+    any worker sees all of them; set before the workers start, removed after they stop."""
+    if os.environ.get(MULTIPROC_ENV):  # the operator chose a folder: use it as it is
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="sluice-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(
+    config: Config, host: str, port: int, workers: int, access_log: bool, server: str
+) -> int:
     if server == "uvicorn":
         return _serve_uvicorn(host, port, workers, access_log)
     if server == "granian":

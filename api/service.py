@@ -5,9 +5,8 @@ did not check; the engine runs the pipeline's rewritten text, unchanged."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -30,21 +29,21 @@ from engine.errors import (
     UnknownDatabase,
     UnknownTable,
 )
+from engine.execute import Outcome
 from engine.federated import FederatedResult, StepProgress, explain, run_federated
 from engine.ir import FederatedQuery
 from engine.simple import StepResult, run_simple
 from safety import pipeline
+from safety.audit import AuditBlock, AuditEntry, AuditStep
 from safety.languages import registry as languages
 from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from engine.catalog import Catalog, DatabaseState
-    from engine.config import Config
-    from engine.results import ResultStore
-    from engine.sink import Sink
-    from safety.audit import AuditLog
+    from engine.catalog import DatabaseState
+    from engine.plan import Plan
+    from engine.runtime import Runtime
 
 
 class SafetyBlocked(SluiceError):
@@ -58,8 +57,35 @@ class SafetyBlocked(SluiceError):
         self.block = block
 
 
+class QueryInvalid(SluiceError):
+    """Raised when a query is not one its language can read (a syntax error): the client's
+    mistake, answered 400 with the parser's message, never a 403 safety refusal."""
+
+    code = "invalid_query"
+    status = 400
+
+    def __init__(self, block: RequestBlock) -> None:
+        super().__init__(block.reason, suggestion=block.suggestion)
+        self.block = block
+        self.details = {"step_id": block.step_id} if block.step_id else None
+
+
+def blocked(block: RequestBlock) -> SluiceError:
+    """The error for a request the pipeline stopped: a syntax error is the client's (400),
+    anything else a safety refusal (403)."""
+    return QueryInvalid(block) if block.invalid else SafetyBlocked(block)
+
+
 class AuditSink(Protocol):
-    def record(self, entry: dict[str, Any]) -> None: ...
+    def record(self, entry: AuditEntry) -> None: ...
+
+
+@dataclass(slots=True)
+class Audited:
+    """A request's audit entry while it runs, and its rows per step (for the metrics)."""
+
+    entry: AuditEntry
+    rows_by_step: dict[str | None, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -83,20 +109,15 @@ class RequestContext:
 
 
 class QueryService:
-    def __init__(
-        self,
-        config: Config,
-        catalog: Catalog,
-        *,
-        sink: Sink,
-        store: ResultStore,
-        audit: AuditSink | None = None,
-    ) -> None:
-        self.config = config
-        self.catalog = catalog
-        self.sink = sink
-        self.store = store
-        self.audit = audit
+    """The request path over one running `engine.runtime.Runtime` (its catalog, sink,
+    result store and audit log)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.config = runtime.config
+        self.catalog = runtime.catalog
+        self.sink = runtime.sink
+        self.store = runtime.store
+        self.audit: AuditSink | None = runtime.audit
 
     # -- simple -----------------------------------------------------------------------------
     async def simple(
@@ -130,11 +151,11 @@ class QueryService:
         ctx: RequestContext,
         state: DatabaseState,
         outcome: SafetyOutcome,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise SafetyBlocked(outcome.block)
+            raise blocked(outcome.block)
         step = outcome.steps[0]
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if req.dry_run:
@@ -149,9 +170,9 @@ class QueryService:
             raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
         result = await run_simple(step, state)
         report.warnings.extend(result.warnings)
-        audit["rows"] = len(result.rows) if result.rows_affected is None else None
-        audit["rows_affected"] = result.rows_affected
-        audit["rows_by_step"] = {None: len(result.rows)}
+        audit.entry.rows = len(result.rows) if result.rows_affected is None else None
+        audit.entry.rows_affected = result.rows_affected
+        audit.rows_by_step = {None: len(result.rows)}
         return QuerySuccess(
             request_id=ctx.request_id,
             status="ok",
@@ -191,9 +212,10 @@ class QueryService:
 
     def check_federated(
         self, query: FederatedQuery, ctx: RequestContext, *, export: bool = False
-    ) -> tuple[SafetyOutcome, CheckRequest]:
-        """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
-        explain(query, self.catalog.names())
+    ) -> tuple[SafetyOutcome, CheckRequest, Plan]:
+        """Validate the DAG once (400s name the step; the merge is parsed here) and run the
+        safety pipeline once; runs nothing. The plan is what the engine then runs."""
+        plan = explain(query, self.catalog.names())
         max_rows = self.row_cap(query, ctx, export)
         inputs = []
         for step in query.steps:
@@ -211,7 +233,7 @@ class QueryService:
                 )
             )
         request = ctx.check_request(inputs, max_rows)
-        return pipeline.check(request, self.config), request
+        return pipeline.check(request, self.config), request, plan
 
     async def federated(
         self,
@@ -226,9 +248,11 @@ class QueryService:
         request id) for GET /v1/results. An `export` (a file, a run) has its own row bound
         and fails with ResultTruncated when a step hit its cap, unless the query allows it."""
         started = time.perf_counter()
-        outcome, request = self.check_federated(query, ctx, export=export)
+        outcome, request, plan = self.check_federated(query, ctx, export=export)
         audit = self._audit_entry(ctx, request, outcome)
-        work = self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id)
+        work = self._federated_run(
+            query, plan, ctx, outcome, audit, started, on_progress, result_id
+        )
         if export and not query.allow_truncation:
             work = self._complete(work, query, ctx, request.max_rows or 0)
         return await self._finishing(audit, started, work)
@@ -244,7 +268,7 @@ class QueryService:
         stopped at its cap."""
         result = await work
         if isinstance(result, QuerySuccess):
-            cut = [m.step_id for m in result.metadata.steps if m.status == "truncated"]
+            cut = [m.step_id for m in result.metadata.steps if m.status == Outcome.TRUNCATED]
             if cut:
                 self.store.delete(result.request_id)
                 raise ResultTruncated(cut, cap, self.config.export_rows_for(ctx.principal))
@@ -253,24 +277,24 @@ class QueryService:
     async def _federated_run(
         self,
         query: FederatedQuery,
+        plan: Plan,
         ctx: RequestContext,
         outcome: SafetyOutcome,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
         on_progress: Callable[[StepProgress], None] | None,
         result_id: str | None,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise SafetyBlocked(outcome.block)
+            raise blocked(outcome.block)
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:
-            plan = explain(query, self.catalog.names(), keep=list(checked))
             return DryRunResponse(
                 request_id=ctx.request_id,
                 status="dry_run",
                 safety=report,
-                plan=repr(plan),
+                plan=repr(plan.keep(list(checked))),
                 steps=[dry_run_step(s) for s in outcome.steps],
             )
         used = {s.database for s in outcome.steps}
@@ -285,36 +309,37 @@ class QueryService:
             request_id=result_id or ctx.request_id,
             on_progress=on_progress,
             limiters={n: st.limiter for n, st in states.items()},
+            plan=plan,
         )
         report.warnings.extend(result.warnings)
-        audit["rows"] = result.row_count
-        audit["steps_meta"] = msgspec.to_builtins(result.steps)
-        audit["rows_by_step"] = {m.step_id: m.rows_returned for m in result.steps}
+        audit.entry.rows = result.row_count
+        audit.entry.steps_meta = msgspec.to_builtins(result.steps)
+        audit.rows_by_step = {m.step_id: m.rows_returned for m in result.steps}
         return federated_success(ctx, report, result, started)
 
     async def _finishing(
         self,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
         work: Awaitable[QuerySuccess | DryRunResponse],
     ) -> QuerySuccess | DryRunResponse:
         try:
             response = await work
         except BaseException as exc:
-            audit["error"] = f"{type(exc).__name__}: {exc}"
+            audit.entry.error = f"{type(exc).__name__}: {exc}"
             self._finish(audit, started, exc)
             raise
         self._finish(audit, started, None)
         return response
 
-    def _finish(self, audit: dict[str, Any], started: float, exc: BaseException | None) -> None:
+    def _finish(self, audit: Audited, started: float, exc: BaseException | None) -> None:
         """Every query ends here: one audit line and the query metrics, whatever happened."""
-        audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        rows = audit.pop("rows_by_step", {})
-        blocked = audit.get("blocked")
-        if blocked is not None:
+        entry = audit.entry
+        entry.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        rows = audit.rows_by_step
+        if entry.blocked is not None:
             outcome = "blocked"
-            metrics.safety_blocked(blocked["stage"])
+            metrics.safety_blocked(entry.blocked.stage)
         elif exc is None:
             outcome = "ok"
         elif isinstance(exc, QueryTimedOut) or isinstance(
@@ -323,15 +348,15 @@ class QueryService:
             outcome = "timeout"
         else:
             outcome = "error"
-        for step in audit["steps"]:
+        seconds = entry.latency_ms / 1000 if isinstance(entry.latency_ms, float) else 0.0
+        for database in {step.database for step in entry.steps}:
+            metrics.query_seconds(database, seconds)
+        for step in entry.steps:
             metrics.query_finished(
-                step["database"], step["language"] or "", outcome, rows.get(step["step_id"], 0)
+                step.database, step.language or "", outcome, rows.get(step.step_id, 0)
             )
         if self.audit is not None:
-            self.audit.record(audit)
-
-    def close(self) -> None:
-        self.sink.close()
+            self.audit.record(entry)
 
     def _state(self, database: str) -> DatabaseState:
         state = self.catalog.get(database)
@@ -350,40 +375,31 @@ class QueryService:
 
     def _audit_entry(
         self, ctx: RequestContext, request: CheckRequest, outcome: SafetyOutcome
-    ) -> dict[str, Any]:
+    ) -> Audited:
         rewritten = {s.step_id: s.text for s in outcome.steps}
-        return {
-            "request_id": ctx.request_id,
-            "ts": time.time(),
-            "principal": ctx.principal,
-            "transport": ctx.transport,
-            "client": ctx.client,
-            "steps": [
-                {
-                    "step_id": s.step_id,
-                    "database": s.database,
-                    "table": s.table,
-                    "language": s.language or spoken_by(s.db_type),
-                    "query": s.query,
-                    "rewritten": rewritten.get(s.step_id),
-                }
+        block = outcome.block
+        entry = AuditEntry(
+            request_id=ctx.request_id,
+            ts=time.time(),
+            principal=ctx.principal,
+            transport=ctx.transport,
+            client=ctx.client,
+            steps=[
+                AuditStep(
+                    step_id=s.step_id,
+                    database=s.database,
+                    table=s.table,
+                    language=s.language or spoken_by(s.db_type),
+                    query=s.query,
+                    rewritten=rewritten.get(s.step_id),
+                )
                 for s in request.steps
             ],
-            "verdicts": [
-                {
-                    "stage": v.stage,
-                    "outcome": v.outcome,
-                    "step_id": v.step_id,
-                    "reason": v.reason,
-                    "policy": v.policy,
-                }
-                for v in outcome.verdicts
-            ],
-            "blocked": None
-            if outcome.block is None
-            else {"stage": outcome.block.stage, "reason": outcome.block.reason},
-            "warnings": list(outcome.warnings),
-        }
+            verdicts=list(outcome.verdicts),
+            blocked=None if block is None else AuditBlock(stage=block.stage, reason=block.reason),
+            warnings=list(outcome.warnings),
+        )
+        return Audited(entry)
 
 
 def spoken_by(db_type: str) -> str | None:
@@ -396,21 +412,10 @@ def spoken_by(db_type: str) -> str | None:
 
 def check_language(language: str | None, database: str, db_type: str) -> None:
     """A requested language must be one we know and the one the database speaks."""
-    if language is None:
-        return
-    spoken = spoken_by(db_type)
-    if not languages.known(language):
-        raise InvalidRequest(
-            f"unknown language {language!r}",
-            suggestion=f"use one of {', '.join(languages.names())}, or omit it to infer it "
-            f"from the database ({database!r} speaks {spoken})",
-        )
-    if language != spoken:
-        raise InvalidRequest(
-            f"language {language!r} does not match database {database!r}, a {db_type} "
-            f"database that speaks {spoken}",
-            suggestion=f"send language {spoken!r} or omit it",
-        )
+    problem = languages.mismatch(language, spoken_by(db_type), database, db_type)
+    if problem is not None:
+        reason, suggestion = problem
+        raise InvalidRequest(reason, suggestion=suggestion)
 
 
 def dry_run_step(step: CheckedStep) -> DryRunStep:
@@ -461,31 +466,3 @@ def federated_success(
             result_pages=result.result_pages,
         ),
     )
-
-
-def build_service(config: Config, *, audit: AuditSink | None = None) -> QueryService:
-    """The service with its catalog, its process-wide DuckDB sink and its result store."""
-    from engine.catalog import Catalog
-    from engine.results import ResultStore
-    from engine.sink import Sink
-
-    catalog = Catalog(
-        config.databases,
-        ttl_seconds=config.server.discovery_ttl_seconds,
-        max_concurrent_queries=config.server.max_concurrent_queries_per_database,
-    )
-    store = ResultStore(
-        Path(config.server.data_dir) / "results",
-        ttl=config.server.result_ttl_seconds,
-        max_results=config.server.max_results,
-        max_bytes=config.server.max_result_bytes,
-    )
-    return QueryService(config, catalog, sink=Sink(), store=store, audit=audit)
-
-
-def audit_log_for(config: Config) -> AuditLog:
-    """The audit log at server.audit_log (default: <data_dir>/audit.jsonl)."""
-    from safety.audit import AuditLog
-
-    path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
-    return AuditLog(path, config=config, on_drop=metrics.audit_dropped)

@@ -88,6 +88,7 @@ async def run_federated(
     batch_size: int | None = None,
     full_scan_after: int | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    plan: Plan | None = None,
 ) -> FederatedResult:
     """Run a validated-and-checked federated query and store its result under request_id.
 
@@ -100,6 +101,7 @@ async def run_federated(
             database sized by its pool.
         batch_size: rows per connector batch (default: 10,000; tests use small ones).
         full_scan_after: distinct link values after which a child scans instead.
+        plan: the plan `explain(query, ...)` already validated (not validated again).
 
     Raises:
         InvalidQuery / StepUnknownDatabase / MergeBlocked: the DAG or merge is invalid.
@@ -107,9 +109,12 @@ async def run_federated(
         MergeFailed: DuckDB rejected the merge (its message is kept).
     """
     started = time.perf_counter()
-    # stripped steps need no connector; their databases were validated by the caller
-    known = set(connectors) | {s.database for s in query.steps if s.step_id not in checked}
-    plan = build_plan(query, known, keep=list(checked))
+    if plan is not None:
+        plan = plan.keep(list(checked))
+    else:
+        # stripped steps need no connector; their databases were validated by the caller
+        known = set(connectors) | {s.database for s in query.steps if s.step_id not in checked}
+        plan = build_plan(query, known, keep=list(checked))
     warnings = [
         f"step {sid} was dropped: it or a step it depends on was stripped by the safety policy"
         for sid in plan.dropped
@@ -202,7 +207,7 @@ async def _merge_and_store(
         (only,) = plan.order
         sql = f"SELECT * FROM {tables.table_name(only)}"
     else:
-        tree = parse_merge(merge)
+        tree = plan.merge_tree if plan.merge_tree is not None else parse_merge(merge)
         missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
         if missing:
             raise MergeFailed(

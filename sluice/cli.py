@@ -37,14 +37,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path, demo = resolve_config_path(args.config)
     config = load_config(path)
-    # the run manager reads these in every worker process (api/runs_routes.build_run_manager)
-    for flag, env in (
-        (args.max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS"),
-        (args.max_queued_runs, "SLUICE_MAX_QUEUED_RUNS"),
-        (args.run_store, "SLUICE_RUN_STORE"),
-    ):
-        if flag is not None:
-            os.environ[env] = str(flag)
+    # flags override the config's `server` settings (every worker gets them from serve())
+    flags = {
+        "max_concurrent_runs": args.max_concurrent_runs,
+        "max_queued_runs": args.max_queued_runs,
+        "run_store": args.run_store,
+    }
+    server_settings = {k: v for k, v in flags.items() if v is not None}
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     url = f"http://{host}:{port}"
@@ -67,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 insecure_no_auth=args.insecure_no_auth,
                 access_log=args.access_log,
                 server=args.server,
+                server_settings=server_settings,
             )
             or 0
         )
@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from engine.config import load_config
+    from engine.config import grant_warnings, load_config
     from engine.errors import ConfigError
 
     path = args.path or "sluice.yaml"
@@ -85,8 +85,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
+    for warning in grant_warnings(config, _raw(path)):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok ({len(config.databases)} database(s))")
     return EXIT_OK
+
+
+def _raw(path: str) -> Any:
+    """The config as a round-trip YAML document (for the lines of warnings)."""
+    from engine.yaml_doc import load_yaml
+
+    return load_yaml(Path(path).read_text(encoding="utf-8"))
 
 
 def report_failure(
@@ -267,13 +276,14 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from connectors import registry
     from connectors.errors import SluiceError
-    from engine.config import load_config
+    from engine.config import grant_warnings, load_config
 
     path, _ = resolve_config_path(args.config)
     config = load_config(path)
 
     async def probe() -> int:
         failed = 0
+        discovered: dict[str, list[str]] = {}
         for db in config.databases:
             connector = registry.create(db)
             try:
@@ -281,12 +291,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                     await connector.open()
                     await connector.ping()
                     tables = await connector.discover()
+                discovered[db.name] = [t.name for t in tables]
                 print(f"ok    {db.name} ({db.type}): {len(tables)} table(s)")
             except (SluiceError, TimeoutError) as exc:
                 failed += 1
                 print(f"FAIL  {db.name} ({db.type}): {exc or 'timed out'}")
             finally:
                 await connector.close()
+        # grants that name a database or table that is neither configured nor discovered
+        for warning in grant_warnings(config, _raw(path), discovered):
+            print(f"warn  {warning}")
         return EXIT_ERROR if failed else EXIT_OK
 
     return anyio.run(probe)
