@@ -37,7 +37,7 @@ from connectors.base import (
 )
 from connectors.config import DatabaseConfig, ServerSettings
 from connectors.cypher_link import link_params, linked
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 from connectors.types_map import json_safe
 
 SAMPLE_NODES = 200
@@ -168,7 +168,8 @@ class FalkorDBConnector:
             message = str(exc)
             if "timed out" in message.lower():
                 raise QueryTimedOut(db, statement.timeout) from exc
-            raise QueryFailed(db, message) from exc
+            # the server refused the query itself (syntax, unknown function, read-only mode)
+            raise QueryRejected(db, message) from exc
         except redis_errors.RedisError as exc:
             raise QueryFailed(db, str(exc)) from exc
 

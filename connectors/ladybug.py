@@ -14,6 +14,7 @@ Column types come from ladybug's own result types, so every batch of a result ha
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,12 +35,14 @@ from connectors.base import (
 )
 from connectors.config import DatabaseConfig, FileSettings
 from connectors.cypher_link import link_params, linked
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 from connectors.graph_rows import sampled_distribution
 from connectors.threads import call_interruptible
 from connectors.types_map import json_safe, unique_names
 
 SAMPLE_ROWS = 200
+# ladybug prefixes a refused query: parse, bind, or a write on the read-only database
+_REJECTED = re.compile(r"^(Parser|Binder|Catalog) exception|read-only database", re.I)
 _TYPES = {
     "BOOL": "BOOLEAN",
     "INT8": "SMALLINT",
@@ -176,6 +179,8 @@ class LadybugConnector:
             except RuntimeError as exc:
                 if "Interrupted" in str(exc):
                     raise QueryTimedOut(db_name, statement.timeout) from exc
+                if _REJECTED.search(str(exc)):  # the query is wrong, not the database
+                    raise QueryRejected(db_name, _message(exc)) from exc
                 raise QueryFailed(db_name, _message(exc)) from exc
             finally:
                 with contextlib.suppress(RuntimeError):

@@ -2,8 +2,9 @@
 
 Time limits (`ExecutionTimeout`, code 50 MaxTimeMSExpired / 262 ExceededTimeLimit, a network
 timeout, any error PyMongo flags as a timeout) are QueryTimedOut; a lost connection or no
-server is ConnectorUnavailable; everything the server refused is QueryFailed with its
-`errmsg`.
+server is ConnectorUnavailable; a command the server refused (an unknown operator, a bad
+value, a duplicate key: `OperationFailure`, write errors) is QueryRejected, a 400 with its
+`errmsg` and code, since the query is wrong, not the server; anything else is QueryFailed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pymongo.errors import (
     WriteError,
 )
 
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 
 _TIMEOUT_CODES = frozenset({50, 262})  # MaxTimeMSExpired, ExceededTimeLimit
 
@@ -45,8 +46,15 @@ def mapped(db: str, exc: PyMongoError, seconds: float) -> Exception:
     if isinstance(exc, ConnectionFailure):
         return ConnectorUnavailable(db, f"connection lost: {reason(exc)}")
     if isinstance(exc, BulkWriteError):
-        errors = exc.details.get("writeErrors") or [{}]
-        return QueryFailed(db, f"write failed: {errors[0].get('errmsg', exc)}")
+        first = (exc.details.get("writeErrors") or [{}])[0]
+        return QueryRejected(
+            db, f"write failed: {first.get('errmsg', exc)}", sqlstate=_code(first.get("code"))
+        )
     if isinstance(exc, WriteError | OperationFailure):
-        return QueryFailed(db, reason(exc))
+        return QueryRejected(db, reason(exc), sqlstate=_code(exc.code))
     return QueryFailed(db, str(exc))
+
+
+def _code(code: object) -> str | None:
+    """MongoDB's numeric error code, kept in the envelope's details as `sqlstate`."""
+    return None if code is None else f"MongoDB {code}"

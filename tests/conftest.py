@@ -12,8 +12,19 @@ from collections.abc import Iterator
 
 import pytest
 
+from connectors import registry as connectors_registry
+from safety.languages import registry as languages_registry
 from tests import es_server
 from tests.servers import MySQLServer, PgServer, fresh_mysql, fresh_pg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plugin_registries_loaded() -> None:
+    """The entry points are read from disk once, as a server does while it loads its config
+    before the event loop starts; a test that builds settings inside an async test (with
+    blockbuster watching for blocking calls) then finds them loaded, whatever runs first."""
+    connectors_registry.names()
+    languages_registry.names()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from api.local import open_service
 from api.service import SafetyBlocked
 from connectors import registry
 from connectors.base import LinkFilter, Statement
-from connectors.errors import QueryFailed, QueryTimedOut
+from connectors.errors import QueryFailed, QueryRejected, QueryTimedOut
 from connectors.falkordb import shape
 from engine.config import Config
 from engine.ir import FederatedQuery
@@ -384,3 +384,17 @@ async def test_ladybug_timeout_interrupts_the_query(config: Config) -> None:
         assert rows == [(1,)]
     finally:
         await connector.close()
+
+
+async def test_a_query_the_server_rejects_is_a_400(config: Config) -> None:
+    """Safety passed, the graph database refused the query itself: the client's mistake,
+    answered 400 with the server's own message (not a 500)."""
+    cases = {
+        "social": "MATCH (c:Customer) RETURN nosuchfunction(c.id)",
+        "refs": "MATCH (c:Customer) RETURN c.nosuchproperty",
+    }
+    async with open_service(config, principal="admin") as session:
+        for database, text in cases.items():
+            with pytest.raises(QueryRejected) as info:
+                await session.simple(database, "Customer", text)
+            assert info.value.status == 400 and "nosuch" in str(info.value), info.value

@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 
 from connectors.base import Batch, Column, LinkFilter, Statement
-from connectors.errors import QueryFailed
+from connectors.errors import QueryFailed, QueryRejected
 from connectors.mongo import MongoConnector
 from connectors.registry import get
 
@@ -375,11 +375,13 @@ async def test_write_in_stream_needs_a_write_grant(connector: MongoConnector, md
 async def test_server_errors_become_query_failed(
     connector: MongoConnector, orders: list[ObjectId]
 ) -> None:
-    with pytest.raises(QueryFailed, match="nosuch"):
+    # a command the server refuses is the client's mistake: a 400 with the server's message
+    with pytest.raises(QueryRejected, match="nosuch") as refused:
         await collect(connector, stmt({"operation": "aggregate", "pipeline": [{"$nosuch": {}}]}))
+    assert refused.value.status == 400 and refused.value.code == "query_rejected"
     with pytest.raises(QueryFailed, match="unknown MQL operation"):
         await collect(connector, stmt({"operation": "drop"}))
-    with pytest.raises(QueryFailed, match="E11000|duplicate|UNIQUE"):
+    with pytest.raises(QueryRejected, match="E11000|duplicate|UNIQUE"):
         await connector.execute_write(
             stmt(
                 {"operation": "insertOne", "document": {"_id": {"$oid": str(orders[0])}}},
