@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+import msgspec
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 from starlette.types import ASGIApp
@@ -17,6 +18,7 @@ from engine.config import Config, load_config
 log = logging.getLogger("sluice.server")
 
 CONFIG_ENV = "SLUICE_CONFIG"
+BIND_ENV = "SLUICE_BIND_HOST"
 
 OFF_LOOPBACK_WARNING = (
     "warning: binding {host!r} exposes sluice off-loopback without bearer tokens.\n"
@@ -55,7 +57,12 @@ def app_from_env() -> ASGIApp:
     """Hypercorn worker entry point: build the app from the config file in SLUICE_CONFIG."""
     from api.app import create_app
 
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    config = load_config(os.environ[CONFIG_ENV])
+    bind = os.environ.get(BIND_ENV)
+    if bind:  # `--host` overrides server.host: the Host allow-list follows the real bind
+        server = msgspec.structs.replace(config.server, host=bind)
+        config = msgspec.structs.replace(config, server=server)
+    return create_app(config)
 
 
 SERVERS: tuple[str, ...] = ("hypercorn", "uvicorn", "granian")
