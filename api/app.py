@@ -16,8 +16,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from api import metrics
+from api.admission import Admission
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
+from api.guard import BrowserGuard
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
 from api.openapi import build_openapi
 from api.ops_routes import OPS_ENDPOINTS
@@ -26,6 +28,7 @@ from api.routes import ENDPOINTS, Endpoint, routes
 from api.runs_routes import RUN_ENDPOINTS, build_run_manager
 from api.service import audit_log_for, build_service
 from engine.config import Config
+from engine.parse_pool import ParsePool
 from engine.results import ResultStore
 
 log = logging.getLogger("sluice.api")
@@ -68,6 +71,7 @@ def build_app(
         app.state.catalog = service.catalog
         runs = app.state.runs = build_run_manager(config, service)
         metrics.bind(service.catalog, service.store)
+        app.state.parse_pool = ParsePool()
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(audit.serve)
@@ -82,6 +86,7 @@ def build_app(
                 await runs.drain()  # before cancelling: running runs get their grace period
                 tg.cancel_scope.cancel()
         finally:
+            app.state.parse_pool.close()
             await service.catalog.close()
             service.close()
 
@@ -91,7 +96,9 @@ def build_app(
     app.state.config = config
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))
 
-    wrapped: ASGIApp = BearerAuth(app, config)
+    wrapped: ASGIApp = Admission(app, config)
+    wrapped = BearerAuth(wrapped, config)
+    wrapped = BrowserGuard(wrapped, config.server, with_tokens=bool(config.auth.tokens))
     wrapped = BodyLimitMiddleware(wrapped, config.server.body_limit_bytes)
     wrapped = metrics.MetricsMiddleware(wrapped)
     return RequestIdMiddleware(wrapped), app

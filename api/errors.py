@@ -64,6 +64,10 @@ for _name, _status in (
     ("MergeFailed", 500),
     ("MergeBlocked", 400),
     ("InvalidQuery", 400),
+    ("ResultTooLarge", 413),
+    ("InlineTooLarge", 413),
+    ("ServerBusy", 503),
+    ("RequestTimedOut", 504),
 ):
     _cls = getattr(engine_errors, _name, None)
     if isinstance(_cls, type):

@@ -28,7 +28,8 @@ _DESCRIPTIONS = {
 def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
     types: list[Any] = [ErrorEnvelope, QueryBlocked]
     for e in endpoints:
-        types += [t for t in (e.response, e.body) if t is not None]
+        responses = e.response if isinstance(e.response, tuple) else (e.response,)
+        types += [t for t in (*responses, e.body) if t is not None and t not in types]
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -59,9 +60,13 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref[e.body]}},
             }
         ok: dict[str, Any] = {"description": "OK"}
-        if e.response is not None:
+        if isinstance(e.response, tuple):
+            schema = {"anyOf": [ref[t] for t in e.response]}
+            ok["content"] = {"application/json": {"schema": schema}}
+        elif e.response is not None:
             ok["content"] = {"application/json": {"schema": ref[e.response]}}
-        op["responses"][str(e.status)] = ok
+        for status in (e.status, *e.also):
+            op["responses"][str(status)] = ok
         for code in e.errors:
             schema = ref[QueryBlocked] if code == 403 else ref[ErrorEnvelope]
             op["responses"][str(code)] = {

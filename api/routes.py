@@ -8,10 +8,11 @@ import ipaddress
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import sluice
@@ -21,9 +22,13 @@ from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
 from api.service import QueryBlocked, RequestContext
 from connectors.base import TableInfo
-from engine.errors import UnknownDatabase, UnknownTable
+from engine.bounds import parse_bounded
+from engine.errors import ServerBusy, UnknownDatabase, UnknownTable
 from engine.ir import FederatedQuery
+from engine.offload import off_loop
+from engine.simple import OFF_LOOP_ROWS
 
+T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Any]]
 
 
@@ -33,11 +38,12 @@ class Endpoint:
     path: str
     handler: Handler
     summary: str
-    response: type | None = None
+    response: type | tuple[type, ...] | None = None  # a tuple: one of these (anyOf)
     body: type | None = None
     query: tuple[tuple[str, str, int | None], ...] = ()  # (name, description, default)
     errors: tuple[int, ...] = ()
     status: int = 200
+    also: tuple[int, ...] = ()  # other success statuses, with the same response body
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,12 +68,40 @@ def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
         except Exception as exc:
             status, envelope = envelope_for(exc, rid)
             headers = exc.headers if isinstance(exc, ApiError) else None
+            if isinstance(exc, ServerBusy):
+                headers = {"Retry-After": str(exc.retry_after)}
             return MsgspecResponse(envelope, status_code=status, headers=headers)
         if isinstance(result, Response):
             return result
+        if isinstance(result, env.QuerySuccess) and len(result.data.rows) > OFF_LOOP_ROWS:
+            # encoding a large answer is seconds of CPU: never on the event loop
+            parts = await off_loop(encode_in_slices, result)
+            return StreamingResponse(iter(parts), media_type="application/json")
         return MsgspecResponse(result)
 
     return wrapper
+
+
+ENCODE_SLICE_ROWS = 4_096
+_EMPTY_ROWS = b'"rows":[]'
+
+
+def encode_in_slices(result: env.QuerySuccess) -> list[bytes]:
+    """The answer's JSON, its rows encoded a slice at a time: msgspec holds the GIL for a
+    whole encode call, so one call over a million rows would stop the event loop's thread
+    as surely as encoding on it. The envelope is encoded with no rows and they are spliced
+    in (`"rows":[]` cannot occur inside a JSON string, and `data` comes first)."""
+    rows = result.data.rows
+    shell = msgspec.structs.replace(result, data=msgspec.structs.replace(result.data, rows=[]))
+    head = env.ENCODER.encode(shell)
+    at = head.index(_EMPTY_ROWS) + len(_EMPTY_ROWS) - 1
+    parts = [head[:at]]
+    for i in range(0, len(rows), ENCODE_SLICE_ROWS):
+        if i:
+            parts.append(b",")
+        parts.append(env.ENCODER.encode(rows[i : i + ENCODE_SLICE_ROWS])[1:-1])
+    parts.append(head[at:])
+    return parts  # sent piece by piece: one large write holds the loop too
 
 
 def int_param(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:
@@ -85,6 +119,12 @@ def int_param(request: Request, name: str, default: int, *, lo: int, hi: int) ->
             f"query parameter {name!r} must be an integer from {lo} to {hi}, got {raw!r}",
         )
     return value
+
+
+def decode_body(request: Request, decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """A JSON body decoded by its typed decoder; nesting past Python's stack is a 400."""
+    limit = request.app.state.config.limits.max_body_nesting
+    return parse_bounded(lambda: decoder.decode(body), "the body", limit)
 
 
 def request_context(request: Request, body_bytes: int = 0) -> RequestContext:
@@ -188,7 +228,7 @@ async def table_detail(request: Request) -> TableInfo:
 @json_endpoint
 async def query_simple(request: Request) -> Any:
     body = await request.body()
-    req = env.SIMPLE_DECODER.decode(body)
+    req = decode_body(request, env.SIMPLE_DECODER, body)
     ctx = request_context(request, len(body))
     service = request.app.state.service
     return await run_cancellable(request, lambda: service.simple(req, ctx))
@@ -197,7 +237,7 @@ async def query_simple(request: Request) -> Any:
 @json_endpoint
 async def query_federated(request: Request) -> Any:
     body = await request.body()
-    query = env.FEDERATED_DECODER.decode(body)
+    query = decode_body(request, env.FEDERATED_DECODER, body)
     ctx = request_context(request, len(body))
     service = request.app.state.service
     return await run_cancellable(request, lambda: service.federated(query, ctx))
@@ -254,7 +294,7 @@ ENDPOINTS: list[Endpoint] = [
         "/v1/query/simple",
         query_simple,
         "One query on one database, through the safety pipeline.",
-        response=env.QuerySuccess,
+        response=(env.QuerySuccess, env.DryRunResponse),
         body=env.SimpleQueryRequest,
         errors=(400, 403, 404, 413, 500, 503, 504),
     ),
@@ -263,7 +303,7 @@ ENDPOINTS: list[Endpoint] = [
         "/v1/query",
         query_federated,
         "A DAG of steps across databases, merged in DuckDB.",
-        response=env.QuerySuccess,
+        response=(env.QuerySuccess, env.DryRunResponse),
         body=FederatedQuery,
         errors=(400, 403, 404, 413, 500, 503, 504),
     ),

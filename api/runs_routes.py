@@ -25,10 +25,14 @@ from api import metrics as m
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
+from engine.bounds import check_nesting, parse_bounded
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
+from engine.errors import InvalidRequest
 from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
+from engine.offload import off_loop
+from engine.parse_pool import ParsePool
 from engine.run_store import (
     IdempotencyConflict,
     InvalidCursor,
@@ -202,15 +206,16 @@ def translate(exc: Exception) -> ApiError:
     raise exc
 
 
-@json_endpoint
-async def submit_run(request: Request) -> Response:
-    raw = await request.body()
+def _decode_submit(raw: bytes, max_nesting: int) -> tuple[RunSubmit, FederatedQuery]:
+    """The body and its federated query (blocking: a large YAML config is seconds of CPU,
+    so the handler runs this in a worker thread). Nesting past the bound is a 400."""
     try:
-        data = _DECODE.decode(raw)
+        data = parse_bounded(lambda: _DECODE.decode(raw), "the body", max_nesting)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_body", f"malformed JSON body: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    check_nesting(data, max_nesting, "the body")
     unknown = sorted(set(data) - _BODY_FIELDS)
     if unknown:
         raise ApiError(
@@ -221,7 +226,52 @@ async def submit_run(request: Request) -> Response:
             details={"unknown": unknown},
         )
     body = msgspec.convert(data, RunSubmit)
-    query = to_query(parse_config(body.config, body.config_format))
+    parsed = parse_bounded(
+        lambda: parse_config(body.config, body.config_format), "the run config", max_nesting
+    )
+    check_nesting(parsed, max_nesting, "the run config")
+    return body, to_query(parsed)
+
+
+def _decode_submit_outcome(raw: bytes, max_nesting: int) -> tuple[Any, ...]:
+    """`_decode_submit` for a child process: its errors come back as data (not every
+    exception type survives pickling)."""
+    try:
+        return ("ok", *_decode_submit(raw, max_nesting))
+    except ApiError as exc:
+        return ("api", exc.status, exc.code, exc.message, exc.suggestion, exc.details)
+    except SluiceError as exc:
+        status = 400 if isinstance(exc, InvalidRequest) else 422
+        return ("api", status, exc.code, exc.message, exc.suggestion, None)
+
+
+PROCESS_PARSE_BYTES = 16_384  # YAML run configs larger than this are parsed in a child
+
+
+async def decode_submit(request: Request, raw: bytes) -> tuple[RunSubmit, FederatedQuery]:
+    """The submit body off the event loop: JSON-only and small bodies in a worker thread,
+    a large body that may hold YAML in a child process with a time bound."""
+    limits = request.app.state.config.limits
+    if len(raw) <= PROCESS_PARSE_BYTES or b'"config_format":"json"' in raw.replace(b" ", b""):
+        return await off_loop(_decode_submit, raw, limits.max_body_nesting)
+    pool: ParsePool = request.app.state.parse_pool
+    outcome = await pool.run(
+        _decode_submit_outcome,
+        raw,
+        limits.max_body_nesting,
+        seconds=limits.parse_timeout_seconds,
+        what="the run config",
+    )
+    if outcome[0] == "api":
+        _, status, code, message, suggestion, details = outcome
+        raise ApiError(status, code, message, suggestion=suggestion, details=details)
+    return outcome[1], outcome[2]
+
+
+@json_endpoint
+async def submit_run(request: Request) -> Response:
+    raw = await request.body()
+    body, query = await decode_submit(request, raw)
     config = canonical(query)
     runs = manager_of(request)
     digest = run_digest(
@@ -453,6 +503,7 @@ RUN_ENDPOINTS: list[Endpoint] = [
         "Cancel a run: 202 when it was live, 200 when already finished.",
         response=RunView,
         status=202,
+        also=(200,),
         errors=(404,),
     ),
     Endpoint(
@@ -498,7 +549,11 @@ def service_executor(service: QueryService):  # type: ignore[no-untyped-def]
                 progress.step(p.step_id, "running", p.rows)
 
         result = await service.federated(
-            query, ctx, on_progress=on_progress, result_id=record.run_id
+            query,
+            ctx,
+            on_progress=on_progress,
+            result_id=record.run_id,
+            bound_whole_request=False,  # a run is bounded by its timeout_secs
         )
         for meta in result.metadata.steps:
             state = "completed" if meta.status == "ok" else meta.status

@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import anyio
 import msgspec
 
 from api import metrics
@@ -22,10 +23,26 @@ from api.envelopes import (
     SimpleQueryRequest,
 )
 from connectors.errors import QueryTimedOut
-from engine.errors import DatabaseUnreachable, InvalidRequest, UnknownDatabase, UnknownTable
-from engine.federated import FederatedResult, StepProgress, explain, run_federated
+from engine.bounds import check_depth, check_steps
+from engine.errors import (
+    DatabaseUnreachable,
+    InvalidRequest,
+    RequestTimedOut,
+    StepUnknownTable,
+    UnknownDatabase,
+    UnknownTable,
+)
+from engine.federated import (
+    OFF_LOOP_CHARS,
+    FederatedResult,
+    StepProgress,
+    explain,
+    request_chars,
+    run_federated,
+)
 from engine.ir import FederatedQuery
-from engine.simple import StepResult, run_simple
+from engine.offload import off_loop
+from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult, run_simple
 from safety import pipeline
 from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepInput
 from sluice.errors import SluiceError
@@ -38,6 +55,9 @@ if TYPE_CHECKING:
     from engine.results import ResultStore
     from engine.sink import Sink
     from safety.audit import AuditLog
+
+T = TypeVar("T")
+REQUEST_GRACE_S = 1.0  # past a request's time bound, before it is stopped from here
 
 # The reference's languages; a connector speaks exactly one of them.
 LANGUAGES: tuple[str, ...] = ("sql", "mql", "cypher", "es_dsl", "vector", "dynamo", "couchdb")
@@ -98,6 +118,7 @@ class QueryService:
         self.sink = sink
         self.store = store
         self.audit = audit
+        self.answer_bytes = BytesInFlight(config.limits.max_bytes_in_flight)
 
     # -- simple -----------------------------------------------------------------------------
     async def simple(
@@ -119,10 +140,16 @@ class QueryService:
                 )
             ]
         )
-        outcome = pipeline.check(request, self.config)
+        if len(req.query) > OFF_LOOP_CHARS:  # sqlglot on a large text: seconds of CPU
+            outcome = await off_loop(pipeline.check, request, self.config)
+        else:
+            outcome = pipeline.check(request, self.config)
         audit = self._audit_entry(ctx, request, outcome)
+        seconds = max((s.timeout for s in outcome.steps), default=None)
         return await self._finishing(
-            audit, started, self._simple_run(req, ctx, state, outcome, audit, started)
+            audit,
+            started,
+            bounded(self._simple_run(req, ctx, state, outcome, audit, started), seconds),
         )
 
     async def _simple_run(
@@ -148,15 +175,36 @@ class QueryService:
         self._reachable(req.database)
         if step.operation != "DDL" and await self.catalog.find_table(state, req.table) is None:
             raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
-        result = await run_simple(step, state)
+        budget = InlineBudget(self.config.limits.max_inline_bytes, self.answer_bytes)
+        try:
+            return await self._simple_answer(req, ctx, state, step, report, audit, started, budget)
+        finally:
+            budget.release()
+
+    async def _simple_answer(
+        self,
+        req: SimpleQueryRequest,
+        ctx: RequestContext,
+        state: DatabaseState,
+        step: CheckedStep,
+        report: SafetyReport,
+        audit: dict[str, Any],
+        started: float,
+        budget: InlineBudget,
+    ) -> QuerySuccess:
+        result = await run_simple(step, state, budget=budget)
         report.warnings.extend(result.warnings)
         audit["rows"] = len(result.rows) if result.rows_affected is None else None
         audit["rows_affected"] = result.rows_affected
         audit["rows_by_step"] = {None: len(result.rows)}
+        if len(result.rows) > OFF_LOOP_ROWS:
+            data = await off_loop(to_data, result)
+        else:
+            data = to_data(result)
         return QuerySuccess(
             request_id=ctx.request_id,
             status="ok",
-            data=to_data(result),
+            data=data,
             safety=report,
             metadata=Metadata(
                 database=req.database,
@@ -172,7 +220,10 @@ class QueryService:
         self, query: FederatedQuery, ctx: RequestContext
     ) -> tuple[SafetyOutcome, CheckRequest]:
         """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
-        explain(query, self.catalog.names())
+        limits = self.config.limits
+        check_steps(query, limits, self.config.safety.max_query_chars)
+        plan = explain(query, self.catalog.names())
+        check_depth({s: n.parents for s, n in plan.nodes.items()}, plan.order, limits.max_dag_depth)
         inputs = []
         for step in query.steps:
             state = self._state(step.database)
@@ -198,16 +249,27 @@ class QueryService:
         *,
         on_progress: Callable[[StepProgress], None] | None = None,
         result_id: str | None = None,
+        bound_whole_request: bool = True,
     ) -> QuerySuccess | DryRunResponse:
         """Run a federated DAG; its whole result is stored under `result_id` (default: the
-        request id) for GET /v1/results."""
+        request id) for GET /v1/results. The whole request, merge included, is bounded by
+        the query timeout unless `bound_whole_request` is False (a run has its own bound)."""
         started = time.perf_counter()
-        outcome, request = self.check_federated(query, ctx)
+        if request_chars(query) > OFF_LOOP_CHARS:
+            outcome, request = await off_loop(self.check_federated, query, ctx)
+        else:
+            outcome, request = self.check_federated(query, ctx)
         audit = self._audit_entry(ctx, request, outcome)
+        seconds = None
+        if bound_whole_request:  # each step's timeout is already min(database, safety)
+            seconds = max((s.timeout for s in outcome.steps), default=None)
         return await self._finishing(
             audit,
             started,
-            self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id),
+            bounded(
+                self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id),
+                seconds,
+            ),
         )
 
     async def _federated_run(
@@ -235,6 +297,12 @@ class QueryService:
             )
         used = {s.database for s in outcome.steps}
         states = {name: self._reachable(name) for name in sorted(used)}
+        for step in outcome.steps:  # a missing table is a 404, as on the simple path
+            state = states[step.database]
+            if step.operation != "DDL" and await self.catalog.find_table(state, step.table) is None:
+                raise StepUnknownTable(
+                    step.step_id or "", step.database, step.table, [t.name for t in state.tables]
+                )
         result = await run_federated(
             query,
             checked,
@@ -346,6 +414,19 @@ class QueryService:
         }
 
 
+async def bounded(work: Awaitable[T], seconds: float | None) -> T:
+    """`work` stopped (cancelled, so every native query and the merge are interrupted) once
+    `seconds` have passed since it started: one bound over every phase of a request."""
+    if seconds is None:
+        return await work
+    try:
+        # the database's own statement timeout fires first and names the query
+        with anyio.fail_after(seconds + REQUEST_GRACE_S):
+            return await work
+    except TimeoutError:
+        raise RequestTimedOut(seconds) from None
+
+
 def check_language(language: str | None, database: str, db_type: str) -> None:
     """A requested language must be one we know and the one the database speaks."""
     if language is None:
@@ -432,7 +513,12 @@ def build_service(config: Config, *, audit: AuditSink | None = None) -> QuerySer
         max_results=config.server.max_results,
         max_bytes=config.server.max_result_bytes,
     )
-    return QueryService(config, catalog, sink=Sink(), store=store, audit=audit)
+    sink = Sink(
+        memory_limit=config.limits.merge_memory_limit,
+        temp_directory=str(Path(config.server.data_dir) / "merge_spill"),
+        max_temp_size=config.limits.merge_temp_limit,
+    )
+    return QueryService(config, catalog, sink=sink, store=store, audit=audit)
 
 
 def audit_log_for(config: Config) -> AuditLog:

@@ -21,10 +21,14 @@ import anyio
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import ResultNotFound
+from engine.errors import ResultNotFound, ResultTooLarge
 
 MEMORY_BYTES = 8 * 1024**2  # results up to this size are also cached in memory
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class Interrupted(Exception):
+    """Internal: a write stopped because its request was cancelled."""
 
 
 @dataclass(slots=True)
@@ -101,9 +105,19 @@ class ResultStore:
     # -- writing ---------------------------------------------------------------------------
 
     def store_reader(
-        self, request_id: str, reader: pa.RecordBatchReader, *, head_rows: int
+        self,
+        request_id: str,
+        reader: pa.RecordBatchReader,
+        *,
+        head_rows: int,
+        stop: threading.Event | None = None,
     ) -> StoredResult:
-        """Write every batch of `reader` (blocking: call it in a worker thread)."""
+        """Write every batch of `reader` (blocking: call it in a worker thread).
+
+        The file may not grow past `max_bytes` (the whole store's bound: a larger result
+        could never be kept): writing stops there with ResultTooLarge, checked after each
+        batch, so at most one batch's row groups pass the bound before the file is removed.
+        A set `stop` event ends the write at the next batch (the request was cancelled)."""
         path = self._path(request_id)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         names = unique_columns(reader.schema.names)
@@ -118,7 +132,11 @@ class ResultStore:
                     batch = pa.RecordBatch.from_arrays(raw.columns, schema=schema)
                     if batch.num_rows == 0:
                         continue
+                    if stop is not None and stop.is_set():
+                        raise Interrupted
                     writer.write_batch(batch, row_group_size=self.row_group_rows)
+                    if tmp.stat().st_size > self.max_bytes:
+                        raise ResultTooLarge(self.max_bytes, "server.max_result_bytes")
                     if len(head) < head_rows:
                         head.extend(batch.slice(0, head_rows - len(head)).to_pylist())
                     total += batch.num_rows
