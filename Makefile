@@ -34,6 +34,7 @@ test: install-test services
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: install-test services
 	$(BIN)/pip install -q -e '.[bench]'

@@ -28,6 +28,7 @@ from api.routes import ENDPOINTS, Endpoint, routes
 from api.runs_routes import RUN_ENDPOINTS, build_run_manager
 from api.service import audit_log_for, build_service
 from engine.config import Config
+from engine.offload import responsive_loop
 from engine.parse_pool import ParsePool
 from engine.results import ResultStore
 
@@ -72,6 +73,7 @@ def build_app(
         runs = app.state.runs = build_run_manager(config, service)
         metrics.bind(service.catalog, service.store)
         app.state.parse_pool = ParsePool()
+        responsive_loop()
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(audit.serve)

@@ -62,6 +62,7 @@ class BearerAuth:
         self.clock = clock
         self.entries: list[tuple[bytes, str]] = []  # (sha256 digest, principal)
         self.limits: dict[str, int] = {}
+        self.admins: set[str] = set()
         for token in config.auth.tokens:
             if token.token is not None:
                 digest = hashlib.sha256(token.token.encode()).digest()
@@ -70,6 +71,8 @@ class BearerAuth:
             else:
                 continue
             self.entries.append((digest, token.principal))
+            if token.admin:
+                self.admins.add(token.principal)
             if token.requests_per_minute is not None:
                 self.limits.setdefault(token.principal, token.requests_per_minute)
         self.buckets: dict[str, TokenBucket] = {}
@@ -116,7 +119,9 @@ class BearerAuth:
             self._failed(address)
             await self._unauthorized(scope, send, "invalid bearer token")
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["admin"] = principal in self.admins
         retry = self._rate_limited(principal)
         if retry is not None:
             seconds = max(1, math.ceil(retry))

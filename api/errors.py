@@ -9,7 +9,13 @@ from typing import Any
 import msgspec
 
 from api.envelopes import ErrorBody, ErrorEnvelope
-from connectors.errors import ConnectorError, ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import (
+    ConnectorError,
+    ConnectorUnavailable,
+    QueryFailed,
+    QueryTimedOut,
+    SluiceError,
+)
 from engine import errors as engine_errors
 from engine.errors import (
     ConfigError,
@@ -19,7 +25,6 @@ from engine.errors import (
     UnknownDatabase,
     UnknownTable,
 )
-from sluice.errors import SluiceError
 
 log = logging.getLogger("sluice.api")
 

@@ -79,22 +79,14 @@ class _Sources(Collector):
 
 
 def pool_usage(state: Any) -> tuple[float, float]:
-    """(in use, size) of a database's pool. A connector may expose `pool_stats()`; asyncpg
-    and asyncmy pools are read directly; otherwise the query slots in use and the
-    configured pool size (embedded databases have no pool)."""
-    connector = state.connector
-    stats = getattr(connector, "pool_stats", None)
-    if callable(stats):
-        used, total = stats()
-        return float(used), float(total)
-    pool = getattr(connector, "pool", None) or getattr(connector, "_pool", None)
-    if pool is not None and hasattr(pool, "get_idle_size"):  # asyncpg
-        size = pool.get_size()
-        return float(size - pool.get_idle_size()), float(pool.get_max_size())
-    if pool is not None and hasattr(pool, "freesize"):  # asyncmy / aiomysql
-        return float(pool.size - pool.freesize), float(pool.maxsize)
+    """(in use, size) of a database's pool, from the connector's `pool_stats()`; without a
+    pool (embedded databases, or before it opened) the query slots in use and the
+    configured pool size."""
+    stats = state.connector.pool_stats()
+    if stats is not None:
+        return float(stats.in_use), float(stats.size)
     limiter = state.limiter
-    return float(limiter.borrowed_tokens), float(getattr(state.config, "pool_size", 0))
+    return float(limiter.borrowed_tokens), float(state.config.pool_size)
 
 
 class Metrics:

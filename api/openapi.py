@@ -6,9 +6,9 @@ from typing import Any
 
 import msgspec
 
-import sluice
 from api.envelopes import ErrorEnvelope, QueryBlocked
 from api.routes import Endpoint
+from api.version import VERSION
 
 _DESCRIPTIONS = {
     400: "Malformed body or invalid request",
@@ -77,7 +77,7 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "sluice", "version": sluice.__version__},
+        "info": {"title": "sluice", "version": VERSION},
         "paths": paths,
         "components": {"schemas": components},
     }

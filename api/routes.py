@@ -6,6 +6,7 @@ import asyncio
 import functools
 import ipaddress
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -15,18 +16,20 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-import sluice
 from api import envelopes as env
 from api.errors import ApiError, envelope_for
 from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
 from api.service import QueryBlocked, RequestContext
+from api.version import VERSION
 from connectors.base import TableInfo
 from engine.bounds import parse_bounded
 from engine.errors import ServerBusy, UnknownDatabase, UnknownTable
 from engine.ir import FederatedQuery
 from engine.offload import off_loop
+from engine.results import Reader
 from engine.simple import OFF_LOOP_ROWS
+from safety.catalog_view import database_visible, grants_for, table_view, tables_view
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Any]]
@@ -90,7 +93,8 @@ def encode_in_slices(result: env.QuerySuccess) -> list[bytes]:
     """The answer's JSON, its rows encoded a slice at a time: msgspec holds the GIL for a
     whole encode call, so one call over a million rows would stop the event loop's thread
     as surely as encoding on it. The envelope is encoded with no rows and they are spliced
-    in (`"rows":[]` cannot occur inside a JSON string, and `data` comes first)."""
+    in (`"rows":[]` cannot occur inside a JSON string, and `data` comes first). Consumes
+    the answer: its rows are emptied once encoded."""
     rows = result.data.rows
     shell = msgspec.structs.replace(result, data=msgspec.structs.replace(result.data, rows=[]))
     head = env.ENCODER.encode(shell)
@@ -101,6 +105,7 @@ def encode_in_slices(result: env.QuerySuccess) -> list[bytes]:
             parts.append(b",")
         parts.append(env.ENCODER.encode(rows[i : i + ENCODE_SLICE_ROWS])[1:-1])
     parts.append(head[at:])
+    rows.clear()  # the million row objects are freed here, in the worker thread, not on the loop
     return parts  # sent piece by piece: one large write holds the loop too
 
 
@@ -125,6 +130,38 @@ def decode_body(request: Request, decoder: msgspec.json.Decoder[T], body: bytes)
     """A JSON body decoded by its typed decoder; nesting past Python's stack is a 400."""
     limit = request.app.state.config.limits.max_body_nesting
     return parse_bounded(lambda: decoder.decode(body), "the body", limit)
+
+
+def principal_of(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("principal")  # type: ignore[no-any-return]
+
+
+def reader_of(request: Request) -> Reader:
+    """Who is looking a stored object up: objects of other principals are not found for
+    them, unless their token holds the admin grant."""
+    state = request.scope.get("state", {})
+    return Reader(state.get("principal"), bool(state.get("admin")))
+
+
+def audit_admin_access(request: Request, kind: str, object_id: str, owner: str | None) -> None:
+    """An admin reading or changing another principal's object leaves an audit line."""
+    principal = principal_of(request)
+    if owner == principal:
+        return
+    audit = getattr(request.app.state.service, "audit", None)
+    if audit is not None:
+        audit.record(
+            {
+                "request_id": request_id_of(request.scope),
+                "ts": time.time(),
+                "event": "admin_access",
+                "principal": principal,
+                "method": request.method,
+                "object": kind,
+                "object_id": object_id,
+                "owner": owner,
+            }
+        )
 
 
 def request_context(request: Request, body_bytes: int = 0) -> RequestContext:
@@ -180,7 +217,7 @@ async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) 
 async def health(request: Request) -> env.HealthResponse:
     catalog = request.app.state.catalog
     return env.HealthResponse(
-        status="ok", version=sluice.__version__, databases_connected=catalog.reachable_count
+        status="ok", version=VERSION, databases_connected=catalog.reachable_count
     )
 
 
@@ -188,14 +225,21 @@ async def health(request: Request) -> env.HealthResponse:
 async def databases(request: Request) -> env.DatabasesResponse:
     page = int_param(request, "page", 1, lo=1, hi=1_000_000)
     size = int_param(request, "size", 4, lo=1, hi=100)
-    states, total, pages = request.app.state.catalog.page(page, size)
+    config, principal = request.app.state.config, principal_of(request)
+    catalog = request.app.state.catalog
+    visible = [
+        s for s in catalog.states.values() if database_visible(config, principal, s.config.name)
+    ]
+    total = len(visible)
+    pages = max(1, math.ceil(total / size))
+    states = visible[(page - 1) * size : page * size]
     entries = [
         env.DatabaseEntry(
             name=s.config.name,
             type=s.config.type,
             database=s.config.display_database,
             reachable=s.reachable,
-            tables=s.tables,
+            tables=tables_view(grants_for(config, principal, s.config), s.tables),
             error=s.error,
         )
         for s in states
@@ -214,15 +258,17 @@ async def databases(request: Request) -> env.DatabasesResponse:
 
 @json_endpoint
 async def table_detail(request: Request) -> TableInfo:
-    catalog = request.app.state.catalog
+    catalog, service = request.app.state.catalog, request.app.state.service
+    config, principal = request.app.state.config, principal_of(request)
     name, table = request.path_params["db"], request.path_params["table"]
     state = catalog.get(name)
-    if state is None:
-        raise UnknownDatabase(name, catalog.names())
+    if state is None or not database_visible(config, principal, name):
+        raise UnknownDatabase(name, service.visible_databases(principal))
     found = await catalog.find_table(state, table)
-    if found is None:
-        raise UnknownTable(name, table, [t.name for t in state.tables])
-    return found
+    view = None if found is None else table_view(grants_for(config, principal, state.config), found)
+    if view is None:  # a table it may not see is as absent as a missing one
+        raise UnknownTable(name, table, service.visible_tables(principal, state))
+    return view
 
 
 @json_endpoint
@@ -248,7 +294,9 @@ async def result_page(request: Request) -> env.ResultPage:
     rid = request.path_params["request_id"]
     page = int_param(request, "page", 1, lo=1, hi=10_000_000)
     size = int_param(request, "size", 100, lo=1, hi=10_000)
-    got = await request.app.state.service.store.page(rid, page, size)
+    reader = reader_of(request)
+    got = await request.app.state.service.store.page(rid, page, size, reader)
+    audit_admin_access(request, "result", rid, got.owner)
     return env.ResultPage(
         request_id=rid,
         page=page,

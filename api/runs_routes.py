@@ -25,6 +25,7 @@ from api import metrics as m
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
+from connectors.errors import SluiceError
 from engine.bounds import check_nesting, parse_bounded
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
@@ -50,7 +51,6 @@ from engine.runs import (
     RunProgress,
     run_digest,
 )
-from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from api.service import QueryService
@@ -206,9 +206,8 @@ def translate(exc: Exception) -> ApiError:
     raise exc
 
 
-def _decode_submit(raw: bytes, max_nesting: int) -> tuple[RunSubmit, FederatedQuery]:
-    """The body and its federated query (blocking: a large YAML config is seconds of CPU,
-    so the handler runs this in a worker thread). Nesting past the bound is a 400."""
+def _decode_body(raw: bytes, max_nesting: int) -> RunSubmit:
+    """The submit body (msgspec: C, fast); nesting past the bound is a 400."""
     try:
         data = parse_bounded(lambda: _DECODE.decode(raw), "the body", max_nesting)
     except msgspec.DecodeError as exc:
@@ -225,19 +224,24 @@ def _decode_submit(raw: bytes, max_nesting: int) -> tuple[RunSubmit, FederatedQu
             suggestion=f"allowed fields: {', '.join(sorted(_BODY_FIELDS))}",
             details={"unknown": unknown},
         )
-    body = msgspec.convert(data, RunSubmit)
+    return msgspec.convert(data, RunSubmit)
+
+
+def _config_query(body: RunSubmit, max_nesting: int) -> FederatedQuery:
+    """The run config's federated query (blocking: a large YAML document is seconds of
+    pure Python)."""
     parsed = parse_bounded(
         lambda: parse_config(body.config, body.config_format), "the run config", max_nesting
     )
     check_nesting(parsed, max_nesting, "the run config")
-    return body, to_query(parsed)
+    return to_query(parsed)
 
 
-def _decode_submit_outcome(raw: bytes, max_nesting: int) -> tuple[Any, ...]:
-    """`_decode_submit` for a child process: its errors come back as data (not every
+def _config_query_outcome(body: RunSubmit, max_nesting: int) -> tuple[Any, ...]:
+    """`_config_query` for a child process: its errors come back as data (not every
     exception type survives pickling)."""
     try:
-        return ("ok", *_decode_submit(raw, max_nesting))
+        return ("ok", _config_query(body, max_nesting))
     except ApiError as exc:
         return ("api", exc.status, exc.code, exc.message, exc.suggestion, exc.details)
     except SluiceError as exc:
@@ -245,19 +249,25 @@ def _decode_submit_outcome(raw: bytes, max_nesting: int) -> tuple[Any, ...]:
         return ("api", status, exc.code, exc.message, exc.suggestion, None)
 
 
-PROCESS_PARSE_BYTES = 16_384  # YAML run configs larger than this are parsed in a child
+PROCESS_PARSE_CHARS = 16_384  # YAML run configs longer than this are parsed in a child
 
 
 async def decode_submit(request: Request, raw: bytes) -> tuple[RunSubmit, FederatedQuery]:
-    """The submit body off the event loop: JSON-only and small bodies in a worker thread,
-    a large body that may hold YAML in a child process with a time bound."""
+    """The submit body off the event loop: the JSON body and a JSON or small YAML config in
+    a worker thread, a large YAML config in a child process with a time bound."""
     limits = request.app.state.config.limits
-    if len(raw) <= PROCESS_PARSE_BYTES or b'"config_format":"json"' in raw.replace(b" ", b""):
-        return await off_loop(_decode_submit, raw, limits.max_body_nesting)
+    body = await off_loop(_decode_body, raw, limits.max_body_nesting)
+    large_yaml = (
+        isinstance(body.config, str)
+        and body.config_format == "yaml"
+        and len(body.config) > PROCESS_PARSE_CHARS
+    )
+    if not large_yaml:
+        return body, await off_loop(_config_query, body, limits.max_body_nesting)
     pool: ParsePool = request.app.state.parse_pool
     outcome = await pool.run(
-        _decode_submit_outcome,
-        raw,
+        _config_query_outcome,
+        body,
         limits.max_body_nesting,
         seconds=limits.parse_timeout_seconds,
         what="the run config",
@@ -265,7 +275,7 @@ async def decode_submit(request: Request, raw: bytes) -> tuple[RunSubmit, Federa
     if outcome[0] == "api":
         _, status, code, message, suggestion, details = outcome
         raise ApiError(status, code, message, suggestion=suggestion, details=details)
-    return outcome[1], outcome[2]
+    return body, outcome[1]
 
 
 @json_endpoint

@@ -22,7 +22,8 @@ from api.envelopes import (
     SafetyReport,
     SimpleQueryRequest,
 )
-from connectors.errors import QueryTimedOut
+from connectors import registry as connectors
+from connectors.errors import QueryTimedOut, SluiceError, UnknownConnector
 from engine.bounds import check_depth, check_steps
 from engine.errors import (
     DatabaseUnreachable,
@@ -44,8 +45,9 @@ from engine.ir import FederatedQuery
 from engine.offload import off_loop
 from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult, run_simple
 from safety import pipeline
+from safety.catalog_view import database_visible, grants_for, tables_view
+from safety.languages import registry as languages
 from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepInput
-from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -58,16 +60,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 REQUEST_GRACE_S = 1.0  # past a request's time bound, before it is stopped from here
-
-# The reference's languages; a connector speaks exactly one of them.
-LANGUAGES: tuple[str, ...] = ("sql", "mql", "cypher", "es_dsl", "vector", "dynamo", "couchdb")
-LANGUAGE_OF_TYPE: dict[str, str] = {
-    "postgresql": "sql",
-    "mysql": "sql",
-    "sqlite": "sql",
-    "duckdb": "sql",
-    "mongodb": "mql",
-}
 
 
 class QueryBlocked(SluiceError):
@@ -125,7 +117,7 @@ class QueryService:
         self, req: SimpleQueryRequest, ctx: RequestContext
     ) -> QuerySuccess | DryRunResponse:
         started = time.perf_counter()
-        state = self._state(req.database)
+        state = self._state(req.database, ctx.principal)
         db_type = state.config.type
         check_language(req.language, req.database, db_type)
         request = ctx.check_request(
@@ -174,7 +166,7 @@ class QueryService:
             )
         self._reachable(req.database)
         if step.operation != "DDL" and await self.catalog.find_table(state, req.table) is None:
-            raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
+            raise UnknownTable(req.database, req.table, self.visible_tables(ctx.principal, state))
         budget = InlineBudget(self.config.limits.max_inline_bytes, self.answer_bytes)
         try:
             return await self._simple_answer(req, ctx, state, step, report, audit, started, budget)
@@ -198,7 +190,7 @@ class QueryService:
         audit["rows_affected"] = result.rows_affected
         audit["rows_by_step"] = {None: len(result.rows)}
         if len(result.rows) > OFF_LOOP_ROWS:
-            data = await off_loop(to_data, result)
+            data = await off_loop(to_data, result, True)
         else:
             data = to_data(result)
         return QuerySuccess(
@@ -226,7 +218,7 @@ class QueryService:
         check_depth({s: n.parents for s, n in plan.nodes.items()}, plan.order, limits.max_dag_depth)
         inputs = []
         for step in query.steps:
-            state = self._state(step.database)
+            state = self._state(step.database, ctx.principal)
             check_language(step.language, step.database, state.config.type)
             inputs.append(
                 StepInput(
@@ -300,9 +292,8 @@ class QueryService:
         for step in outcome.steps:  # a missing table is a 404, as on the simple path
             state = states[step.database]
             if step.operation != "DDL" and await self.catalog.find_table(state, step.table) is None:
-                raise StepUnknownTable(
-                    step.step_id or "", step.database, step.table, [t.name for t in state.tables]
-                )
+                known = self.visible_tables(ctx.principal, state)
+                raise StepUnknownTable(step.step_id or "", step.database, step.table, known)
         result = await run_federated(
             query,
             checked,
@@ -313,6 +304,7 @@ class QueryService:
             request_id=result_id or ctx.request_id,
             on_progress=on_progress,
             limiters={n: st.limiter for n, st in states.items()},
+            owner=ctx.principal,
         )
         report.warnings.extend(result.warnings)
         audit["rows"] = result.row_count
@@ -353,7 +345,7 @@ class QueryService:
             outcome = "error"
         for step in audit["steps"]:
             metrics.query_finished(
-                step["database"], step["language"] or "sql", outcome, rows.get(step["step_id"], 0)
+                step["database"], step["language"] or "", outcome, rows.get(step["step_id"], 0)
             )
         if self.audit is not None:
             self.audit.record(audit)
@@ -361,10 +353,19 @@ class QueryService:
     def close(self) -> None:
         self.sink.close()
 
-    def _state(self, database: str) -> DatabaseState:
+    def visible_databases(self, principal: str | None) -> list[str]:
+        """Configured databases the principal's permission set names (for listings and
+        "did you mean" suggestions: a name it may not use is never shown)."""
+        return [n for n in self.catalog.names() if database_visible(self.config, principal, n)]
+
+    def visible_tables(self, principal: str | None, state: DatabaseState) -> list[str]:
+        grants = grants_for(self.config, principal, state.config)
+        return [t.name for t in tables_view(grants, state.tables)]
+
+    def _state(self, database: str, principal: str | None = None) -> DatabaseState:
         state = self.catalog.get(database)
         if state is None:
-            raise UnknownDatabase(database, self.catalog.names())
+            raise UnknownDatabase(database, self.visible_databases(principal))
         return state
 
     def _reachable(self, database: str) -> DatabaseState:
@@ -391,7 +392,7 @@ class QueryService:
                     "step_id": s.step_id,
                     "database": s.database,
                     "table": s.table,
-                    "language": s.language or LANGUAGE_OF_TYPE.get(s.db_type),
+                    "language": s.language or spoken_by(s.db_type),
                     "query": s.query,
                     "rewritten": rewritten.get(s.step_id),
                 }
@@ -427,16 +428,24 @@ async def bounded(work: Awaitable[T], seconds: float | None) -> T:
         raise RequestTimedOut(seconds) from None
 
 
+def spoken_by(db_type: str) -> str | None:
+    """The language a database type speaks (its connector says), None for an unknown type."""
+    try:
+        return connectors.get(db_type).language
+    except UnknownConnector:
+        return None
+
+
 def check_language(language: str | None, database: str, db_type: str) -> None:
     """A requested language must be one we know and the one the database speaks."""
     if language is None:
         return
-    spoken = LANGUAGE_OF_TYPE.get(db_type)
-    if language not in LANGUAGES:
+    spoken = spoken_by(db_type)
+    if not languages.known(language):
         raise InvalidRequest(
             f"unknown language {language!r}",
-            suggestion=f"use one of {', '.join(LANGUAGES)}, or omit it to infer it from the "
-            f"database ({database!r} speaks {spoken})",
+            suggestion=f"use one of {', '.join(languages.names())}, or omit it to infer it "
+            f"from the database ({database!r} speaks {spoken})",
         )
     if language != spoken:
         raise InvalidRequest(
@@ -460,9 +469,14 @@ def dry_run_step(step: CheckedStep) -> DryRunStep:
     )
 
 
-def to_data(result: StepResult) -> Data:
+def to_data(result: StepResult, release: bool = False) -> Data:
+    """The answer's rows as objects. `release` empties `result.rows` here: freeing a
+    million tuples takes the GIL for a while, so it happens in the caller's worker thread
+    rather than on the event loop when the request's frames end."""
     names = [c.name for c in result.columns]
     rows = [dict(zip(names, row, strict=True)) for row in result.rows]
+    if release:
+        result.rows = []
     return Data(
         columns=names,
         rows=rows,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
@@ -40,8 +40,6 @@ LOGICAL_TYPES: tuple[str, ...] = (
     "UUID",
     "JSON",
 )
-
-Language = Literal["sql", "mql"]
 
 
 class Column(msgspec.Struct, frozen=True):
@@ -128,22 +126,32 @@ class TableInfo(msgspec.Struct):
     description: str = ""
 
 
+class PoolStats(msgspec.Struct, frozen=True):
+    """A connection pool's size and the connections checked out of it, for /metrics."""
+
+    in_use: int
+    size: int
+
+
 @runtime_checkable
 class Connector(Protocol):
-    """One database behind one small interface. Class attributes describe its differences.
+    """One database behind one small interface; everything sluice knows about one database
+    type lives in its connector module.
 
-    - `name`: the registry key (the config's `type`), `language`, and `dialect` (sqlglot).
-    - `param_style`: how bound parameters are written: "dollar" ($1), "format" (%s), "qmark" (?).
-    - `supports_array_params`: a link filter can bind one array (`= ANY($1)`), not a list.
+    - `settings`: the msgspec structs its config entries decode into, one per type name it
+      answers to (the struct's tag is the config's `type`; see connectors.config).
+    - `language`: the registered name of the query language it speaks (safety.languages).
+    - `dialect`: what that language needs to know about this database's flavour of it
+      (the sqlglot dialect for SQL).
     """
 
-    name: ClassVar[str]
-    language: ClassVar[Language]
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]]
+    language: ClassVar[str]
     dialect: ClassVar[str]
-    param_style: ClassVar[str]
-    supports_array_params: ClassVar[bool]
 
     config: DatabaseConfig
+
+    def __init__(self, config: DatabaseConfig) -> None: ...
 
     async def open(self) -> None:
         """Create the pool/client. Raises ConnectorUnavailable when unreachable."""
@@ -171,3 +179,6 @@ class Connector(Protocol):
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         """Return the statement restricted to the link values (bound parameters only)."""
+
+    def pool_stats(self) -> PoolStats | None:
+        """The pool's size and use, or None for a database without a pool (files)."""

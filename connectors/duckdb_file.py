@@ -14,22 +14,20 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
+from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
+from connectors.config import DatabaseConfig, FileSettings
 from connectors.duckdb_discovery import discover_duckdb
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.sql_link import apply_link
 from connectors.threads import call_interruptible, next_batch
 from connectors.types_map import duckdb_type, unique_names
-
-if TYPE_CHECKING:
-    from connectors.config import DatabaseConfig
 
 # the file is somebody's data, not a sandbox for us: no extension downloads from a query
 _CONFIG = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
@@ -72,16 +70,22 @@ class _ReadWriteLock:
                     self._cond.notify_all()
 
 
+class DuckDBSettings(FileSettings, tag="duckdb"):
+    """Where this connector connects (`type: duckdb` in sluice.yaml)."""
+
+    def default_schemas(self) -> tuple[str, ...]:
+        return ("main",)
+
+
 class DuckDBConnector:
     """A DuckDB file, read-only unless a write was approved."""
 
-    name: ClassVar[str] = "duckdb"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (DuckDBSettings,)
     language: ClassVar[str] = "sql"
     dialect: ClassVar[str] = "duckdb"
     param_style: ClassVar[str] = "qmark"
-    supports_array_params: ClassVar[bool] = False
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: DuckDBSettings) -> None:
         self.config = config
         self._db: duckdb.DuckDBPyConnection | None = None
         self._lock = _ReadWriteLock()
@@ -262,6 +266,9 @@ class DuckDBConnector:
                     )
             finally:
                 await anyio.to_thread.run_sync(cursor.close)
+
+    def pool_stats(self) -> PoolStats | None:
+        return None
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return apply_link(statement, link, dialect=self.dialect, param_style=self.param_style)

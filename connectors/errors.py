@@ -1,8 +1,25 @@
-"""Errors raised by connectors. No driver exception crosses into engine/; each is mapped here."""
+"""The root of every sluice exception, and the errors raised by connectors.
+
+`SluiceError` lives here, in the bottom layer, so every package can derive from it. No driver
+exception crosses into engine/; each is mapped here.
+"""
 
 from __future__ import annotations
 
-from sluice.errors import SluiceError
+
+class SluiceError(Exception):
+    """Base class of all errors sluice raises on purpose.
+
+    `code` is a stable machine-readable name that the API puts in its error envelope;
+    `suggestion` tells the user what to do about it.
+    """
+
+    code = "error"
+
+    def __init__(self, message: str, *, suggestion: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.suggestion = suggestion
 
 
 class ConnectorError(SluiceError):

@@ -72,7 +72,8 @@ from pymongo.asynchronous.cursor import AsyncRawBatchCursor
 from pymongo.errors import ConfigurationError, PyMongoError
 
 from connectors import mongo_discovery
-from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
+from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
+from connectors.config import DatabaseConfig, ServerSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.mongo_errors import mapped, reason
 from connectors.mongo_flatten import RowShaper
@@ -97,16 +98,18 @@ DECODE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
 )
 
 
+class MongoSettings(ServerSettings, tag="mongodb"):
+    """A MongoDB server (`dsn` is a mongodb:// URI)."""
+
+
 class MongoConnector:
     """MongoDB through `pymongo.AsyncMongoClient` (one long-lived client per database)."""
 
-    name: ClassVar[str] = "mongodb"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (MongoSettings,)
     language: ClassVar[str] = "mql"
     dialect: ClassVar[str] = "mql"
-    param_style: ClassVar[str] = "none"
-    supports_array_params: ClassVar[bool] = True
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: MongoSettings) -> None:
         self.config = config
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._db: AsyncDatabase[dict[str, Any]] | None = None
@@ -430,6 +433,9 @@ class MongoConnector:
             tables, oid_fields = await mongo_discovery.discover(db)
         self._objectid_fields.update(oid_fields)
         return tables
+
+    def pool_stats(self) -> PoolStats | None:
+        return None  # pymongo keeps its pool private; /metrics counts query slots instead
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         collection = statement.options.get("collection")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 import anyio
@@ -25,14 +25,12 @@ from asyncmy.cursors import SSCursor
 from asyncmy.errors import MySQLError
 
 from connectors.arrow_rows import rows_to_arrow
-from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
+from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
+from connectors.config import DatabaseConfig, ServerSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.mysql_discovery import discover_mysql
 from connectors.sql_link import apply_link
 from connectors.types_map import decimal_type, unique_names
-
-if TYPE_CHECKING:
-    from connectors.config import DatabaseConfig
 
 CLIENT_GRACE_S = 1.0
 ER_STATEMENT_TIMEOUT = 1969
@@ -50,16 +48,28 @@ _FIELD_TYPES: dict[int, str] = {
 _STRING_TYPES = {15, 249, 250, 251, 252, 253, 254}
 
 
+class MySQLSettings(ServerSettings, tag="mysql"):
+    """Where this connector connects (`type: mysql` in sluice.yaml)."""
+
+    def default_schemas(self) -> tuple[str, ...]:
+        # MySQL's schema is the database: `shop.users` in the configured `shop` is `users`
+        name = self.display_database
+        return (name.lower(),) if name else ()
+
+
+class MariaDBSettings(MySQLSettings, tag="mariadb"):
+    """MariaDB speaks the MySQL protocol: `type: mariadb` is the same connector."""
+
+
 class MySQLConnector:
     """MySQL/MariaDB via asyncmy."""
 
-    name: ClassVar[str] = "mysql"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (MySQLSettings, MariaDBSettings)
     language: ClassVar[str] = "sql"
     dialect: ClassVar[str] = "mysql"
     param_style: ClassVar[str] = "format"
-    supports_array_params: ClassVar[bool] = False
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: MySQLSettings) -> None:
         self.config = config
         self._pool: Any = None
 
@@ -229,6 +239,12 @@ class MySQLConnector:
                 tables = await discover_mysql(conn)
             state["clean"] = True
         return tables
+
+    def pool_stats(self) -> PoolStats | None:
+        pool = self._pool
+        if pool is None:
+            return None
+        return PoolStats(in_use=pool.size - pool.freesize, size=pool.maxsize)
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return apply_link(statement, link, dialect=self.dialect, param_style=self.param_style)

@@ -23,21 +23,19 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import anyio
 import asyncpg
 
 from connectors import pg_discovery
-from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
+from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
+from connectors.config import DatabaseConfig, ServerSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.pg_arrow import AdbcPool, arrow_batches
 from connectors.sql_link import apply_link
 from connectors.types_map import pg_type, unique_names
-
-if TYPE_CHECKING:
-    from connectors.config import DatabaseConfig
 
 DEFAULT_TIMEOUT_S = 30.0
 # the client-side deadline trails the server's statement_timeout so the server stops first
@@ -47,16 +45,22 @@ STATEMENT_CACHE_SIZE = 1024
 _STATEMENT_TIMEOUT = re.compile(r"statement timeout", re.I)
 
 
+class PostgresSettings(ServerSettings, tag="postgresql"):
+    """Where this connector connects (`type: postgresql` in sluice.yaml)."""
+
+    def default_schemas(self) -> tuple[str, ...]:
+        return ("public",)
+
+
 class PostgresConnector:
     """PostgreSQL through asyncpg (rows) and ADBC (Arrow)."""
 
-    name: ClassVar[str] = "postgresql"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (PostgresSettings,)
     language: ClassVar[str] = "sql"
     dialect: ClassVar[str] = "postgres"
     param_style: ClassVar[str] = "dollar"
-    supports_array_params: ClassVar[bool] = True
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: PostgresSettings) -> None:
         self.config = config
         self._pool: asyncpg.Pool | None = None
         self._adbc: AdbcPool | None = None
@@ -308,6 +312,13 @@ class PostgresConnector:
         async with self._acquire(pool, statement, deadline) as conn:
             with self._errors(statement, deadline):
                 return await pg_discovery.discover(conn)
+
+    def pool_stats(self) -> PoolStats | None:
+        pool = self._pool
+        if pool is None:
+            return None
+        size = pool.get_size()
+        return PoolStats(in_use=size - pool.get_idle_size(), size=pool.get_max_size())
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return apply_link(statement, link, dialect=self.dialect, param_style=self.param_style)

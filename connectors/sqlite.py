@@ -22,20 +22,18 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import anyio
 
 from connectors.arrow_rows import rows_to_arrow, value_type
-from connectors.base import Batch, Column, LinkFilter, Statement, TableInfo
+from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
+from connectors.config import DatabaseConfig, FileSettings
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.sql_link import apply_link
 from connectors.sqlite_discovery import discover_sqlite
 from connectors.threads import call_interruptible
 from connectors.types_map import unique_names
-
-if TYPE_CHECKING:
-    from connectors.config import DatabaseConfig
 
 
 def _text(b: bytes) -> str:
@@ -117,16 +115,22 @@ sqlite3.register_adapter(Decimal, str)
 sqlite3.register_adapter(uuid.UUID, str)
 
 
+class SQLiteSettings(FileSettings, tag="sqlite"):
+    """Where this connector connects (`type: sqlite` in sluice.yaml)."""
+
+    def default_schemas(self) -> tuple[str, ...]:
+        return ("main",)
+
+
 class SQLiteConnector:
     """A SQLite file, queried from worker threads."""
 
-    name: ClassVar[str] = "sqlite"
+    settings: ClassVar[tuple[type[DatabaseConfig], ...]] = (SQLiteSettings,)
     language: ClassVar[str] = "sql"
     dialect: ClassVar[str] = "sqlite"
     param_style: ClassVar[str] = "qmark"
-    supports_array_params: ClassVar[bool] = False
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: SQLiteSettings) -> None:
         self.config = config
         self._free: list[sqlite3.Connection] = []
         self._readonly: dict[int, bool] = {}
@@ -293,6 +297,9 @@ class SQLiteConnector:
         async with self._connection(readonly=True, statement=statement) as conn:
             with self._errors(statement, deadline):
                 return await call_interruptible(lambda: discover_sqlite(conn), conn.interrupt)
+
+    def pool_stats(self) -> PoolStats | None:
+        return None
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
         return apply_link(statement, link, dialect=self.dialect, param_style=self.param_style)

@@ -15,8 +15,7 @@ from anyio.abc import TaskStatus
 from connectors import registry
 from connectors.base import Connector, TableInfo
 from connectors.config import DatabaseConfig
-from connectors.errors import ConnectorError
-from sluice.errors import SluiceError
+from connectors.errors import ConnectorError, SluiceError
 
 log = logging.getLogger("sluice.catalog")
 
@@ -44,7 +43,10 @@ class DatabaseState:
     def table(self, name: str) -> TableInfo | None:
         found = self.by_name.get(name)
         if found is None and "." not in name:
-            found = self.by_name.get(f"public.{name}")
+            for schema in self.config.default_schemas():
+                found = self.by_name.get(f"{schema}.{name}")
+                if found is not None:
+                    break
         if found is None:
             found = self.by_name.get(name.lower())
         return found

@@ -6,48 +6,25 @@ run of `sluice validate` reports all the problems it can find, not only the firs
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from connectors.config import DATABASE_TYPES, Base, DatabaseConfig, PositiveFloat, PositiveInt
+from connectors import registry
+from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, allowed_keys
+from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
-
-Level = Literal["R", "W", "RW", "RA", "RWA", "A", "none"]
-DenyPolicy = Literal["PARTIAL", "BLOCK"]
-
-
-class TablePolicy(Base):
-    """A per-table override: its level and the columns it may never read or filter on."""
-
-    level: Level = "R"
-    deny_columns: list[str] = msgspec.field(default_factory=list)
-
-
-class DatabasePolicy(Base):
-    """A database baseline plus per-table overrides. A table covered by neither is denied."""
-
-    level: Level = "none"
-    tables: dict[str, Level | TablePolicy] = msgspec.field(default_factory=dict)
-
-
-PermissionSet = dict[str, DatabasePolicy]
-
-
-class Permissions(Base):
-    """`default` applies to requests without a principal of their own (no auth configured)."""
-
-    default: PermissionSet = msgspec.field(default_factory=dict)
-    principals: dict[str, PermissionSet] = msgspec.field(default_factory=dict)
+from safety.config import Permissions, SafetyConfig
 
 
 class TokenConfig(Base):
@@ -57,22 +34,14 @@ class TokenConfig(Base):
     token: str | None = None
     token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
     requests_per_minute: PositiveInt | None = None
+    # sees (and may cancel or delete) every principal's runs and results; each use is audited
+    admin: bool = False
 
 
 class AuthConfig(Base):
     tokens: list[TokenConfig] = msgspec.field(default_factory=list)
     # wrong or missing tokens one client address may present a minute (429 past it)
     failed_attempts_per_minute: PositiveInt = 30
-
-
-class SafetyConfig(Base):
-    max_rows_per_query: PositiveInt = 10_000
-    inline_rows: PositiveInt = 1_000
-    query_timeout_seconds: PositiveFloat = 30.0
-    max_query_chars: PositiveInt = 100_000
-    max_link_values_per_batch: PositiveInt = 2_000
-    link_batches_in_flight: PositiveInt = 3
-    deny_policy: DenyPolicy = "PARTIAL"
 
 
 class ServerConfig(Base):
@@ -126,6 +95,12 @@ class Config(Base):
             if db.name == name:
                 return db
         return None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret written in the config: database passwords and DSNs, bearer tokens."""
+        found = [secret for db in self.databases for secret in db.secrets()]
+        found += [token.token for token in self.auth.tokens if token.token]
+        return tuple(found)
 
 
 # One settings table: (key, default, help). tests/test_docs.py checks each is in the README.
@@ -201,7 +176,7 @@ def _interpolate(node: Any, problems: _Problems, env: Mapping[str, str], where: 
 
 def _allowed_fields(tp: Any) -> list[str]:
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return [f.name for f in msgspec.structs.fields(tp)]
+        return allowed_keys(tp)
     return []
 
 
@@ -234,8 +209,6 @@ def _explain(
         allowed = _allowed_fields(cur_tp)
         msg = f"unknown key {bad!r}; allowed keys: {', '.join(allowed)}" if allowed else msg
     key_path = ".".join(keys).replace(".[", "[")
-    if "Invalid enum value" in msg and keys and keys[-1] == "type":
-        msg = f"{msg}; allowed types: {', '.join(DATABASE_TYPES)}"
     return line, key_path or "(top level)", msg
 
 
@@ -327,11 +300,8 @@ def load_config_text(
     else:
         seen: dict[str, int | None] = {}
         for i, item in enumerate(raw_dbs or []):
-            try:
-                db = msgspec.convert(item, DatabaseConfig)
-            except msgspec.ValidationError as err:
-                line, key, msg = _explain(err, item, DatabaseConfig, f"databases[{i}]")
-                problems.add(line or _line_of(raw_dbs, i), key, msg)
+            db = _database(item, i, raw_dbs, problems)
+            if db is None:
                 continue
             line = _line_of(raw_dbs, i)
             if db.name in seen:
@@ -343,7 +313,7 @@ def load_config_text(
                 )
                 continue
             seen[db.name] = line
-            problem = _connection_problem(db)
+            problem = db.problem()
             if problem:
                 problems.add(line, f"databases[{i}]", problem)
             databases.append(db)
@@ -353,18 +323,33 @@ def load_config_text(
     return Config(databases=databases, source=source, **values)
 
 
-def _connection_problem(db: DatabaseConfig) -> str | None:
-    if db.type in ("sqlite", "duckdb"):
-        if not db.path:
-            return f"a {db.type} database needs `path` (the database file)"
-        if db.dsn or db.host:
-            return f"a {db.type} database is a file: give `path` only, not `dsn` or `host`"
+def _database(item: Any, i: int, raw_dbs: Any, problems: _Problems) -> DatabaseConfig | None:
+    """One `databases` entry decoded with the settings struct of its connector type."""
+    kind = item.get("type") if isinstance(item, CommentedMap) else None
+    if kind is None:
+        problems.add(
+            _line_of(raw_dbs, i),
+            f"databases[{i}]",
+            f"Object missing required field `type`; allowed types: {', '.join(registry.names())}",
+        )
         return None
-    if db.path:
-        return f"a {db.type} database is a server: give `dsn` or `host`/`port`, not `path`"
-    if db.dsn and (db.host or db.port):
-        return "give either `dsn` or `host`/`port`, not both"
-    return None
+    try:
+        struct = registry.settings_type(str(kind))
+    except UnknownConnector:
+        close = difflib.get_close_matches(str(kind), registry.names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.add(
+            _line_of(item, "type") or _line_of(raw_dbs, i),
+            f"databases[{i}].type",
+            f"Invalid enum value {kind!r}{hint}; allowed types: {', '.join(registry.names())}",
+        )
+        return None
+    try:
+        return msgspec.convert(item, struct)
+    except msgspec.ValidationError as err:
+        line, key, msg = _explain(err, item, struct, f"databases[{i}]")
+        problems.add(line or _line_of(raw_dbs, i), key, msg)
+        return None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -382,9 +367,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def fix(value: str) -> str:
         return value if os.path.isabs(value) else str((base / value).resolve())
 
-    dbs = [
-        msgspec.structs.replace(db, path=fix(db.path)) if db.path else db for db in config.databases
-    ]
+    dbs = [db.resolved(base) for db in config.databases]
     server = msgspec.structs.replace(config.server, data_dir=fix(config.server.data_dir))
     if server.audit_log:
         server = msgspec.structs.replace(server, audit_log=fix(server.audit_log))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.errors import SluiceError
+from connectors.errors import SluiceError
 
 
 class ConfigError(SluiceError, ValueError):

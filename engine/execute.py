@@ -19,7 +19,6 @@ Strategies for a linked child (see DESIGN.md section 3):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +30,13 @@ from anyio.abc import ObjectSendStream
 
 from connectors.base import Batch, Column, Connector, LinkFilter, Statement
 from connectors.errors import QueryTimedOut
-from engine.config import SafetyConfig
 from engine.errors import InvalidQuery
 from engine.link import LinkFeed, column_index, distinct_values, keep_matching
 from engine.plan import Node, Plan
 from engine.sink import Message
 from engine.statements import to_statement
+from safety.config import SafetyConfig
+from safety.languages import registry as languages
 from safety.types import CheckedStep
 
 SINK_BUFFER = 16  # batches in flight between the steps and the writer
@@ -340,15 +340,9 @@ class Execution:
         """No batch came back: learn the columns from a query that cannot return rows, so
         the step table exists for the merge (an empty parent never runs its child
         unfiltered)."""
-        statement = self._statement(run)
-        if run.connector.language == "sql":
-            text = run.checked.text.strip().rstrip(";")
-            probe = dataclasses.replace(
-                statement, text=(f"SELECT * FROM ({text}) AS sluice_probe WHERE 1 = 0")
-            )
-        else:
-            column = run.node.link.to_column if run.node.link else "_id"
-            probe = run.connector.with_link(statement, LinkFilter(column, [], "VARCHAR"))
+        column = run.node.link.to_column if run.node.link else None
+        language = languages.get(run.checked.language)
+        probe = language.empty_probe(self._statement(run), run.connector, column)
         columns: list[Column] = []
         async with run.limiter:
             with anyio.fail_after(run.checked.timeout + TIMEOUT_GRACE_S):

@@ -21,7 +21,6 @@ import msgspec
 
 from connectors.base import Connector
 from connectors.errors import QueryFailed
-from engine.config import SafetyConfig
 from engine.errors import InvalidQuery, InvalidRequest, MergeFailed, MergeReadsStripped, StepFailed
 from engine.execute import FULL_SCAN_AFTER, Execution, StepError, StepMeta, StepProgress
 from engine.ir import FederatedQuery
@@ -30,6 +29,7 @@ from engine.offload import interruptible, off_loop
 from engine.plan import Plan, build_plan
 from engine.results import Interrupted, ResultStore, StoredResult
 from engine.sink import Message, RequestTables, Sink, quote
+from safety.config import SafetyConfig
 from safety.types import CheckedStep
 
 DEFAULT_PAGE_SIZE = 100  # GET /v1/results default `size`
@@ -91,6 +91,7 @@ async def run_federated(
     batch_size: int | None = None,
     full_scan_after: int | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    owner: str | None = None,
 ) -> FederatedResult:
     """Run a validated-and-checked federated query and store its result under request_id.
 
@@ -103,6 +104,7 @@ async def run_federated(
             database sized by its pool.
         batch_size: rows per connector batch (default: 10,000; tests use small ones).
         full_scan_after: distinct link values after which a child scans instead.
+        owner: the principal the stored result belongs to (only it may page it).
 
     Raises:
         InvalidQuery / StepUnknownDatabase / MergeBlocked: the DAG or merge is invalid.
@@ -144,7 +146,7 @@ async def run_federated(
             warnings.extend(execution.runs[sid].warnings)
         merge_started = time.perf_counter()
         stored = await _merge_and_store(
-            tables, plan, merge_sql, store, request_id, safety.inline_rows
+            tables, plan, merge_sql, store, request_id, safety.inline_rows, owner
         )
         merge_ms = round((time.perf_counter() - merge_started) * 1000, 3)
     finally:
@@ -245,6 +247,7 @@ async def _merge_and_store(
     store: ResultStore,
     request_id: str,
     inline_rows: int,
+    owner: str | None,
 ) -> StoredResult:
     """The merge, in a worker thread that a cancel or a timeout interrupts (DuckDB's
     `interrupt()`, and the result write stops at its next batch)."""
@@ -257,7 +260,9 @@ async def _merge_and_store(
         except duckdb.Error as exc:
             raise _merge_error(exc, stop, tables.schema) from exc
         try:
-            return store.store_reader(request_id, reader, head_rows=inline_rows, stop=stop)
+            return store.store_reader(
+                request_id, reader, head_rows=inline_rows, owner=owner, stop=stop
+            )
         except duckdb.Error as exc:
             raise _merge_error(exc, stop, tables.schema) from exc
         finally:

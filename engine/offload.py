@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -25,6 +26,12 @@ _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLi
 INTERRUPT_WAIT_S = 30.0
 
 
+# A thread running Python holds the GIL for up to the switch interval (5 ms by default)
+# each time the event loop asks for it; a request's dozens of handoffs then cost it tens of
+# milliseconds. 1 ms keeps the loop responsive while a worker parses or encodes.
+SWITCH_INTERVAL_S = 0.001
+
+
 def cpu_limiter() -> anyio.CapacityLimiter:
     """The running loop's limiter for CPU-bound work (one token per core)."""
     loop = asyncio.get_running_loop()
@@ -32,6 +39,11 @@ def cpu_limiter() -> anyio.CapacityLimiter:
     if limiter is None:
         limiter = _limiters[loop] = anyio.CapacityLimiter(os.cpu_count() or 2)
     return limiter
+
+
+def responsive_loop() -> None:
+    """Called once by a server process: worker threads hand the GIL back sooner."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
 
 
 async def off_loop(func: Callable[..., T], *args: object) -> T:

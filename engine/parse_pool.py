@@ -20,6 +20,7 @@ import anyio
 from engine.errors import ParseTooCostly
 
 T = TypeVar("T")
+STARTUP_TIMEOUT_S = 60.0
 
 
 class ParsePool:
@@ -34,10 +35,19 @@ class ParsePool:
             self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
         return self._pool
 
+    async def _started(self, func: Callable[..., Any]) -> concurrent.futures.ProcessPoolExecutor:
+        """The pool, its child started and `func`'s module imported first, so a document's
+        time bound is spent parsing, not starting a process (the first use waits for it)."""
+        if self._pool is None:
+            pool = self._executor()
+            with anyio.fail_after(STARTUP_TIMEOUT_S):
+                await asyncio.wrap_future(pool.submit(_import, func.__module__))
+        return self._executor()
+
     async def run(self, func: Callable[..., T], *args: Any, seconds: float, what: str) -> T:
         """`func(*args)` in a child process (`func` must return, not raise, its errors: many
         exception types do not survive pickling). Raises ParseTooCostly past `seconds`."""
-        future = self._executor().submit(func, *args)
+        future = (await self._started(func)).submit(func, *args)
         try:
             with anyio.fail_after(seconds):
                 return await asyncio.wrap_future(future)
@@ -60,3 +70,9 @@ class ParsePool:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _import(module: str) -> None:
+    import importlib
+
+    importlib.import_module(module)

@@ -25,6 +25,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from connectors.errors import SluiceError
 from engine.run_logs import LogLine, RunLog, RunLogs
 from engine.run_store import (
     RESTART_MESSAGE,
@@ -36,7 +37,6 @@ from engine.run_store import (
     StoredLog,
     new_run_id,
 )
-from sluice.errors import SluiceError
 
 log = logging.getLogger("sluice.runs")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from safety.mql import MqlAnalysis
 from safety.verdicts import Allow, Block, Verdict
 
 if TYPE_CHECKING:
@@ -27,27 +26,11 @@ class AstChecker:
         if a.structural:
             reason, suggestion = a.structural[0]
             return Block(reason, suggestion, "builtin")
+        problem = step.language.target_problem(a, step)
+        if problem is not None:
+            reason, suggestion = problem
+            return Block(reason, suggestion, "builtin")
         declared = step.declared()
-        if isinstance(a, MqlAnalysis):
-            if a.collection is not None and a.collection != step.step.table:
-                return Block(
-                    f"the body names collection {a.collection!r}, but the step's "
-                    f"table is {step.step.table!r}",
-                    "set the step's table to the collection the body queries, or "
-                    "drop `collection` from the body",
-                    "builtin",
-                )
-        else:
-            mains = list(a.main_tables)
-            if not mains:
-                mains = [ref for ref, _ in a.access]
-            if mains and not any(step.same_table(declared, m) for m in mains):
-                names = ", ".join(dict.fromkeys(m.display for m in mains))
-                return Block(
-                    f"the query works on {names}, not on the step's table {step.step.table!r}",
-                    f"set the step's table to {mains[0].display!r}, or query {step.step.table!r}",
-                    "builtin",
-                )
         grant = step.grant(declared)
         if not grant.allows(a.operation):
             return Block(

@@ -20,14 +20,11 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TextIO
+from typing import IO, Any, Protocol, TextIO
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-
-if TYPE_CHECKING:
-    from engine.config import Config
 
 _KEY_VALUE = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&;,]+)"
@@ -65,24 +62,17 @@ def _fallback(value: Any) -> Any:
 _ENCODER = msgspec.json.Encoder(enc_hook=_fallback, decimal_format="number")
 
 
-def secret_values(config: Config | None) -> tuple[str, ...]:
+class HasSecrets(Protocol):
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value written in the configuration (engine.config.Config)."""
+        ...
+
+
+def secret_values(config: HasSecrets | None) -> tuple[str, ...]:
     """Every secret written in the config (database and DSN passwords, bearer tokens)."""
     if config is None:
         return ()
-    found: set[str] = set()
-    for db in config.databases:
-        if db.password:
-            found.add(db.password)
-        if db.dsn:
-            m = re.search(r"://[^:/@\s]*:([^@\s/]+)@", db.dsn)
-            if m:
-                found.add(m.group(1))
-            m = re.search(r"(?i)\bpassword=([^\s&;]+)", db.dsn)
-            if m:
-                found.add(m.group(1))
-    for token in config.auth.tokens:
-        if token.token:
-            found.add(token.token)
+    found = set(config.secrets())
     # longest first, so a secret that contains another is masked whole
     return tuple(sorted((s for s in found if len(s) >= 3), key=len, reverse=True))
 
@@ -117,7 +107,7 @@ class AuditLog:
         self,
         path: str | os.PathLike[str],
         *,
-        config: Config | None = None,
+        config: HasSecrets | None = None,
         max_pending: int = 10_000,
         batch: int = 512,
     ) -> None:

@@ -1,33 +1,34 @@
-"""One step as the stages see it: the input, its language and dialect (from the database
-type, never its name), the policy that applies, and the analysis parsed once and shared.
+"""One step as the stages see it: the input, its language object and dialect (from the
+database's connector type, never its name), the policy that applies, and the analysis parsed
+once and shared.
 
 The analysis is computed on first use (PROMPT_GUARD runs before any parsing) and cached by
-(dialect, text) across requests; GUARDRAILS writes the emitted text, cap and timeout here.
+the language per text across requests; GUARDRAILS writes the emitted text, cap and timeout.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from safety.mql import MqlAnalysis, analyse_mql
+from connectors import registry as connectors
+from connectors.errors import UnknownConnector
+from safety.languages import registry as languages
 from safety.policy import DatabaseGrants, TableGrant, database_grants
-from safety.sql_access import TableRef
-from safety.sql_analysis import SqlAnalysis, analyse_sql
 
 if TYPE_CHECKING:
     from connectors.config import DatabaseConfig
-    from engine.config import Config
-    from safety.types import CheckRequest, Operation, StepInput
+    from safety.config import CheckConfig
+    from safety.languages.base import Analysis, Language
+    from safety.types import CheckRequest, Operation, StepInput, TableRef
 
-# database type -> (language, sqlglot dialect or "mql")
-DIALECTS: dict[str, tuple[str, str]] = {
-    "postgresql": ("sql", "postgres"),
-    "mysql": ("sql", "mysql"),
-    "sqlite": ("sql", "sqlite"),
-    "duckdb": ("sql", "duckdb"),
-    "mongodb": ("mql", "mql"),
-}
-LANGUAGES: tuple[str, ...] = ("sql", "mql", "cypher", "es_dsl", "vector", "dynamo", "couchdb")
+
+def speaks(db_type: str) -> tuple[Language, str] | None:
+    """(language, dialect) of a database type, or None when sluice has no connector for it."""
+    try:
+        cls = connectors.get(db_type)
+    except UnknownConnector:
+        return None
+    return languages.get(cls.language), cls.dialect
 
 
 class StepContext:
@@ -37,22 +38,24 @@ class StepContext:
         "config",
         "db",
         "dialect",
-        "language",
+        "lang",
+        "link_text",
         "request",
         "row_cap",
-        "link_text",
         "step",
         "text",
         "timeout",
     )
 
-    def __init__(self, request: CheckRequest, config: Config, step: StepInput) -> None:
+    def __init__(self, request: CheckRequest, config: CheckConfig, step: StepInput) -> None:
         self.request = request
         self.config = config
         self.step = step
-        self.language, self.dialect = DIALECTS.get(step.db_type, ("", ""))
+        spoken = speaks(step.db_type)
+        self.lang: Language | None = spoken[0] if spoken else None
+        self.dialect = spoken[1] if spoken else ""
         self.db: DatabaseConfig | None = config.database(step.database)
-        self._analysis: SqlAnalysis | MqlAnalysis | None = None
+        self._analysis: Analysis | None = None
         self._grants: DatabaseGrants | None = None
         # written by GUARDRAILS
         self.text: str | None = None
@@ -61,23 +64,35 @@ class StepContext:
         self.timeout: float = config.safety.query_timeout_seconds
 
     @property
+    def language(self) -> Language:
+        """The database's language (PROMPT_GUARD blocks a step without one first)."""
+        assert self.lang is not None, "PROMPT_GUARD lets no step without a language through"
+        return self.lang
+
+    @property
+    def database(self) -> str:
+        return self.step.database
+
+    @property
+    def table(self) -> str:
+        return self.step.table
+
+    @property
     def label(self) -> str:
         return f"step {self.step.step_id}" if self.step.step_id else "the query"
 
     @property
-    def analysis(self) -> SqlAnalysis | MqlAnalysis:
+    def analysis(self) -> Analysis:
         if self._analysis is None:
-            if self.language == "mql":
-                self._analysis = analyse_mql(self.step.query)
-            else:
-                self._analysis = analyse_sql(self.dialect, self.step.query)
+            self._analysis = self.language.analyse(self.step.query, self.dialect)
         return self._analysis
 
     @property
     def grants(self) -> DatabaseGrants:
         if self._grants is None:
+            schemas = _default_schemas(self.db, self.step)
             self._grants = database_grants(
-                self.config, self.request.principal, self.step.database, self.dialect
+                self.config, self.request.principal, self.step.database, schemas
             )
         return self._grants
 
@@ -85,27 +100,13 @@ class StepContext:
     def operation(self) -> Operation:
         return self.analysis.operation
 
-    def access(self) -> list[tuple[TableRef, str]]:
+    def access(self) -> list[tuple[TableRef, Operation]]:
         """(table, operation) pairs the policy must grant."""
-        a = self.analysis
-        if isinstance(a, SqlAnalysis):
-            return list(a.access)
-        if a.error is not None:
-            return []
-        out = [(TableRef(self.step.table), a.operation)]
-        out += [(TableRef(name), "SELECT") for name in a.lookups]
-        return out
+        return self.language.access(self.analysis, self.step.table)
 
     def declared(self) -> TableRef:
         """The step's `table` as a reference (`public.users` keeps its schema)."""
-        if self.language == "mql":
-            return TableRef(self.step.table)
-        parts = self.step.table.lower().split(".")
-        if len(parts) == 1:
-            return TableRef(parts[0])
-        if len(parts) == 2:
-            return TableRef(parts[1], parts[0])
-        return TableRef(parts[-1], parts[-2], ".".join(parts[:-2]))
+        return self.language.declared(self.step.table)
 
     def grant(self, ref: TableRef) -> TableGrant:
         return self.grants.lookup(ref.name, ref.schema, ref.catalog)
@@ -118,3 +119,13 @@ class StepContext:
             return True
         defaults = self.grants.default_schemas
         return (not a.schema and b.schema in defaults) or (not b.schema and a.schema in defaults)
+
+
+def _default_schemas(db: DatabaseConfig | None, step: StepInput) -> tuple[str, ...]:
+    if db is not None:
+        return db.default_schemas()
+    try:  # not configured (a policy may still name it): the type's defaults
+        settings = connectors.settings_type(step.db_type)
+        return settings(name=step.database).default_schemas()
+    except (UnknownConnector, TypeError, ValueError):
+        return ()

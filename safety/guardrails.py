@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from safety.mql import MqlAnalysis, rewrite_mql
-from safety.sql_rewrite import rewrite_sql
 from safety.verdicts import Allow, Block, Verdict
 
 if TYPE_CHECKING:
     from safety.context import StepContext
     from safety.types import StageName
-
-_ROW_OPS = frozenset({"find", "aggregate"})
 
 
 class Guardrails:
@@ -39,16 +35,8 @@ class Guardrails:
             policy = [f"databases.{step.db.name}.query_timeout_seconds={timeout:g}"]
         cap = safety.max_rows_per_query
         step.timeout = timeout
-        if isinstance(a, MqlAnalysis):
-            step.row_cap = cap if a.op_name in _ROW_OPS else None
-            step.text = rewrite_mql(step.step.query, step.row_cap, max(1, int(timeout * 1000)))
-        else:
-            step.row_cap = cap if a.returns_rows else None
-            fetch = None if step.row_cap is None else step.row_cap + 1
-            step.text = rewrite_sql(step.dialect, step.step.query, fetch)
-            step.link_text = (
-                step.text if fetch is None else rewrite_sql(step.dialect, step.step.query, None)
-            )
+        rewrite = step.language.rewrite(a, step.step.query, step.dialect, cap, timeout)
+        step.text, step.row_cap, step.link_text = rewrite.text, rewrite.row_cap, rewrite.link_text
         if step.row_cap is not None:
             policy.append(f"safety.max_rows_per_query={cap}")
         return Allow(", ".join(policy))

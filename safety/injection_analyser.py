@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from safety.mql import MqlAnalysis
 from safety.verdicts import Allow, Block, Verdict, Warn
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ class InjectionAnalyser:
         if a.injection_blocks:
             reason, suggestion = a.injection_blocks[0]
             return Block(reason, suggestion, "builtin")
-        if isinstance(a, MqlAnalysis) or not a.injection_warnings:
+        if not a.injection_warnings:
             return Allow("builtin")
         prefix = f"{step.label}: " if step.step.step_id else ""
         return Warn(tuple(prefix + w for w in a.injection_warnings), "builtin")

@@ -24,7 +24,7 @@ from safety.rbac_gate import RbacGate
 from safety.verdicts import Allow, Block, Stage, Warn
 
 if TYPE_CHECKING:
-    from engine.config import Config
+    from safety.config import CheckConfig
 
 STAGES: tuple[Stage, ...] = (
     PromptGuard(),
@@ -36,7 +36,7 @@ STAGES: tuple[Stage, ...] = (
 
 
 def check(
-    request: t.CheckRequest, config: Config, *, stages: tuple[Stage, ...] = STAGES
+    request: t.CheckRequest, config: CheckConfig, *, stages: tuple[Stage, ...] = STAGES
 ) -> t.SafetyOutcome:
     """Run `request` through `stages`; the outcome holds the checked steps or the block."""
     outcome = t.SafetyOutcome()
@@ -140,7 +140,7 @@ def _checked(ctx: StepContext) -> t.CheckedStep:
         step_id=s.step_id,
         database=s.database,
         table=s.table,
-        language=ctx.language,
+        language=ctx.language.name,
         dialect=ctx.dialect,
         operation=operation,
         original=s.query,

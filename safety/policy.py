@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.config import DatabasePolicy, TablePolicy
+from safety.config import DatabasePolicy, TablePolicy
 
 if TYPE_CHECKING:
-    from engine.config import Config, Level, PermissionSet
+    from safety.config import CheckConfig, Level, PermissionSet
 
 # The extra class an unbounded DELETE/UPDATE needs on top of its own.
 UNBOUNDED = "UNBOUNDED"
@@ -48,14 +48,6 @@ GRANTS: dict[str, frozenset[str]] = {
     "A": frozenset({"DDL"}),
     "RA": frozenset({"SELECT", "DDL"}),
     "RWA": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "DDL", UNBOUNDED}),
-}
-
-DEFAULT_SCHEMAS: dict[str, tuple[str, ...]] = {
-    "postgres": ("public",),
-    "sqlite": ("main",),
-    "duckdb": ("main",),
-    "mysql": (),  # the configured database name, added per database
-    "mql": (),
 }
 
 
@@ -101,30 +93,28 @@ class DatabaseGrants:
         return TableGrant(self.level, frozenset(), f"{self.prefix}.level", tables_path)
 
 
-_GRANTS_CACHE: dict[tuple[int, str | None, str, str], tuple[object, DatabaseGrants]] = {}
+_GRANTS_CACHE: dict[
+    tuple[int, str | None, str, tuple[str, ...]], tuple[object, DatabaseGrants]
+] = {}
 
 
 def database_grants(
-    config: Config, principal: str | None, database: str, dialect: str
+    config: CheckConfig, principal: str | None, database: str, default_schemas: tuple[str, ...]
 ) -> DatabaseGrants:
-    """The grants for one database under a principal (cached per config object)."""
-    key = (id(config), principal, database, dialect)
+    """The grants for one database under a principal (cached per config object).
+    `default_schemas`: where an unqualified name lives (the connector settings say)."""
+    key = (id(config), principal, database, default_schemas)
     cached = _GRANTS_CACHE.get(key)
     if cached is not None and cached[0] is config:
         return cached[1]
     pset, prefix = permission_set(config, principal)
     policy = pset.get(database)
-    schemas = DEFAULT_SCHEMAS.get(dialect, ())
-    if dialect == "mysql":
-        db = config.database(database)
-        name = db.display_database if db is not None else ""
-        schemas = (name.lower(),) if name else ()
     grants = DatabaseGrants(
         prefix=f"{prefix}.{database}",
         level=policy.level if policy is not None else "none",
         present=policy is not None,
         tables=_index(policy),
-        default_schemas=schemas,
+        default_schemas=default_schemas,
     )
     if len(_GRANTS_CACHE) > 4096:  # configs are few and long-lived; never grow unbounded
         _GRANTS_CACHE.clear()
@@ -132,7 +122,7 @@ def database_grants(
     return grants
 
 
-def permission_set(config: Config, principal: str | None) -> tuple[PermissionSet, str]:
+def permission_set(config: CheckConfig, principal: str | None) -> tuple[PermissionSet, str]:
     """`principals.<p>` when listed, else `default` (documented in the module docstring)."""
     if principal is not None and principal in config.permissions.principals:
         return config.permissions.principals[principal], f"permissions.principals.{principal}"

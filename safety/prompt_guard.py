@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from safety.context import DIALECTS, LANGUAGES
+from connectors import registry as connectors
+from safety.languages import registry as languages
 from safety.verdicts import Allow, Block, Verdict
 
 if TYPE_CHECKING:
@@ -40,21 +41,22 @@ class PromptGuard:
 
     def check(self, step: StepContext) -> Verdict:
         s, config = step.step, step.config
-        if not step.language:
+        if step.lang is None:
             return Block(
                 f"database {s.database!r} has type {s.db_type!r}, which sluice has no language for",
-                f"use one of the types {', '.join(DIALECTS)}",
+                f"use one of the types {', '.join(connectors.names())}",
                 "builtin",
             )
-        if s.language is not None and s.language != step.language:
-            if s.language not in LANGUAGES:
+        spoken = step.language.name
+        if s.language is not None and s.language != spoken:
+            if not languages.known(s.language):
                 reason = f"unknown language {s.language!r}"
             else:
                 reason = (
                     f"language {s.language!r} does not match database {s.database!r}, "
-                    f"a {s.db_type} database that speaks {step.language}"
+                    f"a {s.db_type} database that speaks {spoken}"
                 )
-            return Block(reason, f"send language {step.language!r} or omit it", "builtin")
+            return Block(reason, f"send language {spoken!r} or omit it", "builtin")
         limit = config.server.body_limit_bytes
         if step.request.body_bytes > limit:
             return Block(
@@ -81,15 +83,13 @@ class PromptGuard:
                 "remove control characters from the query",
                 "builtin",
             )
-        text = s.query
-        if step.language == "mql" and text.lstrip().startswith("{"):
-            text = ""  # a JSON body: its strings are data, judged by the later stages
+        text = step.language.prompt_text(s.query)
         m = _INTENT.search(_LITERAL.sub("''", text))
         if m is not None:
             return Block(
                 f"{step.label} reads as a natural-language request to destroy data "
-                f"({m.group().strip()!r}), not as {step.language.upper()}",
-                f"send a {step.language.upper()} statement; destructive statements "
+                f"({m.group().strip()!r}), not as {spoken.upper()}",
+                f"send a {spoken.upper()} statement; destructive statements "
                 "need a write or admin grant",
                 "builtin",
             )

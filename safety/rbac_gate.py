@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from safety.mql import MqlAnalysis
 from safety.policy import GRANTS, UNBOUNDED, TableGrant, level_for
 from safety.verdicts import Allow, Block, Verdict
 
 if TYPE_CHECKING:
     from safety.context import StepContext
-    from safety.sql_access import TableRef
-    from safety.types import StageName
+    from safety.types import StageName, TableRef
 
 
 class RbacGate:
@@ -38,39 +36,12 @@ class RbacGate:
                 return _denied(step, ref, grant, op)
             decided[grant.label] = None
         if step.analysis.unbounded:
-            target = step.declared() if step.language == "mql" else None
-            for ref, op in access:
-                if op in ("UPDATE", "DELETE") and (target is None or ref == target):
-                    grant = grants[ref]
-                    if not grant.allows(UNBOUNDED):
-                        return _unbounded(step, ref, grant, op)
-        a = step.analysis
-        if isinstance(a, MqlAnalysis):
-            return _mql_fields(step, a, step.grant(step.declared())) or Allow(", ".join(decided))
-        columns = a.columns
-        for use in columns:
-            grant = grants.get(use.table)
-            if grant is None:
-                grant = grants[use.table] = step.grant(use.table)
-            if not grant.deny_columns:
-                continue
-            where = f"{step.step.database}.{use.table.display}"
-            if use.column == "*":
-                return Block(
-                    f"Access denied: `*` on {where} would return denied columns "
-                    f"({', '.join(sorted(grant.deny_columns))})",
-                    "list the columns you need instead of `*`",
-                    f"{grant.entry}.deny_columns",
-                )
-            if use.column in grant.deny_columns:
-                return Block(
-                    f"Access denied: column {where}.{use.column} is denied "
-                    f"({use.use}); policy {grant.entry}.deny_columns",
-                    f"remove {use.column} from the query, or remove it from "
-                    f"{grant.entry}.deny_columns in sluice.yaml",
-                    f"{grant.entry}.deny_columns",
-                )
-        return Allow(", ".join(decided))
+            targets = step.language.unbounded_targets(step.analysis, access, step.declared())
+            for ref, op in targets:
+                grant = grants[ref]
+                if not grant.allows(UNBOUNDED):
+                    return _unbounded(step, ref, grant, op)
+        return step.language.column_block(step.analysis, step) or Allow(", ".join(decided))
 
 
 def _denied(step: StepContext, ref: TableRef, grant: TableGrant, op: str) -> Block:
@@ -91,28 +62,3 @@ def _unbounded(step: StepContext, ref: TableRef, grant: TableGrant, op: str) -> 
         f"add a WHERE clause, or set `{ref.display}: RWA` under {grant.tables_path}",
         grant.label,
     )
-
-
-def _mql_fields(step: StepContext, a: MqlAnalysis, grant: TableGrant) -> Block | None:
-    denied = grant.deny_columns
-    if not denied:
-        return None
-    where = f"{step.step.database}.{step.step.table}"
-    for field in a.fields:
-        if field.lower() in denied:
-            return Block(
-                f"Access denied: field {where}.{field} is denied; policy "
-                f"{grant.entry}.deny_columns",
-                f"remove {field} from the body, or from {grant.entry}.deny_columns",
-                f"{grant.entry}.deny_columns",
-            )
-    hidden = {f.lower() for f in a.excluded}
-    if a.returns_all and not denied <= hidden:
-        return Block(
-            f"Access denied: whole documents of {where} would return denied fields "
-            f"({', '.join(sorted(denied))})",
-            "list the fields you need in `projection` (or a $project stage), or exclude the "
-            "denied ones",
-            f"{grant.entry}.deny_columns",
-        )
-    return None

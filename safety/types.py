@@ -5,12 +5,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
 Operation = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "DDL"]
 StageName = Literal["PROMPT_GUARD", "RBAC_GATE", "AST_CHECKER", "INJECTION_ANALYSER", "GUARDRAILS"]
+Finding = tuple[str, str | None]  # (reason, suggestion) of a structural or injection finding
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """A table as written: `name` with optional `schema` and `catalog` (lower-cased)."""
+
+    name: str
+    schema: str = ""
+    catalog: str = ""
+
+    @property
+    def display(self) -> str:
+        return ".".join(p for p in (self.catalog, self.schema, self.name) if p)
 
 
 class StepInput(msgspec.Struct, frozen=True, kw_only=True):

@@ -93,8 +93,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     from api.envelopes import ENCODER, QuerySuccess
     from api.local import open_service
     from api.service import QueryBlocked
+    from connectors.errors import SluiceError
     from engine.config import load_config
-    from sluice.errors import SluiceError
 
     if args.file is None and (args.query is None or not args.database or not args.table):
         print('sluice query: give -d DATABASE -t TABLE "QUERY", or -f dag.yaml', file=sys.stderr)
@@ -234,8 +234,8 @@ def write_rows(columns: Sequence[str], rows: list[dict[str, Any]], fmt: str, out
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from connectors import registry
+    from connectors.errors import SluiceError
     from engine.config import load_config
-    from sluice.errors import SluiceError
 
     path, _ = resolve_config_path(args.config)
     config = load_config(path)

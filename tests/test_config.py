@@ -42,7 +42,9 @@ def test_wrong_type_names_line_and_key() -> None:
 def test_unknown_type_lists_allowed() -> None:
     (p,) = problems("databases:\n  - name: a\n    type: postgress\n")
     assert p.startswith("line 3: databases[0].type: Invalid enum value 'postgress'")
-    assert "allowed types: postgresql, mysql, sqlite, duckdb" in p
+    assert "did you mean 'postgresql'?" in p
+    allowed = set(p.split("allowed types: ", 1)[1].split(", "))
+    assert {"postgresql", "mysql", "mariadb", "sqlite", "duckdb", "mongodb"} <= allowed
 
 
 def test_duplicate_database_name() -> None:

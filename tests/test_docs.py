@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from connectors.config import DatabaseConfig
+from connectors import registry
 from engine.config import SECTIONS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -15,7 +15,10 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 @pytest.mark.parametrize(
     ("section", "struct"),
-    [("databases", DatabaseConfig), *SECTIONS.items()],
+    [
+        *(("databases", registry.settings_type(name)) for name in registry.names()),
+        *SECTIONS.items(),
+    ],
 )
 def test_every_setting_is_documented(section: str, struct: type[msgspec.Struct]) -> None:
     heading = f"### `{section}`"

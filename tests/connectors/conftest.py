@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +23,8 @@ import pytest
 from connectors import registry
 from connectors.base import Connector
 from connectors.config import DatabaseConfig
+from connectors.registry import database_config
+from tests.plugins import toy
 
 N_ROWS = 40  # ids 1..40 with values, id 0 all NULL
 
@@ -142,7 +144,7 @@ def _pg_backend(pg_server: Any) -> Backend:
     pg_server.run(
         "DROP SCHEMA public CASCADE", "CREATE SCHEMA public", *seed_sql("postgresql"), "ANALYZE"
     )
-    config = DatabaseConfig(name="pg", type="postgresql", dsn=pg_server.dsn, pool_size=3)
+    config = database_config(name="pg", type="postgresql", dsn=pg_server.dsn, pool_size=3)
     return Backend("postgresql", config, lambda sql: pg_server.run(sql))
 
 
@@ -155,7 +157,7 @@ def _mysql_backend(mysql_server: Any) -> Backend:
         *seed_sql("mysql"),
         "ANALYZE TABLE items, owners",
     )
-    config = DatabaseConfig(
+    config = database_config(
         name="maria",
         type="mysql",
         host=mysql_server.host,
@@ -170,7 +172,7 @@ def _mysql_backend(mysql_server: Any) -> Backend:
     )
 
 
-def _sqlite_backend(tmp: Path) -> Backend:
+def _sqlite_backend(tmp: Path, kind: str = "sqlite") -> Backend:
     path = tmp / "conformance.sqlite"
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path)
@@ -188,7 +190,7 @@ def _sqlite_backend(tmp: Path) -> Backend:
         finally:
             c.close()
 
-    return Backend("sqlite", DatabaseConfig(name="lite", type="sqlite", path=str(path)), run)
+    return Backend(kind, database_config(name="lite", type=kind, path=str(path)), run)
 
 
 def _duckdb_backend(tmp: Path, connectors: list[Any]) -> Backend:
@@ -207,7 +209,7 @@ def _duckdb_backend(tmp: Path, connectors: list[Any]) -> Backend:
         finally:
             c.close()
 
-    return Backend("duckdb", DatabaseConfig(name="duck", type="duckdb", path=str(path)), run)
+    return Backend("duckdb", database_config(name="duck", type="duckdb", path=str(path)), run)
 
 
 KINDS = [
@@ -215,7 +217,16 @@ KINDS = [
     pytest.param("mysql", marks=pytest.mark.mysql, id="mysql"),
     pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
     pytest.param("duckdb", marks=pytest.mark.duckdb, id="duckdb"),
+    # a plugin defined only under tests/ (tests/plugins/toy.py), registered by the fixture
+    pytest.param(toy.TYPE, marks=pytest.mark.sqlite, id=toy.TYPE),
 ]
+LONG_QUERY[toy.TYPE] = LONG_QUERY["sqlite"]
+
+
+@pytest.fixture
+def toy_plugin() -> Iterator[None]:
+    with toy.installed():
+        yield
 
 
 @pytest.fixture(params=KINDS)
@@ -228,6 +239,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return _mysql_backend(request.getfixturevalue("mysql_server"))
     if kind == "sqlite":
         return _sqlite_backend(tmp_path)
+    if kind == toy.TYPE:
+        request.getfixturevalue("toy_plugin")
+        return _sqlite_backend(tmp_path, toy.TYPE)
     return _duckdb_backend(tmp_path, [])
 
 

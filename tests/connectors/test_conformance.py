@@ -15,8 +15,8 @@ import pytest
 
 from connectors import registry
 from connectors.base import Batch, Connector, LinkFilter, Statement
-from connectors.config import DatabaseConfig
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.registry import database_config
 from tests.connectors.conftest import COLUMNS, EXPECTED, LONG_QUERY, N_ROWS, Backend
 
 SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM items ORDER BY id"
@@ -225,9 +225,9 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("kind", ["postgresql", "mysql", "sqlite", "duckdb"])
 async def test_unreachable_database_fails_open_quickly(kind: str, tmp_path: Any) -> None:
     if kind in ("sqlite", "duckdb"):
-        config = DatabaseConfig(name="gone", type=kind, path=str(tmp_path / "missing.db"))
+        config = database_config(name="gone", type=kind, path=str(tmp_path / "missing.db"))
     else:
-        config = DatabaseConfig(
+        config = database_config(
             name="gone",
             type=kind,
             host="127.0.0.1",

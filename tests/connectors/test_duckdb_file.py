@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from connectors.base import Statement
-from connectors.config import DatabaseConfig
 from connectors.duckdb_file import DuckDBConnector
+from connectors.registry import database_config
 
 pytestmark = pytest.mark.duckdb
 
@@ -24,7 +24,7 @@ async def test_write_after_a_read_cut_at_max_rows_does_not_wait_for_gc(tmp_path:
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE items AS SELECT range AS id FROM range(150)")
     con.close()
-    connector = DuckDBConnector(DatabaseConfig(name="d", type="duckdb", path=str(path)))
+    connector = DuckDBConnector(database_config(name="d", type="duckdb", path=str(path)))
     await connector.open()
     gc.disable()
     try:

@@ -6,9 +6,9 @@ import anyio
 import pytest
 
 from connectors.base import Statement
-from connectors.config import DatabaseConfig
 from connectors.errors import QueryTimedOut
 from connectors.mysql import MySQLConnector
+from connectors.registry import database_config
 
 pytestmark = pytest.mark.mysql
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.mysql
 @pytest.fixture
 async def maria(mysql_server):  # type: ignore[no-untyped-def]
     conn = MySQLConnector(
-        DatabaseConfig(
+        database_config(
             name="maria",
             type="mysql",
             host=mysql_server.host,

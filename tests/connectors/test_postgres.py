@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from connectors.base import Statement
-from connectors.config import DatabaseConfig
 from connectors.errors import QueryTimedOut
 from connectors.postgres import PostgresConnector
+from connectors.registry import database_config
 
 pytestmark = pytest.mark.postgres
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 async def pg(pg_server):  # type: ignore[no-untyped-def]
     conn = PostgresConnector(
-        DatabaseConfig(name="pg", type="postgresql", dsn=pg_server.dsn, pool_size=2)
+        database_config(name="pg", type="postgresql", dsn=pg_server.dsn, pool_size=2)
     )
     await conn.open()
     yield conn

@@ -21,12 +21,12 @@ import pytest
 
 from connectors import registry
 from connectors.base import Connector
-from connectors.config import DatabaseConfig
-from engine.config import SafetyConfig
+from connectors.registry import database_config
 from engine.federated import FederatedResult, run_federated
 from engine.ir import FederatedQuery
 from engine.results import ResultStore
 from engine.sink import Sink
+from safety.config import SafetyConfig
 from safety.types import CheckedStep
 from tests.engine.support import Data, checked, generate, values_sql
 from tests.servers import MySQLServer, PgServer
@@ -120,8 +120,8 @@ async def connectors(
     pg_data: PgServer, mysql_data: MySQLServer, files: dict[str, Path]
 ) -> AsyncIterator[dict[str, Connector]]:
     configs = [
-        DatabaseConfig(name="pg", type="postgresql", dsn=pg_data.dsn, pool_size=8),
-        DatabaseConfig(
+        database_config(name="pg", type="postgresql", dsn=pg_data.dsn, pool_size=8),
+        database_config(
             name="my",
             type="mysql",
             host=mysql_data.host,
@@ -131,8 +131,8 @@ async def connectors(
             database=mysql_data.database,
             pool_size=8,
         ),
-        DatabaseConfig(name="lite", type="sqlite", path=str(files["sqlite"])),
-        DatabaseConfig(name="duck", type="duckdb", path=str(files["duckdb"])),
+        database_config(name="lite", type="sqlite", path=str(files["sqlite"])),
+        database_config(name="duck", type="duckdb", path=str(files["duckdb"])),
     ]
     opened: dict[str, Connector] = {}
     try:

@@ -6,8 +6,8 @@ import anyio
 import duckdb
 import pytest
 
-from engine.config import SafetyConfig
 from engine.sink import Sink
+from safety.config import SafetyConfig
 from tests.engine.conftest import Run
 from tests.engine.support import expected, same_rows
 

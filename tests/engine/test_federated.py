@@ -17,11 +17,11 @@ import msgspec
 import pytest
 
 from connectors.base import Connector
-from engine.config import SafetyConfig
 from engine.errors import MergeBlocked, StepFailed, StepUnknownDatabase
 from engine.execute import StepProgress
 from engine.ir import FederatedQuery
 from engine.results import ResultStore
+from safety.config import SafetyConfig
 from tests.engine.conftest import Run
 from tests.engine.support import Calls, checked, expected, recording, same_rows
 from tests.servers import PgServer

@@ -40,7 +40,10 @@ PG_SETUP = [
 
 
 def config_text(pg: PgServer, *, extra_server: str = "", extra_limits: str = "") -> str:
-    tokens = "\n".join(f"    - principal: {p}\n      token: {t}" for p, t in TOKENS.items())
+    tokens = "\n".join(
+        f"    - principal: {p}\n      token: {t}" + ("\n      admin: true" if p == "admin" else "")
+        for p, t in TOKENS.items()
+    )
     return f"""\
 databases:
   - name: shop
@@ -77,6 +80,8 @@ permissions:
           secrets: none
       shop_slow:
         level: R
+        tables:
+          secrets: none
     carol:
       shop:
         level: none

@@ -31,6 +31,7 @@ from pymongo.errors import PyMongoError
 
 from connectors.config import DatabaseConfig
 from connectors.mongo import MongoConnector
+from connectors.registry import database_config
 
 pytestmark = pytest.mark.mongodb
 
@@ -115,7 +116,7 @@ async def mdb(mongo_uri: str, db_name: str) -> AsyncIterator[Any]:
 
 
 def mongo_config(uri: str, database: str, **kw: Any) -> DatabaseConfig:
-    return DatabaseConfig(name="mongo", type="mongodb", dsn=f"{uri}/{database}", **kw)
+    return database_config(name="mongo", type="mongodb", dsn=f"{uri}/{database}", **kw)
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from bson import Binary, Decimal128, Int64
 from bson.datetime_ms import DatetimeMS
 
 from connectors.base import Batch, Statement
-from connectors.config import DatabaseConfig
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.mongo import MongoConnector
+from connectors.registry import database_config
 from tests.mongo.conftest import Wire
 
 pytestmark = pytest.mark.mongodb
@@ -30,7 +30,7 @@ FIND = json.dumps({"operation": "find", "filter": {"k": {"$gte": 0}}})
 
 
 def mock_connector(server: Wire, **kw: Any) -> MongoConnector:
-    return MongoConnector(DatabaseConfig(name="mock", type="mongodb", dsn=f"{server.uri}/d", **kw))
+    return MongoConnector(database_config(name="mock", type="mongodb", dsn=f"{server.uri}/d", **kw))
 
 
 def first_batch(cursor_id: int, docs: list[dict[str, Any]]) -> Any:
@@ -60,7 +60,7 @@ async def test_unreachable_server_fails_fast() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
     conn = MongoConnector(
-        DatabaseConfig(
+        database_config(
             name="down",
             type="mongodb",
             host="127.0.0.1",
@@ -79,7 +79,7 @@ async def test_unreachable_server_fails_fast() -> None:
 
 
 async def test_missing_database_name_is_a_clear_error(wire: Wire) -> None:
-    conn = MongoConnector(DatabaseConfig(name="m", type="mongodb", dsn=wire.uri))
+    conn = MongoConnector(database_config(name="m", type="mongodb", dsn=wire.uri))
     with pytest.raises(ConnectorUnavailable, match="no database"):
         await conn.open()
 

@@ -62,13 +62,8 @@ async def orders(mdb: Any) -> list[ObjectId]:
 def test_registry_and_class_attributes() -> None:
     cls = get("mongodb")
     assert cls is MongoConnector
-    assert (cls.name, cls.language, cls.dialect, cls.param_style) == (
-        "mongodb",
-        "mql",
-        "mql",
-        "none",
-    )
-    assert cls.supports_array_params is True
+    assert (cls.language, cls.dialect) == ("mql", "mql")
+    assert [s.__struct_config__.tag for s in cls.settings] == ["mongodb"]
 
 
 async def test_find_filter_sort_skip_limit_projection(

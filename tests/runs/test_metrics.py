@@ -10,7 +10,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from api.metrics import Metrics, MetricsMiddleware, bind, query_finished, safety_blocked
-from connectors.config import DatabaseConfig
+from connectors.registry import database_config
 from engine.catalog import Catalog
 from tests.servers import PgServer
 
@@ -108,7 +108,7 @@ def test_query_path_functions() -> None:
 async def test_pool_gauges_read_the_catalog(pg_server: PgServer) -> None:
     import anyio
 
-    db = DatabaseConfig(
+    db = database_config(
         name="pg",
         type="postgresql",
         host=pg_server.host,

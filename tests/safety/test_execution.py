@@ -22,6 +22,7 @@ import pytest
 from connectors import registry
 from connectors.base import Connector, Statement
 from connectors.config import DatabaseConfig
+from connectors.registry import database_config
 from engine.config import Config, load_config_text
 from engine.statements import to_statement
 from safety.pipeline import check
@@ -75,7 +76,7 @@ def _pg(pg_server: PgServer) -> Iterator[Backend]:
     own = PgServer(pg_server.host, pg_server.port, pg_server.user, name)
     own.run(*SCHEMA)
     yield Backend(
-        "postgres", DatabaseConfig(name="pg", type="postgresql", dsn=own.dsn, pool_size=2)
+        "postgres", database_config(name="pg", type="postgresql", dsn=own.dsn, pool_size=2)
     )
     admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -108,7 +109,7 @@ def _mysql(mysql_server: MySQLServer) -> Iterator[Backend]:
     own.run(*SCHEMA)
     yield Backend(
         "mysql",
-        DatabaseConfig(
+        database_config(
             name="my",
             type="mysql",
             host=own.host,
@@ -129,7 +130,7 @@ def _sqlite(tmp: Path) -> Iterator[Backend]:
         con.execute(sql)
     con.commit()
     con.close()
-    yield Backend("sqlite", DatabaseConfig(name="lite", type="sqlite", path=str(path)))
+    yield Backend("sqlite", database_config(name="lite", type="sqlite", path=str(path)))
 
 
 def _duckdb(tmp: Path) -> Iterator[Backend]:
@@ -138,7 +139,7 @@ def _duckdb(tmp: Path) -> Iterator[Backend]:
     for sql in SCHEMA:
         con.execute(sql)
     con.close()
-    yield Backend("duckdb", DatabaseConfig(name="duck", type="duckdb", path=str(path)))
+    yield Backend("duckdb", database_config(name="duck", type="duckdb", path=str(path)))
 
 
 @pytest.fixture(
@@ -178,15 +179,8 @@ def safety_config(backend: Backend) -> Config:
     db = backend.db
     fields = {
         k: v
-        for k, v in (
-            ("host", db.host),
-            ("port", db.port),
-            ("user", db.user),
-            ("database", db.database),
-            ("dsn", db.dsn),
-            ("path", db.path),
-        )
-        if v is not None
+        for k in ("host", "port", "user", "database", "dsn", "path")
+        if (v := getattr(db, k, None)) is not None
     }
     inline = ", ".join(
         f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in fields.items()

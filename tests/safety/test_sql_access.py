@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlglot
 
-from safety.sql_access import main_tables, table_access
-from safety.sql_analysis import analyse_sql
+from safety.languages.sql_access import main_tables, table_access
+from safety.languages.sql_analysis import analyse_sql
 
 
 def access(sql: str, dialect: str = "postgres") -> list[tuple[str, str]]:

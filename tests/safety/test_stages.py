@@ -11,10 +11,10 @@ from engine.config import Config, load_config_text
 from safety.ast_checker import AstChecker
 from safety.guardrails import Guardrails
 from safety.injection_analyser import InjectionAnalyser
+from safety.languages.sql_parse import parse
 from safety.pipeline import STAGES, check
 from safety.prompt_guard import PromptGuard
 from safety.rbac_gate import RbacGate
-from safety.sql_parse import parse
 from safety.types import CheckRequest, StepInput
 from tests.safety.conftest import CORPUS_CONFIG, run
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from safety.sql_access import is_cte_reference, is_real_table
-from safety.sql_names import (
+from safety.languages.sql_access import is_cte_reference, is_real_table
+from safety.languages.sql_names import (
     CATALOG_SCHEMAS,
     CATALOG_TABLES,
     CREDENTIAL_SCHEMAS,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from safety.types import Operation
+from safety.types import Operation, TableRef
 
 _BLOCKS = (exp.Select, exp.Update, exp.Delete, exp.Insert)
 _DDL = (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Analyze, exp.Comment)
@@ -35,19 +35,6 @@ _USE = {
     "qualify": "filtered on",
     "conflict": "written",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class TableRef:
-    """A table as written: `name` with optional `schema` and `catalog` (lower-cased)."""
-
-    name: str
-    schema: str = ""
-    catalog: str = ""
-
-    @property
-    def display(self) -> str:
-        return ".".join(p for p in (self.catalog, self.schema, self.name) if p)
 
 
 @dataclass(frozen=True, slots=True)

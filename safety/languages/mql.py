@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from connectors.base import LinkFilter
 from connectors.mongo_query import BODY_KEYS, FILTER_REQUIRED, READ_OPERATIONS, WRITE_OPERATIONS
+from safety.languages.base import Analysis, Language, Rewrite, StepView
 from safety.text_cache import text_cache
-from safety.types import Operation
+from safety.types import Finding, Operation, TableRef
+from safety.verdicts import Block
+
+if TYPE_CHECKING:
+    from connectors.base import Connector, Statement
 
 # The connector's lists are the one source of truth for what a body may say; safety only adds
 # each operation's class (checked at import so a new connector operation cannot go unclassified).
@@ -39,7 +45,7 @@ _CLASS: dict[str, Operation] = {
 if set(_CLASS) != set(READ_OPERATIONS + WRITE_OPERATIONS) or any(
     _CLASS[op] != "SELECT" for op in READ_OPERATIONS
 ):
-    raise ImportError("safety.mql's operation classes disagree with connectors.mongo_query")
+    raise ImportError("the MQL operation classes disagree with connectors.mongo_query")
 OPERATIONS: dict[str, Operation] = {op: _CLASS[op] for op in READ_OPERATIONS + WRITE_OPERATIONS}
 KEYS: frozenset[str] = BODY_KEYS
 # Server-side JavaScript and writes from inside a read: refused wherever they appear.
@@ -83,6 +89,7 @@ class MqlAnalysis:
     fields: tuple[str, ...] = ()  # top-level field names read, filtered, sorted or written
     excluded: frozenset[str] = frozenset()  # fields a find projection excludes
     returns_all: bool = False  # whole documents come back (no inclusion projection)
+    injection_warnings: tuple[str, ...] = ()  # MQL findings always block
 
 
 @text_cache
@@ -312,3 +319,87 @@ def rewrite_mql(text: str, cap: int | None, max_time_ms: int) -> str:
         body["pipeline"] = pipeline
     body["maxTimeMS"] = max_time_ms
     return msgspec.json.encode(body).decode()
+
+
+_ROW_OPS = frozenset({"find", "aggregate"})
+
+
+class MqlLanguage(Language):
+    """MongoDB query bodies (the JSON shape in the module docstring)."""
+
+    name: ClassVar[str] = "mql"
+
+    def analyse(self, text: str, dialect: str) -> MqlAnalysis:
+        return analyse_mql(text)
+
+    def declared(self, table: str) -> TableRef:
+        return TableRef(table)
+
+    def access(self, analysis: Analysis, table: str) -> list[tuple[TableRef, Operation]]:
+        assert isinstance(analysis, MqlAnalysis)
+        if analysis.error is not None:
+            return []
+        out: list[tuple[TableRef, Operation]] = [(TableRef(table), analysis.operation)]
+        out += [(TableRef(name), "SELECT") for name in analysis.lookups]
+        return out
+
+    def unbounded_targets(
+        self, analysis: Analysis, access: list[tuple[TableRef, Operation]], declared: TableRef
+    ) -> list[tuple[TableRef, Operation]]:
+        # only the step's own collection is written; $lookup targets are read
+        return [(ref, op) for ref, op in access if op in ("UPDATE", "DELETE") and ref == declared]
+
+    def target_problem(self, analysis: Analysis, step: StepView) -> Finding | None:
+        assert isinstance(analysis, MqlAnalysis)
+        if analysis.collection is not None and analysis.collection != step.table:
+            return (
+                f"the body names collection {analysis.collection!r}, but the step's "
+                f"table is {step.table!r}",
+                "set the step's table to the collection the body queries, or "
+                "drop `collection` from the body",
+            )
+        return None
+
+    def column_block(self, analysis: Analysis, step: StepView) -> Block | None:
+        assert isinstance(analysis, MqlAnalysis)
+        grant = step.grant(self.declared(step.table))
+        denied = grant.deny_columns
+        if not denied:
+            return None
+        where = f"{step.database}.{step.table}"
+        for field in analysis.fields:
+            if field.lower() in denied:
+                return Block(
+                    f"Access denied: field {where}.{field} is denied; policy "
+                    f"{grant.entry}.deny_columns",
+                    f"remove {field} from the body, or from {grant.entry}.deny_columns",
+                    f"{grant.entry}.deny_columns",
+                )
+        hidden = {f.lower() for f in analysis.excluded}
+        if analysis.returns_all and not denied <= hidden:
+            return Block(
+                f"Access denied: whole documents of {where} would return denied fields "
+                f"({', '.join(sorted(denied))})",
+                "list the fields you need in `projection` (or a $project stage), or exclude "
+                "the denied ones",
+                f"{grant.entry}.deny_columns",
+            )
+        return None
+
+    def prompt_text(self, query: str) -> str:
+        # a JSON body: its strings are data, judged by the later stages
+        return "" if query.lstrip().startswith("{") else query
+
+    def rewrite(
+        self, analysis: Analysis, query: str, dialect: str, cap: int, timeout: float
+    ) -> Rewrite:
+        assert isinstance(analysis, MqlAnalysis)
+        row_cap = cap if analysis.op_name in _ROW_OPS else None
+        # the link's $match goes first in the body, so it filters before the cap
+        return Rewrite(rewrite_mql(query, row_cap, max(1, int(timeout * 1000))), row_cap)
+
+    def empty_probe(
+        self, statement: Statement, connector: Connector, link_column: str | None
+    ) -> Statement:
+        # an empty link matches nothing: the connector's own filter, with no values
+        return connector.with_link(statement, LinkFilter(link_column or "_id", [], "VARCHAR"))

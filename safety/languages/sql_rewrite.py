@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL
 
-from safety.sql_parse import parse
+from safety.languages.sql_parse import parse
 from safety.text_cache import text_cache
 
 

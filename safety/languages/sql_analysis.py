@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from safety.sql_access import (
+from safety.languages.sql_access import (
     ColumnUse,
     TableRef,
     column_uses,
@@ -19,9 +19,9 @@ from safety.sql_access import (
     statement_operation,
     table_access,
 )
-from safety.sql_findings import Finding, find, is_tautology
-from safety.sql_names import FILE_LIKE
-from safety.sql_parse import Parsed, parse
+from safety.languages.sql_findings import Finding, find, is_tautology
+from safety.languages.sql_names import FILE_LIKE
+from safety.languages.sql_parse import Parsed, parse
 from safety.text_cache import text_cache
 from safety.types import Operation
 
