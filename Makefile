@@ -35,6 +35,7 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: install-test services
 	$(BIN)/pip install -q -e '.[bench]'

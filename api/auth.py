@@ -196,7 +196,7 @@ class BearerAuth:
 def _bearer(scope: Scope) -> str | None:
     for key, value in scope.get("headers", []):
         if key == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            scheme, _, token = bytes(value).decode("latin-1").strip().partition(" ")
             token = token.strip()
             if scheme.lower() == "bearer" and token:
                 return token

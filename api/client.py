@@ -29,7 +29,8 @@ class ApiFailure(Exception):
     """Raised when the server answers with an error status; `body` is its JSON envelope."""
 
     def __init__(self, status: int, body: dict[str, Any], headers: httpx.Headers) -> None:
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        raw = body.get("error")
+        error: dict[str, Any] = raw if isinstance(raw, dict) else {}
         self.status = status
         self.body = body
         self.code: str | None = error.get("code") or error.get("stage")
@@ -79,8 +80,13 @@ class Client:
             raise ApiFailure(resp.status_code, body, resp.headers)
         return resp
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return _JSON.decode(self._call(method, path, **kw).content)
+    def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        body = _JSON.decode(self._call(method, path, **kw).content)
+        if not isinstance(body, dict):
+            raise ApiFailure(
+                200, {"error": {"message": f"expected a JSON object: {body!r}"}}, httpx.Headers()
+            )
+        return body
 
     # -- queries -----------------------------------------------------------------------------
     def query(
@@ -101,7 +107,7 @@ class Client:
         }
         if language:
             body["language"] = language
-        return self._json("POST", "/v1/query/simple", json=body)  # type: ignore[no-any-return]
+        return self._json("POST", "/v1/query/simple", json=body)
 
     def federated(
         self, steps: list[dict[str, Any]], merge: str | None = None, *, dry_run: bool = False
@@ -109,14 +115,14 @@ class Client:
         """POST /v1/query (a DAG of steps plus an optional DuckDB merge)."""
         return self._json(
             "POST",
-            "/v1/query",  # type: ignore[no-any-return]
+            "/v1/query",
             json={"steps": steps, "merge": merge, "dry_run": dry_run},
         )
 
     def result_page(self, request_id: str, page: int = 1, size: int = 100) -> dict[str, Any]:
         return self._json(
             "GET",
-            f"/v1/results/{request_id}",  # type: ignore[no-any-return]
+            f"/v1/results/{request_id}",
             params={"page": page, "size": size},
         )
 
@@ -161,7 +167,7 @@ class Client:
             "idempotency_key": idempotency_key,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
-        return self._json("POST", "/v1/runs", json=body)  # type: ignore[no-any-return]
+        return self._json("POST", "/v1/runs", json=body)
 
     def runs(
         self,
@@ -186,7 +192,7 @@ class Client:
             if v is not None
         }
         params["limit"] = str(limit)
-        return self._json("GET", "/v1/runs", params=params)  # type: ignore[no-any-return]
+        return self._json("GET", "/v1/runs", params=params)
 
     def iter_runs(self, **filters: Any) -> Iterator[dict[str, Any]]:
         cursor = None
@@ -198,10 +204,10 @@ class Client:
                 return
 
     def run(self, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/runs/{run_id}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/runs/{run_id}")
 
     def cancel(self, run_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/runs/{run_id}/cancel")  # type: ignore[no-any-return]
+        return self._json("POST", f"/v1/runs/{run_id}/cancel")
 
     def delete(self, run_id: str) -> None:
         self._call("DELETE", f"/v1/runs/{run_id}")

@@ -1,5 +1,6 @@
-"""The only place that knows HTTP statuses: exception class -> (status, envelope), found by
-walking the exception's MRO over one table (as starlette's _exception_handler does)."""
+"""The one place that turns an exception into its HTTP answer: a SluiceError carries its own
+status, details and headers (each error class declares them); anything else is a 500 with
+no trace leaked."""
 
 from __future__ import annotations
 
@@ -8,23 +9,9 @@ from typing import Any
 
 import msgspec
 
-from api.envelopes import ErrorBody, ErrorEnvelope
-from connectors.errors import (
-    ConnectorError,
-    ConnectorUnavailable,
-    QueryFailed,
-    QueryTimedOut,
-    SluiceError,
-)
-from engine import errors as engine_errors
-from engine.errors import (
-    ConfigError,
-    DatabaseUnreachable,
-    InvalidRequest,
-    ResultNotFound,
-    UnknownDatabase,
-    UnknownTable,
-)
+from api.envelopes import BlockedError, ErrorBody, ErrorEnvelope, QueryBlocked
+from api.service import SafetyBlocked
+from connectors.errors import SluiceError
 
 log = logging.getLogger("sluice.api")
 
@@ -42,66 +29,40 @@ class ApiError(SluiceError):
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message, suggestion=suggestion)
+        super().__init__(message, suggestion=suggestion, details=details, headers=headers)
         self.status = status
         self.code = code
-        self.details = details
-        self.headers = headers or {}
-
-
-STATUS: dict[type[BaseException], int] = {
-    InvalidRequest: 400,
-    ConfigError: 400,
-    UnknownDatabase: 404,
-    UnknownTable: 404,
-    ResultNotFound: 404,
-    DatabaseUnreachable: 503,
-    QueryTimedOut: 504,
-    ConnectorUnavailable: 503,
-    QueryFailed: 500,
-    ConnectorError: 500,
-    SluiceError: 500,
-}
-
-# the federated engine adds these; looked up by name so the table stays in one place
-for _name, _status in (
-    ("StepFailed", 500),
-    ("MergeFailed", 500),
-    ("MergeBlocked", 400),
-    ("InvalidQuery", 400),
-    ("ResultTooLarge", 413),
-    ("InlineTooLarge", 413),
-    ("ServerBusy", 503),
-    ("RequestTimedOut", 504),
-):
-    _cls = getattr(engine_errors, _name, None)
-    if isinstance(_cls, type):
-        STATUS[_cls] = _status
 
 
 def status_for(exc: BaseException) -> int:
-    if isinstance(exc, ApiError):
-        return exc.status
-    if isinstance(exc, engine_errors.StepFailed):
-        # a step's failure keeps its cause's server-side status: timeout 504, unreachable 503
-        return max(500, status_for(exc.cause))
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
+    """Every SluiceError carries its status; anything else is a 500."""
+    return exc.status if isinstance(exc, SluiceError) else 500
 
 
-def envelope_for(exc: BaseException, request_id: str) -> tuple[int, ErrorEnvelope]:
-    """The status and JSON envelope for any exception; unexpected ones never leak a trace."""
+def envelope_for(
+    exc: BaseException, request_id: str
+) -> tuple[int, ErrorEnvelope | QueryBlocked, dict[str, str] | None]:
+    """The status, JSON envelope and extra headers for any exception; unexpected ones never
+    leak a trace. A safety block has its own envelope (`status: blocked`)."""
     status = status_for(exc)
+    if isinstance(exc, SafetyBlocked):
+        b = exc.block
+        blocked = QueryBlocked(
+            request_id=request_id,
+            status="blocked",
+            error=BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
+        )
+        return status, blocked, exc.headers or None
     if isinstance(exc, SluiceError):
         body = ErrorBody(
-            code=exc.code,
-            message=exc.message,
-            suggestion=exc.suggestion,
-            details=getattr(exc, "details", None),
+            code=exc.code, message=exc.message, suggestion=exc.suggestion, details=exc.details
         )
-    elif isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
+        return (
+            status,
+            ErrorEnvelope(request_id=request_id, status="error", error=body),
+            (exc.headers or None),
+        )
+    if isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
         status = 400
         body = ErrorBody(
             code="invalid_body",
@@ -115,7 +76,7 @@ def envelope_for(exc: BaseException, request_id: str) -> tuple[int, ErrorEnvelop
             message=f"internal error ({type(exc).__name__}); see the server log "
             f"for request {request_id}",
         )
-    return status, ErrorEnvelope(request_id=request_id, status="error", error=body)
+    return status, ErrorEnvelope(request_id=request_id, status="error", error=body), None
 
 
 def _body_message(exc: Exception) -> str:

@@ -17,6 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.runs import RunHooks
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "<unmatched>"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -165,7 +167,7 @@ def safety_blocked(stage: str, metrics: Metrics = METRICS) -> None:
     metrics.blocks.labels(stage).inc()
 
 
-class RunMetrics:
+class RunMetrics(RunHooks):
     """The run manager's hooks (engine.runs.RunHooks) writing into Metrics."""
 
     def __init__(self, metrics: Metrics = METRICS) -> None:

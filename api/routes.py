@@ -20,11 +20,11 @@ from api import envelopes as env
 from api.errors import ApiError, envelope_for
 from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
-from api.service import QueryBlocked, RequestContext
+from api.service import RequestContext
 from api.version import VERSION
 from connectors.base import TableInfo
 from engine.bounds import parse_bounded
-from engine.errors import ServerBusy, UnknownDatabase, UnknownTable
+from engine.errors import UnknownDatabase, UnknownTable
 from engine.ir import FederatedQuery
 from engine.offload import off_loop
 from engine.results import Reader
@@ -58,21 +58,8 @@ def json_endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
         rid = request_id_of(request.scope)
         try:
             result = await func(request)
-        except QueryBlocked as exc:
-            b = exc.block
-            return MsgspecResponse(
-                env.QueryBlocked(
-                    request_id=rid,
-                    status="blocked",
-                    error=env.BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
-                ),
-                status_code=403,
-            )
         except Exception as exc:
-            status, envelope = envelope_for(exc, rid)
-            headers = exc.headers if isinstance(exc, ApiError) else None
-            if isinstance(exc, ServerBusy):
-                headers = {"Retry-After": str(exc.retry_after)}
+            status, envelope, headers = envelope_for(exc, rid)
             return MsgspecResponse(envelope, status_code=status, headers=headers)
         if isinstance(result, Response):
             return result
@@ -264,7 +251,7 @@ async def table_detail(request: Request) -> TableInfo:
     state = catalog.get(name)
     if state is None or not database_visible(config, principal, name):
         raise UnknownDatabase(name, service.visible_databases(principal))
-    found = await catalog.find_table(state, table)
+    found: TableInfo | None = await catalog.find_table(state, table)
     view = None if found is None else table_view(grants_for(config, principal, state.config), found)
     if view is None:  # a table it may not see is as absent as a missing one
         raise UnknownTable(name, table, service.visible_tables(principal, state))

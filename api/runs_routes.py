@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api import metrics as m
+from api.envelopes import QuerySuccess
 from api.errors import ApiError
 from api.routes import Endpoint, int_param, json_endpoint, request_context
 from api.sse import sse_response
@@ -35,18 +36,12 @@ from engine.ir import FederatedQuery
 from engine.offload import off_loop
 from engine.parse_pool import ParsePool
 from engine.run_store import (
-    IdempotencyConflict,
-    InvalidCursor,
     RunRecord,
     encode_cursor,
     open_store,
 )
 from engine.runs import (
-    NotAccepting,
-    QueueFull,
     RunManager,
-    RunNotFound,
-    RunNotTerminal,
     RunOutcome,
     RunProgress,
     run_digest,
@@ -114,16 +109,15 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
     """Validation and safety, synchronously: each refusal is a 422 with details."""
     ctx = request_context(request)
     try:
-        outcome = service.check_federated(query, ctx)
+        outcome, _ = service.check_federated(query, ctx)
     except SluiceError as exc:
-        details = dict(getattr(exc, "details", None) or {})
-        if getattr(exc, "step_id", None):
-            details.setdefault("step_id", exc.step_id)  # type: ignore[attr-defined]
+        details = dict(exc.details or {})
+        step_id = getattr(exc, "step_id", None)
+        if step_id:
+            details.setdefault("step_id", step_id)
         raise ApiError(
             422, exc.code, exc.message, suggestion=exc.suggestion, details=details or None
         ) from None
-    if isinstance(outcome, tuple):  # (SafetyOutcome, CheckRequest)
-        outcome = outcome[0]
     block = outcome.block
     if block is not None:
         m.safety_blocked(block.stage)
@@ -176,34 +170,8 @@ async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]
 
 # -- handlers ---------------------------------------------------------------------------------
 def manager_of(request: Request) -> RunManager:
-    return request.app.state.runs  # type: ignore[no-any-return]
-
-
-def translate(exc: Exception) -> ApiError:
-    """The run manager's conditions as HTTP errors."""
-    match exc:
-        case QueueFull():
-            return ApiError(
-                429,
-                exc.code,
-                exc.message,
-                suggestion=exc.suggestion,
-                details=exc.details,
-                headers={"Retry-After": str(exc.retry_after)},
-            )
-        case NotAccepting():
-            return ApiError(
-                503, exc.code, exc.message, suggestion=exc.suggestion, headers={"Retry-After": "5"}
-            )
-        case IdempotencyConflict():
-            return ApiError(
-                409, exc.code, exc.message, suggestion=exc.suggestion, details=exc.details
-            )
-        case RunNotFound():
-            return ApiError(404, exc.code, exc.message, suggestion=exc.suggestion)
-        case RunNotTerminal():
-            return ApiError(409, exc.code, exc.message, suggestion=exc.suggestion)
-    raise exc
+    runs: RunManager = request.app.state.runs
+    return runs
 
 
 def _decode_body(raw: bytes, max_nesting: int) -> RunSubmit:
@@ -291,25 +259,22 @@ async def submit_run(request: Request) -> Response:
         timeout_secs=body.timeout_secs,
         options={"doctor_first": body.doctor_first},
     )
-    try:
-        # a replay is answered before any check or admission (never a 429 for a known run)
-        existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
-        if existing is None:
-            check(request.app.state.service, query, request)
-            report = await doctor(request, query) if body.doctor_first else None
-            existing, _ = await runs.submit(
-                config,
-                name=body.name,
-                labels=body.labels,
-                timeout_secs=body.timeout_secs,
-                idempotency_key=body.idempotency_key,
-                doctor_report=report,
-                principal=request.scope.get("state", {}).get("principal"),
-                options={"doctor_first": body.doctor_first},
-                steps=[s.step_id for s in query.steps],
-            )
-    except (QueueFull, NotAccepting, IdempotencyConflict) as exc:
-        raise translate(exc) from None
+    # a replay is answered before any check or admission (never a 429 for a known run)
+    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+    if existing is None:
+        check(request.app.state.service, query, request)
+        report = await doctor(request, query) if body.doctor_first else None
+        existing, _ = await runs.submit(
+            config,
+            name=body.name,
+            labels=body.labels,
+            timeout_secs=body.timeout_secs,
+            idempotency_key=body.idempotency_key,
+            doctor_report=report,
+            principal=request.scope.get("state", {}).get("principal"),
+            options={"doctor_first": body.doctor_first},
+            steps=[s.step_id for s in query.steps],
+        )
     accepted = RunAccepted(
         run_id=existing.run_id,
         status=existing.status,
@@ -350,17 +315,14 @@ async def list_runs(request: Request) -> RunList:
             f"unknown status {bad[0]!r}",
             suggestion=f"use one of {', '.join(STATUSES)} (comma-separated)",
         )
-    try:
-        runs = await manager_of(request).list(
-            status=statuses,
-            name=request.query_params.get("name"),
-            since=_time_param(request, "since"),
-            until=_time_param(request, "until"),
-            limit=limit + 1,
-            cursor=request.query_params.get("cursor"),
-        )
-    except InvalidCursor as exc:
-        raise ApiError(400, exc.code, exc.message, suggestion=exc.suggestion) from None
+    runs = await manager_of(request).list(
+        status=statuses,
+        name=request.query_params.get("name"),
+        since=_time_param(request, "since"),
+        until=_time_param(request, "until"),
+        limit=limit + 1,
+        cursor=request.query_params.get("cursor"),
+    )
     more = len(runs) > limit
     runs = runs[:limit]
     return RunList(
@@ -369,10 +331,7 @@ async def list_runs(request: Request) -> RunList:
 
 
 async def _get(request: Request) -> RunRecord:
-    try:
-        return await manager_of(request).get(request.path_params["run_id"])
-    except RunNotFound as exc:
-        raise translate(exc) from None
+    return await manager_of(request).get(request.path_params["run_id"])
 
 
 @json_endpoint
@@ -383,10 +342,7 @@ async def show_run(request: Request) -> RunView:
 @json_endpoint
 async def delete_run(request: Request) -> Response:
     run_id = request.path_params["run_id"]
-    try:
-        await manager_of(request).delete(run_id)
-    except (RunNotFound, RunNotTerminal) as exc:
-        raise translate(exc) from None
+    await manager_of(request).delete(run_id)
     store = getattr(request.app.state.service, "store", None)
     if store is not None:
         await anyio.to_thread.run_sync(store.delete, run_id)
@@ -395,10 +351,7 @@ async def delete_run(request: Request) -> Response:
 
 @json_endpoint
 async def cancel_run(request: Request) -> Response:
-    try:
-        record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
-    except RunNotFound as exc:
-        raise translate(exc) from None
+    record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
     return Response(
         msgspec.json.encode(view(record)),
         status_code=202 if accepted else 200,
@@ -536,7 +489,9 @@ RUN_ENDPOINTS: list[Endpoint] = [
 
 
 # -- wiring -----------------------------------------------------------------------------------
-def service_executor(service: QueryService):  # type: ignore[no-untyped-def]
+def service_executor(
+    service: QueryService,
+) -> Callable[[RunRecord, RunProgress], Awaitable[RunOutcome]]:
     """Execute a run through QueryService.federated, reporting step progress into the run
     and storing the whole result under the run id."""
     from api.service import RequestContext
@@ -565,6 +520,7 @@ def service_executor(service: QueryService):  # type: ignore[no-untyped-def]
             result_id=record.run_id,
             bound_whole_request=False,  # a run is bounded by its timeout_secs
         )
+        assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:
             state = "completed" if meta.status == "ok" else meta.status
             progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)

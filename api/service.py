@@ -47,7 +47,7 @@ from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult
 from safety import pipeline
 from safety.catalog_view import database_visible, grants_for, tables_view
 from safety.languages import registry as languages
-from safety.types import Block, CheckedStep, CheckRequest, SafetyOutcome, StepInput
+from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -62,12 +62,13 @@ T = TypeVar("T")
 REQUEST_GRACE_S = 1.0  # past a request's time bound, before it is stopped from here
 
 
-class QueryBlocked(SluiceError):
+class SafetyBlocked(SluiceError):
     """Raised when the safety pipeline refused the request (HTTP 403, `status: blocked`)."""
 
     code = "blocked"
+    status = 403
 
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: RequestBlock) -> None:
         super().__init__(block.reason, suggestion=block.suggestion)
         self.block = block
 
@@ -154,7 +155,7 @@ class QueryService:
         started: float,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise QueryBlocked(outcome.block)
+            raise SafetyBlocked(outcome.block)
         step = outcome.steps[0]
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if req.dry_run:
@@ -275,7 +276,7 @@ class QueryService:
         result_id: str | None,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise QueryBlocked(outcome.block)
+            raise SafetyBlocked(outcome.block)
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:

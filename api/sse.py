@@ -97,9 +97,9 @@ async def run_events(manager: RunManager, run_id: str, after: int = 0) -> AsyncI
                 "truncated",
                 {"after": after, "next_id": lines[0].seq, "dropped": lines[0].seq - after - 1},
             )
-        for ln in lines:
-            yield _log(ln.seq, ln.ts, ln.level, ln.message)
-            after = ln.seq
+        for stored in lines:
+            yield _log(stored.seq, stored.ts, stored.level, stored.message)
+            after = stored.seq
         if record.terminal:
             yield event("end", {"status": record.status})
             return

@@ -24,7 +24,7 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True
     """Every config struct rejects unknown keys so a typo fails at start, not silently."""
 
 
-class DatabaseConfig(Base, tag_field="type"):
+class DatabaseConfig(Base, tag_field="type", frozen=True):
     """One entry of `databases:`: the fields every database has. `type` is the tag."""
 
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")]
@@ -60,7 +60,7 @@ class DatabaseConfig(Base, tag_field="type"):
         return self
 
 
-class ServerSettings(DatabaseConfig):
+class ServerSettings(DatabaseConfig, frozen=True):
     """A database server: connect with host/port/... or a `dsn`."""
 
     host: str | None = None
@@ -94,7 +94,7 @@ class ServerSettings(DatabaseConfig):
         return None
 
 
-class FileSettings(DatabaseConfig):
+class FileSettings(DatabaseConfig, frozen=True):
     """An embedded database in one file."""
 
     path: str | None = None

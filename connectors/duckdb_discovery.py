@@ -74,7 +74,8 @@ def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:
             for c in cols
         ]
         if estimate is None:
-            estimate = cur.execute(f"SELECT count(*) FROM {qualified}").fetchone()[0]
+            counted = cur.execute(f"SELECT count(*) FROM {qualified}").fetchone()
+            estimate = int(counted[0]) if counted else None
         name = table if schema == "main" else f"{schema}.{table}"
         out.append(
             TableInfo(name=name, fields=fields, row_count_estimate=estimate, description=comment)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar
 
 import anyio
@@ -70,7 +70,7 @@ class _ReadWriteLock:
                     self._cond.notify_all()
 
 
-class DuckDBSettings(FileSettings, tag="duckdb"):
+class DuckDBSettings(FileSettings, tag="duckdb", frozen=True):
     """Where this connector connects (`type: duckdb` in sluice.yaml)."""
 
     def default_schemas(self) -> tuple[str, ...]:
@@ -93,7 +93,7 @@ class DuckDBConnector:
 
     @property
     def _path(self) -> str:
-        return self.config.path or self.config.database or ""
+        return self.config.path or ""
 
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(self._path, read_only=read_only, config=dict(_CONFIG))
@@ -141,7 +141,7 @@ class DuckDBConnector:
         if scope.cancelled_caught:
             raise QueryTimedOut(db, statement.timeout)
 
-    async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
+    async def stream(self, statement: Statement) -> AsyncGenerator[Batch, None]:
         if statement.readonly:
             async with self._limiter, self._lock.read():
                 cursor = await anyio.to_thread.run_sync(self._require().cursor)
@@ -163,7 +163,7 @@ class DuckDBConnector:
 
     async def _read(
         self, cursor: duckdb.DuckDBPyConnection, statement: Statement
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         deadline = anyio.current_time() + statement.timeout
         params = list(statement.params) or None
 

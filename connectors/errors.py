@@ -6,20 +6,34 @@ exception crosses into engine/; each is mapped here.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SluiceError(Exception):
-    """Base class of all errors sluice raises on purpose.
+    """Base class of all errors sluice raises on purpose; each class says how it is answered.
 
-    `code` is a stable machine-readable name that the API puts in its error envelope;
-    `suggestion` tells the user what to do about it.
+    `code` is a stable machine-readable name that the API puts in its error envelope,
+    `status` the HTTP status, `suggestion` what to do about it, `details` structured facts
+    for the envelope and `headers` extra response headers (Retry-After). The API turns any
+    SluiceError into its envelope in one place (api/errors.py) from these alone.
     """
 
-    code = "error"
+    code: str = "error"
+    status: int = 500
 
-    def __init__(self, message: str, *, suggestion: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        suggestion: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.suggestion = suggestion
+        self.details = details
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 class ConnectorError(SluiceError):
@@ -37,6 +51,7 @@ class ConnectorUnavailable(ConnectorError):
     """Raised when the database cannot be reached (connect refused, DNS, auth, pool closed)."""
 
     code = "database_unavailable"
+    status = 503
 
 
 class QueryFailed(ConnectorError):
@@ -49,6 +64,7 @@ class QueryTimedOut(ConnectorError):
     """Raised when a statement ran past its timeout and was stopped on the server."""
 
     code = "query_timeout"
+    status = 504
 
     def __init__(self, database: str, seconds: float) -> None:
         super().__init__(

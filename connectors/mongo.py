@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -98,7 +98,7 @@ DECODE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
 )
 
 
-class MongoSettings(ServerSettings, tag="mongodb"):
+class MongoSettings(ServerSettings, tag="mongodb", frozen=True):
     """A MongoDB server (`dsn` is a mongodb:// URI)."""
 
 
@@ -192,7 +192,7 @@ class MongoConnector:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
+    async def stream(self, statement: Statement) -> AsyncGenerator[Batch, None]:
         db_name = self.config.name
         query = parse(statement, db_name)
         coll = self._database()[query.collection]
@@ -262,7 +262,7 @@ class MongoConnector:
         statement: Statement,
         deadline: float,
         shaper: RowShaper,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         batch_size = max(1, statement.batch_size)
         limit = statement.max_rows
         raw = statement.bulk and query.operation == "find"
@@ -418,9 +418,9 @@ class MongoConnector:
                     )
                     return res.modified_count + (res.upserted_id is not None)
                 case "deleteOne" | "deleteMany":
-                    fn = coll.delete_one if query.operation == "deleteOne" else coll.delete_many
-                    deleted = await fn(query.filter, **extra)
-                    return deleted.deleted_count
+                    remove = coll.delete_one if query.operation == "deleteOne" else coll.delete_many
+                    deleted = await remove(query.filter, **extra)
+                    return int(deleted.deleted_count)
         raise AssertionError(query.operation)  # parse() allows only the cases above
 
     # -- discovery and links ---------------------------------------------------------------

@@ -48,7 +48,7 @@ _FIELD_TYPES: dict[int, str] = {
 _STRING_TYPES = {15, 249, 250, 251, 252, 253, 254}
 
 
-class MySQLSettings(ServerSettings, tag="mysql"):
+class MySQLSettings(ServerSettings, tag="mysql", frozen=True):
     """Where this connector connects (`type: mysql` in sluice.yaml)."""
 
     def default_schemas(self) -> tuple[str, ...]:
@@ -57,7 +57,7 @@ class MySQLSettings(ServerSettings, tag="mysql"):
         return (name.lower(),) if name else ()
 
 
-class MariaDBSettings(MySQLSettings, tag="mariadb"):
+class MariaDBSettings(MySQLSettings, tag="mariadb", frozen=True):
     """MariaDB speaks the MySQL protocol: `type: mariadb` is the same connector."""
 
 

@@ -19,7 +19,7 @@ def _q(ident: str) -> str:
     return "`" + ident.replace("`", "``") + "`"
 
 
-async def _fetch(conn: Any, sql: str, args: tuple[Any, ...] | None = None) -> list[tuple]:
+async def _fetch(conn: Any, sql: str, args: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
     async with conn.cursor() as cur:
         await cur.execute(sql, args)
         return list(await cur.fetchall() or [])
@@ -33,7 +33,7 @@ async def discover_mysql(conn: Any) -> list[TableInfo]:
         "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME LIMIT %s",
         (MAX_TABLES,),
     )
-    cols: dict[str, list[tuple]] = {}
+    cols: dict[str, list[tuple[Any, ...]]] = {}
     for row in await _fetch(
         conn,
         "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -103,7 +103,7 @@ async def arrow_batches(
     deadline: float,
     *,
     database: str,
-) -> AsyncIterator[Batch]:
+) -> AsyncGenerator[Batch, None]:
     """Yield the statement's result as Arrow batches of at most `batch_size` rows."""
     async with pool.limiter:
         with _errors(database, statement, deadline):

@@ -21,7 +21,7 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -45,7 +45,7 @@ STATEMENT_CACHE_SIZE = 1024
 _STATEMENT_TIMEOUT = re.compile(r"statement timeout", re.I)
 
 
-class PostgresSettings(ServerSettings, tag="postgresql"):
+class PostgresSettings(ServerSettings, tag="postgresql", frozen=True):
     """Where this connector connects (`type: postgresql` in sluice.yaml)."""
 
     def default_schemas(self) -> tuple[str, ...]:
@@ -154,7 +154,7 @@ class PostgresConnector:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
+    async def stream(self, statement: Statement) -> AsyncGenerator[Batch, None]:
         # aclosing on every nested generator: one abandoned by an early stop is otherwise
         # closed by asyncio's finaliser in another task, which then releases limiters and
         # connections it does not hold ("this borrower isn't holding any ... tokens")
@@ -191,7 +191,7 @@ class PostgresConnector:
 
     async def _stream_cursor(
         self, conn: Any, statement: Statement, deadline: float
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         limit = statement.max_rows
         mode = "READ ONLY" if statement.readonly else "READ WRITE"
         try:
@@ -271,7 +271,7 @@ class PostgresConnector:
         self._columns[text] = columns
         return columns
 
-    async def _stream_bulk(self, statement: Statement) -> AsyncIterator[Batch]:
+    async def _stream_bulk(self, statement: Statement) -> AsyncGenerator[Batch, None]:
         self._require_pool()
         assert self._adbc is not None
         deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -63,7 +63,7 @@ def get(type_name: str) -> type[Connector]:
     ep = _points().get(type_name)
     if ep is None:
         raise UnknownConnector(unknown_type_message(type_name))
-    cls = ep.load()
+    cls = cast("type[Connector]", ep.load())
     _settings_of(type_name, cls)
     _loaded[type_name] = cls
     return cls

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import sqlite3
 import threading
@@ -115,7 +116,7 @@ sqlite3.register_adapter(Decimal, str)
 sqlite3.register_adapter(uuid.UUID, str)
 
 
-class SQLiteSettings(FileSettings, tag="sqlite"):
+class SQLiteSettings(FileSettings, tag="sqlite", frozen=True):
     """Where this connector connects (`type: sqlite` in sluice.yaml)."""
 
     def default_schemas(self) -> tuple[str, ...]:
@@ -139,7 +140,7 @@ class SQLiteConnector:
         self._opened = False
 
     def _connect(self) -> sqlite3.Connection:
-        path = Path(self.config.path or self.config.database or "")
+        path = Path(self.config.path or "")
         uri = f"{path.resolve().as_uri()}?mode=rw"
         conn = sqlite3.connect(
             uri,
@@ -156,7 +157,7 @@ class SQLiteConnector:
     async def open(self) -> None:
         if self._opened:
             return
-        if not (self.config.path or self.config.database):
+        if not self.config.path:
             raise ConnectorUnavailable(self.config.name, "no `path` configured for sqlite")
         try:
             conn = await anyio.to_thread.run_sync(self._connect)
@@ -259,7 +260,7 @@ class SQLiteConnector:
                     )
                     with self._errors(statement, deadline):
                         rows = await call_interruptible(
-                            lambda n=want: cursor.fetchmany(n), conn.interrupt
+                            functools.partial(cursor.fetchmany, want), conn.interrupt
                         )
                     if columns is None:
                         columns = _columns(names, rows)

@@ -27,7 +27,7 @@ from engine.errors import ConfigError
 from safety.config import Permissions, SafetyConfig
 
 
-class TokenConfig(Base):
+class TokenConfig(Base, frozen=True):
     """A bearer token (or its sha256 hex) naming a principal, with an optional rate limit."""
 
     principal: str
@@ -38,13 +38,13 @@ class TokenConfig(Base):
     admin: bool = False
 
 
-class AuthConfig(Base):
+class AuthConfig(Base, frozen=True):
     tokens: list[TokenConfig] = msgspec.field(default_factory=list)
     # wrong or missing tokens one client address may present a minute (429 past it)
     failed_attempts_per_minute: PositiveInt = 30
 
 
-class ServerConfig(Base):
+class ServerConfig(Base, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
     data_dir: str = ".sluice"
@@ -66,7 +66,7 @@ class ServerConfig(Base):
     cors_origins: list[str] = msgspec.field(default_factory=list)  # browser apps allowed
 
 
-class LimitsConfig(Base):
+class LimitsConfig(Base, frozen=True):
     """Bounds on every piece of work one request can ask for (enforced while it grows)."""
 
     max_steps: PositiveInt = 64  # steps of one federated query or run
@@ -81,7 +81,7 @@ class LimitsConfig(Base):
     max_bytes_in_flight: PositiveInt = 256 * 1024**2  # request bodies and answers being built
 
 
-class Config(Base):
+class Config(Base, frozen=True):
     databases: list[DatabaseConfig] = msgspec.field(default_factory=list)
     safety: SafetyConfig = msgspec.field(default_factory=SafetyConfig)
     permissions: Permissions = msgspec.field(default_factory=Permissions)

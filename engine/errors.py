@@ -9,6 +9,7 @@ class ConfigError(SluiceError, ValueError):
     """Raised when sluice.yaml cannot be read or validated; lists every problem found."""
 
     code = "invalid_config"
+    status = 400
 
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
@@ -21,6 +22,7 @@ class UnknownDatabase(SluiceError, LookupError):
     """Raised when a request names a database that is not configured."""
 
     code = "unknown_database"
+    status = 404
 
     def __init__(self, name: str, known: list[str]) -> None:
         import difflib
@@ -38,6 +40,7 @@ class UnknownTable(SluiceError, LookupError):
     """Raised when a table is not in the database's discovered schema."""
 
     code = "unknown_table"
+    status = 404
 
     def __init__(self, database: str, table: str, known: list[str]) -> None:
         import difflib
@@ -54,18 +57,21 @@ class DatabaseUnreachable(SluiceError):
     """Raised when a request needs a database that was unreachable at its last probe."""
 
     code = "database_unavailable"
+    status = 503
 
 
 class InvalidRequest(SluiceError, ValueError):
     """Raised for a well-formed body whose content is not valid (bad language, bad DAG)."""
 
     code = "invalid_request"
+    status = 400
 
 
 class ResultNotFound(SluiceError, LookupError):
     """Raised when a stored result is unknown or has expired."""
 
     code = "result_not_found"
+    status = 404
 
     def __init__(self, request_id: str) -> None:
         super().__init__(
@@ -129,6 +135,8 @@ class StepFailed(SluiceError):
         self.step_id = step_id
         self.database = database
         self.cause = cause
+        # a step's failure keeps its cause's server-side status: timeout 504, unreachable 503
+        self.status = max(500, cause.status if isinstance(cause, SluiceError) else 500)
         self.details = {
             "step_id": step_id,
             "database": database,
@@ -163,6 +171,7 @@ class ResultTooLarge(SluiceError):
     """Raised while a result is written, once it passes its byte bound; nothing is kept."""
 
     code = "result_too_large"
+    status = 413
 
     def __init__(self, limit: int, setting: str) -> None:
         super().__init__(
@@ -178,6 +187,7 @@ class RequestTimedOut(SluiceError):
     time bound; whatever was running was stopped."""
 
     code = "request_timeout"
+    status = 504
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
@@ -206,6 +216,7 @@ class InlineTooLarge(SluiceError):
     """Raised when a simple query's answer would encode past limits.max_inline_bytes."""
 
     code = "answer_too_large"
+    status = 413
 
     def __init__(self, limit: int) -> None:
         super().__init__(
@@ -230,10 +241,15 @@ class ServerBusy(SluiceError):
     """Raised when the process is at a bound shared by every request (503, Retry-After)."""
 
     code = "server_busy"
+    status = 503
     retry_after = 1
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, suggestion="retry after 1s, or raise the bound it names")
+        super().__init__(
+            message,
+            suggestion="retry after 1s, or raise the bound it names",
+            headers={"Retry-After": str(self.retry_after)},
+        )
 
 
 class ParseTooCostly(InvalidRequest):

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from connectors.base import Batch, Column, Connector, LinkFilter, Statement
 from connectors.errors import QueryTimedOut

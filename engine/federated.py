@@ -325,7 +325,7 @@ def _result(
         columns=stored.columns if stored else [],
         rows=stored.head if stored else [],
         row_count=total,
-        truncated=bool(stored) and total > len(stored.head),  # type: ignore[union-attr]
+        truncated=stored is not None and total > len(stored.head),
         steps=steps,
         merge_latency_ms=merge_ms,
         execution_time_ms=round((time.perf_counter() - started) * 1000, 3),

@@ -35,7 +35,7 @@ def distinct_values(batch: Batch, index: int) -> list[Any]:
     if batch.arrow is not None:
         col = batch.arrow.column(index)
         try:
-            return pc.unique(col).drop_null().to_pylist()
+            return list(pc.unique(col).drop_null().to_pylist())
         except pa.ArrowNotImplementedError:  # extension types (arrow.uuid from ADBC)
             return list({v for v in col.to_pylist() if v is not None})
     return list({row[index] for row in batch.rows or () if row[index] is not None})

@@ -286,7 +286,8 @@ class ResultStore:
                     groups.append(i)
                 offset += n
             table = file.read_row_groups(groups)
-        return table.slice(start - first_offset, stop - start).to_pylist()
+        rows: list[dict[str, Any]] = table.slice(start - first_offset, stop - start).to_pylist()
+        return rows
 
     def file(self, request_id: str, reader: Reader | None = None) -> Path:
         """The stored result's Parquet file (whole-result downloads). Raises ResultNotFound."""

@@ -12,6 +12,7 @@ inserts the run: two concurrent submits with one key create one run, across proc
 from __future__ import annotations
 
 import base64
+import builtins
 import os
 import re
 import secrets
@@ -87,6 +88,7 @@ class IdempotencyConflict(SluiceError):
     """Raised when an idempotency key is reused with a different payload (HTTP 409)."""
 
     code = "idempotency_conflict"
+    status = 409
 
     def __init__(self, key: str, run_id: str) -> None:
         super().__init__(
@@ -100,6 +102,7 @@ class InvalidCursor(SluiceError, ValueError):
     """Raised when a list cursor was not produced by this server."""
 
     code = "invalid_cursor"
+    status = 400
 
 
 _last_id = 0
@@ -142,7 +145,12 @@ _LABELS = msgspec.json.Decoder(dict[str, str])
 _STEPS = msgspec.json.Decoder(list[StepState])
 _ERROR = msgspec.json.Decoder(RunError | None)
 _REPORT = msgspec.json.Decoder(list[dict[str, Any]] | None)
-_DECODERS = {"labels": _LABELS, "steps": _STEPS, "error": _ERROR, "doctor_report": _REPORT}
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "labels": _LABELS,
+    "steps": _STEPS,
+    "error": _ERROR,
+    "doctor_report": _REPORT,
+}
 
 
 def _to_db(name: str, value: Any) -> Any:
@@ -273,9 +281,9 @@ class RunStore(ABC):
         until: float | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> list[RunRecord]:
-        where: list[str] = []
-        args: list[Any] = []
+    ) -> builtins.list[RunRecord]:
+        where: builtins.list[str] = []
+        args: builtins.list[Any] = []
         if status:
             where.append(f"status IN ({', '.join('?' for _ in status)})")
             args += list(status)
@@ -343,7 +351,7 @@ class RunStore(ABC):
         rows = await self._fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
 
-    async def recent_durations(self, n: int = 20) -> list[float]:
+    async def recent_durations(self, n: int = 20) -> builtins.list[float]:
         rows = await self._fetch(
             "SELECT finished_at - started_at AS d FROM runs WHERE status = 'completed' "
             "AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
@@ -351,11 +359,11 @@ class RunStore(ABC):
         )
         return [float(r["d"]) for r in rows if r["d"] is not None]
 
-    async def owned_running(self, owner: str) -> list[RunRecord]:
+    async def owned_running(self, owner: str) -> builtins.list[RunRecord]:
         rows = await self._fetch("SELECT * FROM runs WHERE status = 'running' AND owner = ?", owner)
         return [_from_row(r) for r in rows]
 
-    async def orphaned(self, owner: str, stale_before: float | None) -> list[RunRecord]:
+    async def orphaned(self, owner: str, stale_before: float | None) -> builtins.list[RunRecord]:
         """Running runs whose process is gone: all of them not owned by `owner` in an
         exclusive store (stale_before None), else those whose heartbeat stopped."""
         if stale_before is None:
@@ -402,7 +410,7 @@ class RunStore(ABC):
             "DELETE FROM run_logs WHERE run_id = ? AND seq <= ?", run_id, last - keep
         )
 
-    async def logs(self, run_id: str, after: int = 0) -> list[StoredLog]:
+    async def logs(self, run_id: str, after: int = 0) -> builtins.list[StoredLog]:
         rows = await self._fetch(
             "SELECT seq, ts, level, message FROM run_logs "
             "WHERE run_id = ? AND seq > ? ORDER BY seq",
@@ -416,7 +424,7 @@ class RunStore(ABC):
         return int(rows[0]["m"] or 0)
 
 
-def _row_values(run: RunRecord) -> list[Any]:
+def _row_values(run: RunRecord) -> builtins.list[Any]:
     return [_to_db(k, getattr(run, k)) for k in _COLUMNS]
 
 
@@ -455,8 +463,8 @@ class SqliteRunStore(RunStore):
             raise RuntimeError("run store is not open")
         return self._conn
 
-    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        def go() -> list[dict[str, Any]]:
+    async def _fetch(self, sql: str, *args: Any) -> builtins.list[dict[str, Any]]:
+        def go() -> builtins.list[dict[str, Any]]:
             return [dict(r) for r in self._c().execute(sql, args).fetchall()]
 
         return await anyio.to_thread.run_sync(go, limiter=self._limiter)
@@ -573,7 +581,7 @@ class PostgresRunStore(RunStore):
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async def _fetch(self, sql: str, *args: Any) -> builtins.list[dict[str, Any]]:
         rows = await self._pool.fetch(_numbered(sql), *args)
         return [dict(r) for r in rows]
 

@@ -10,6 +10,7 @@ and, on PostgreSQL, any process sharing the store may run them. What executes a 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -45,25 +46,29 @@ class QueueFull(SluiceError):
     """Raised when a submit finds the run queue at its bound (HTTP 429 with Retry-After)."""
 
     code = "queue_full"
+    status = 429
 
     def __init__(self, queued: int, limit: int, retry_after: int) -> None:
         super().__init__(
             f"the run queue is full ({queued} queued, limit {limit})",
             suggestion=f"retry after {retry_after}s, or raise --max-queued-runs",
+            details={"queued": queued, "max_queued_runs": limit},
+            headers={"Retry-After": str(retry_after)},
         )
         self.retry_after = retry_after
-        self.details = {"queued": queued, "max_queued_runs": limit}
 
 
 class NotAccepting(SluiceError):
     """Raised when a submit arrives while the server drains for shutdown (HTTP 503)."""
 
     code = "shutting_down"
+    status = 503
 
     def __init__(self) -> None:
         super().__init__(
             "the server is shutting down and accepts no new runs",
             suggestion="submit again to another server or after the restart",
+            headers={"Retry-After": "5"},
         )
 
 
@@ -71,6 +76,7 @@ class RunNotFound(SluiceError, LookupError):
     """Raised when a run_id is unknown (never existed or was deleted)."""
 
     code = "run_not_found"
+    status = 404
 
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run {run_id!r}", suggestion="GET /v1/runs lists the known runs")
@@ -80,6 +86,7 @@ class RunNotTerminal(SluiceError):
     """Raised when DELETE targets a run that is still queued or running (HTTP 409)."""
 
     code = "run_not_terminal"
+    status = 409
 
     def __init__(self, run_id: str, status: str) -> None:
         super().__init__(
@@ -359,11 +366,11 @@ class RunManager:
             raise RunNotFound(run_id)
         return record
 
-    async def list(self, **filters: Any) -> list[RunRecord]:
+    async def list(self, **filters: Any) -> builtins.list[RunRecord]:
         runs = await self.store.list(**filters)
         return [self.live[r.run_id].record if r.run_id in self.live else r for r in runs]
 
-    async def logs_after(self, run_id: str, after: int) -> list[StoredLog]:
+    async def logs_after(self, run_id: str, after: int) -> builtins.list[StoredLog]:
         """Persisted lines (for a run whose in-memory buffer is gone or on another process)."""
         await self._flush_logs()
         return await self.store.logs(run_id, after)

@@ -130,7 +130,7 @@ class Sink:
         temp_directory: str | None = None,
         max_temp_size: str | None = None,
     ) -> None:
-        config: dict[str, str | bool | int] = {
+        config: dict[str, str | bool | int | float | list[str]] = {
             "enable_external_access": False,
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,

@@ -17,14 +17,14 @@ Level = Literal["R", "W", "RW", "RA", "RWA", "A", "none"]
 DenyPolicy = Literal["PARTIAL", "BLOCK"]
 
 
-class TablePolicy(Base):
+class TablePolicy(Base, frozen=True):
     """A per-table override: its level and the columns it may never read or filter on."""
 
     level: Level = "R"
     deny_columns: list[str] = msgspec.field(default_factory=list)
 
 
-class DatabasePolicy(Base):
+class DatabasePolicy(Base, frozen=True):
     """A database baseline plus per-table overrides. A table covered by neither is denied."""
 
     level: Level = "none"
@@ -34,14 +34,14 @@ class DatabasePolicy(Base):
 PermissionSet = dict[str, DatabasePolicy]
 
 
-class Permissions(Base):
+class Permissions(Base, frozen=True):
     """`default` applies to requests without a principal of their own (no auth configured)."""
 
     default: PermissionSet = msgspec.field(default_factory=dict)
     principals: dict[str, PermissionSet] = msgspec.field(default_factory=dict)
 
 
-class SafetyConfig(Base):
+class SafetyConfig(Base, frozen=True):
     max_rows_per_query: PositiveInt = 10_000
     inline_rows: PositiveInt = 1_000
     query_timeout_seconds: PositiveFloat = 30.0

@@ -94,11 +94,11 @@ def check(
     return outcome
 
 
-def _block(stage: t.StageName, ctx: StepContext, block: Block) -> t.Block:
+def _block(stage: t.StageName, ctx: StepContext, block: Block) -> t.RequestBlock:
     reason = block.reason
     if ctx.step.step_id and len(ctx.request.steps) > 1:
         reason = f"step {ctx.step.step_id}: {reason}"
-    return t.Block(
+    return t.RequestBlock(
         stage=stage, reason=reason, suggestion=block.suggestion, step_id=ctx.step.step_id
     )
 

@@ -22,7 +22,7 @@ def text_cache(fn: Callable[P, R]) -> Callable[P, R]:
     def lookup(*args: P.args, **kwargs: P.kwargs) -> R:
         if any(isinstance(a, str) and len(a) > CACHE_MAX_CHARS for a in args):
             return fn(*args, **kwargs)
-        return cached(*args, **kwargs)
+        return cached(*args, **kwargs)  # type: ignore[arg-type]  # P.kwargs are hashable here
 
     lookup.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
     return lookup

@@ -85,7 +85,9 @@ class StageVerdict(msgspec.Struct, kw_only=True):
     policy: str | None = None
 
 
-class Block(msgspec.Struct, kw_only=True):
+class RequestBlock(msgspec.Struct, kw_only=True):
+    """Why the whole request is refused: the stage, and the step it refused."""
+
     stage: StageName
     reason: str
     suggestion: str | None = None
@@ -99,7 +101,7 @@ class SafetyOutcome(msgspec.Struct, kw_only=True):
 
     stages_passed: list[StageName] = msgspec.field(default_factory=list)
     warnings: list[str] = msgspec.field(default_factory=list)
-    block: Block | None = None
+    block: RequestBlock | None = None
     steps: list[CheckedStep] = msgspec.field(default_factory=list)
     stripped: list[str] = msgspec.field(default_factory=list)
     verdicts: list[StageVerdict] = msgspec.field(default_factory=list)

@@ -92,7 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from api.envelopes import ENCODER, QuerySuccess
     from api.local import open_service
-    from api.service import QueryBlocked
+    from api.service import SafetyBlocked
     from connectors.errors import SluiceError
     from engine.config import load_config
 
@@ -124,7 +124,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                         language=args.language,
                         dry_run=args.dry_run,
                     )
-            except QueryBlocked as exc:
+            except SafetyBlocked as exc:
                 b = exc.block
                 print(f"blocked by {b.stage}: {b.reason}", file=sys.stderr)
                 if b.suggestion:

@@ -13,7 +13,6 @@ from sqlglot import exp
 
 from safety.languages.sql_access import (
     ColumnUse,
-    TableRef,
     column_uses,
     main_tables,
     statement_operation,
@@ -23,7 +22,7 @@ from safety.languages.sql_findings import Finding, find, is_tautology
 from safety.languages.sql_names import FILE_LIKE
 from safety.languages.sql_parse import Parsed, parse
 from safety.text_cache import text_cache
-from safety.types import Operation
+from safety.types import Operation, TableRef
 
 log = logging.getLogger("sluice.safety")
 

@@ -14,7 +14,9 @@ Two lists come out of one walk:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlglot import exp
 
@@ -236,7 +238,7 @@ def is_tautology(node: exp.Expression) -> bool:
     return False
 
 
-_COMPARE = {
+_COMPARE: dict[type[exp.Expression], Callable[[Any, Any], bool]] = {
     exp.EQ: lambda a, b: a == b,
     exp.NEQ: lambda a, b: a != b,
     exp.GT: lambda a, b: a > b,

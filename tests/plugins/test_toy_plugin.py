@@ -16,7 +16,7 @@ import pytest
 
 from api.envelopes import DryRunResponse, QuerySuccess
 from api.local import open_service
-from api.service import QueryBlocked
+from api.service import SafetyBlocked
 from connectors import registry
 from connectors.errors import SluiceError
 from engine.config import Config, load_config_text
@@ -128,17 +128,17 @@ async def test_the_language_rewrites_and_the_stages_ask_it(config: Config) -> No
         assert step.rewritten == 'SELECT "id", "name" FROM "gadgets" LIMIT 101'
         rows = await session.rows("shelf", "gadgets", "get id, name from gadgets")
         assert rows[:2] == [{"id": 1, "name": "gadget 1"}, {"id": 2, "name": "gadget 2"}]
-        with pytest.raises(QueryBlocked) as denied:
+        with pytest.raises(SafetyBlocked) as denied:
             await session.simple("shelf", "gadgets", "get id, secret from gadgets")
         assert denied.value.block.stage == "RBAC_GATE" and "secret" in denied.value.block.reason
-        with pytest.raises(QueryBlocked) as star:
+        with pytest.raises(SafetyBlocked) as star:
             await session.simple("shelf", "gadgets", "get * from gadgets")
         assert star.value.block.stage == "RBAC_GATE"
-        with pytest.raises(QueryBlocked) as other:
+        with pytest.raises(SafetyBlocked) as other:
             await session.simple("shelf", "gadgets", "get id from toy_kinds")
         assert other.value.block.stage == "AST_CHECKER"  # what is checked is what runs
         assert other.value.block.reason == "toyql reads toy_kinds, not gadgets"
-        with pytest.raises(QueryBlocked) as bad:
+        with pytest.raises(SafetyBlocked) as bad:
             await session.simple("shelf", "gadgets", "SELECT id FROM gadgets")
         assert bad.value.block.stage == "AST_CHECKER"
         assert bad.value.block.reason == "not a toyql body"

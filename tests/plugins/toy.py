@@ -103,7 +103,7 @@ class ToyLanguage(Language):
         )
 
 
-class ToySettings(FileSettings, tag=TYPE):
+class ToySettings(FileSettings, tag=TYPE, frozen=True):
     """A toy database: one SQLite file."""
 
 
