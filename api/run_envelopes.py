@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from api.envelopes import Body
-from engine.run_store import (
-    RunRecord,
-)
+from engine.run_store import RunRecord, client_key
 
 if TYPE_CHECKING:
     pass
@@ -103,7 +101,7 @@ def view(run: RunRecord) -> RunView:
         error=None
         if run.error is None
         else RunErrorView(code=run.error.code, message=run.error.message, reason=run.error.reason),
-        idempotency_key=run.idempotency_key,
+        idempotency_key=None if run.idempotency_key is None else client_key(run.idempotency_key),
         doctor_report=run.doctor_report,
         timeout_secs=run.timeout_secs,
         result=f"/v1/results/{run.run_id}" if run.status == "completed" else None,

@@ -24,7 +24,15 @@ from starlette.responses import Response, StreamingResponse
 from api import metrics as m
 from api.envelopes import QuerySuccess
 from api.errors import ApiError
-from api.routes import Endpoint, int_param, json_endpoint, request_context
+from api.routes import (
+    Endpoint,
+    audit_admin_access,
+    int_param,
+    json_endpoint,
+    principal_of,
+    reader_of,
+    request_context,
+)
 from api.sse import sse_response
 from connectors.errors import SluiceError
 from engine.bounds import check_nesting, parse_bounded
@@ -39,9 +47,11 @@ from engine.run_store import (
     RunRecord,
     encode_cursor,
     open_store,
+    scoped_key,
 )
 from engine.runs import (
     RunManager,
+    RunNotFound,
     RunOutcome,
     RunProgress,
     run_digest,
@@ -259,8 +269,10 @@ async def submit_run(request: Request) -> Response:
         timeout_secs=body.timeout_secs,
         options={"doctor_first": body.doctor_first},
     )
+    principal = principal_of(request)
+    key = None if body.idempotency_key is None else scoped_key(principal, body.idempotency_key)
     # a replay is answered before any check or admission (never a 429 for a known run)
-    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+    existing = await runs.replay(key, digest) if key else None
     if existing is None:
         check(request.app.state.service, query, request)
         report = await doctor(request, query) if body.doctor_first else None
@@ -269,9 +281,9 @@ async def submit_run(request: Request) -> Response:
             name=body.name,
             labels=body.labels,
             timeout_secs=body.timeout_secs,
-            idempotency_key=body.idempotency_key,
+            idempotency_key=key,
             doctor_report=report,
-            principal=request.scope.get("state", {}).get("principal"),
+            principal=principal,
             options={"doctor_first": body.doctor_first},
             steps=[s.step_id for s in query.steps],
         )
@@ -315,7 +327,10 @@ async def list_runs(request: Request) -> RunList:
             f"unknown status {bad[0]!r}",
             suggestion=f"use one of {', '.join(STATUSES)} (comma-separated)",
         )
+    reader = reader_of(request)
     runs = await manager_of(request).list(
+        owner=reader.principal,
+        any_owner=reader.admin,  # the admin grant lists everyone's (audited per run read)
         status=statuses,
         name=request.query_params.get("name"),
         since=_time_param(request, "since"),
@@ -331,7 +346,16 @@ async def list_runs(request: Request) -> RunList:
 
 
 async def _get(request: Request) -> RunRecord:
-    return await manager_of(request).get(request.path_params["run_id"])
+    """The run, if the caller may see it: its own, or any with the admin grant (audited);
+    another principal's run is as absent as an unknown id."""
+    run_id = request.path_params["run_id"]
+    record = await manager_of(request).get(run_id)
+    reader = reader_of(request)
+    if record.principal != reader.principal:
+        if not reader.admin:
+            raise RunNotFound(run_id)
+        audit_admin_access(request, "run", run_id, record.principal)
+    return record
 
 
 @json_endpoint
@@ -341,7 +365,7 @@ async def show_run(request: Request) -> RunView:
 
 @json_endpoint
 async def delete_run(request: Request) -> Response:
-    run_id = request.path_params["run_id"]
+    run_id = (await _get(request)).run_id
     await manager_of(request).delete(run_id)
     store = getattr(request.app.state.service, "store", None)
     if store is not None:
@@ -351,7 +375,7 @@ async def delete_run(request: Request) -> Response:
 
 @json_endpoint
 async def cancel_run(request: Request) -> Response:
-    record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
+    record, accepted = await manager_of(request).cancel((await _get(request)).run_id)
     return Response(
         msgspec.json.encode(view(record)),
         status_code=202 if accepted else 200,

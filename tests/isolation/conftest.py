@@ -19,24 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.heavy import PG_SETUP
 from tests.api.conftest import Server, start_server, stop_server
 from tests.servers import PgServer, fresh_pg
 
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob", "carol": "tok-carol", "admin": "tok-admin"}
-
-PG_SETUP = [
-    "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2))",
-    "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 2000) g",
-    "CREATE TABLE people (id int PRIMARY KEY, name text, email text)",
-    "INSERT INTO people SELECT g, 'person ' || g, 'p' || g || '@example.com' "
-    "FROM generate_series(1, 300) g",
-    "CREATE TABLE secrets (id int PRIMARY KEY, token text)",
-    "INSERT INTO secrets VALUES (1, 'hunter2'), (2, 'swordfish')",
-    # one million narrow rows: the simple path's large-answer cases
-    "CREATE TABLE big (id bigint, label text)",
-    "INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 1000000) g",
-    "ANALYZE",
-]
 
 
 def config_text(pg: PgServer, *, extra_server: str = "", extra_limits: str = "") -> str:

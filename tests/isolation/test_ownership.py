@@ -65,3 +65,75 @@ def test_the_admin_grant_sees_it_and_is_audited(iso: Iso) -> None:
             break
         time.sleep(0.1)
     assert hits and hits[0]["principal"] == "admin" and hits[0]["owner"] == "bob"
+
+
+def submit(iso: Iso, who: str, **extra: object) -> str:
+    with iso.client(who) as c:
+        r = c.post("/v1/runs", json={"config": FEDERATED, "name": f"{who}-run", **extra})
+    assert r.status_code == 202, r.text[:300]
+    return str(r.json()["run_id"])
+
+
+def wait_done(iso: Iso, who: str, run_id: str) -> dict[str, Any]:
+    with iso.client(who) as c:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            run = c.get(f"/v1/runs/{run_id}").json()
+            if run["status"] in ("completed", "failed", "cancelled"):
+                return run
+            time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+def test_a_run_is_its_owners_only(iso: Iso) -> None:
+    """Alice cannot list, read, follow, download, cancel or delete Bob's runs."""
+    run_id = submit(iso, "bob", labels={"team": "bob"}, idempotency_key="nightly-bob")
+    assert wait_done(iso, "bob", run_id)["status"] == "completed"
+    with iso.client("alice") as c:
+        listed = c.get("/v1/runs", params={"limit": 500}).json()["runs"]
+        assert run_id not in {r["run_id"] for r in listed}
+        assert "nightly-bob" not in str(listed)
+        for method, path in (
+            ("GET", f"/v1/runs/{run_id}"),
+            ("GET", f"/v1/runs/{run_id}/logs"),
+            ("GET", f"/v1/runs/{run_id}/result"),
+            ("GET", f"/v1/results/{run_id}"),
+            ("POST", f"/v1/runs/{run_id}/cancel"),
+            ("DELETE", f"/v1/runs/{run_id}"),
+        ):
+            r = c.request(method, path)
+            assert r.status_code == 404, (method, path, r.status_code, r.text[:200])
+    with iso.client("bob") as c:  # still there, untouched
+        assert c.get(f"/v1/runs/{run_id}").json()["status"] == "completed"
+        assert c.get(f"/v1/results/{run_id}").status_code == 200
+        assert run_id in {r["run_id"] for r in c.get("/v1/runs").json()["runs"]}
+
+
+def test_idempotency_keys_are_per_principal(iso: Iso) -> None:
+    bobs = submit(iso, "bob", idempotency_key="shared-key")
+    assert submit(iso, "bob", idempotency_key="shared-key") == bobs  # bob's own replay
+    alices = submit(iso, "alice", idempotency_key="shared-key")
+    assert alices != bobs, "alice replaying bob's key got bob's run"
+    with iso.client("alice") as c:  # a different payload under her key: her conflict only
+        other = {"steps": [dict(FEDERATED["steps"][0], query="SELECT id FROM items LIMIT 5")]}
+        r = c.post("/v1/runs", json={"config": other, "idempotency_key": "shared-key"})
+        assert r.status_code == 409
+        assert bobs not in r.text and alices in r.text
+        view = c.get(f"/v1/runs/{alices}").json()
+        assert view["idempotency_key"] == "shared-key"
+
+
+def test_the_admin_grant_sees_every_run_audited(iso: Iso) -> None:
+    run_id = submit(iso, "carol")
+    wait_done(iso, "carol", run_id)
+    with iso.client("admin") as c:
+        assert run_id in {
+            r["run_id"] for r in c.get("/v1/runs", params={"limit": 500}).json()["runs"]
+        }
+        assert c.get(f"/v1/runs/{run_id}").status_code == 200
+    deadline = time.monotonic() + 5
+    hits: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not hits:
+        hits = [e for e in audit_lines(iso) if e.get("object_id") == run_id]
+        time.sleep(0.1)
+    assert hits and hits[0]["owner"] == "carol" and hits[0]["object"] == "run"

@@ -1,11 +1,26 @@
-"""The heavy requests of issue 11's event-loop table, as bodies for the iso server (shared
-by the latency test and bench/isolation.py)."""
+"""The heavy requests of issue 11's event-loop table, as bodies for a server whose `shop` and
+`shop_slow` databases hold the tables of `PG_SETUP` (tests/isolation and bench/isolation.py
+both use them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 Heavy = tuple[str, str, dict[str, Any]]  # (name, path, JSON body)
+
+PG_SETUP = [
+    "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2))",
+    "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 2000) g",
+    "CREATE TABLE people (id int PRIMARY KEY, name text, email text)",
+    "INSERT INTO people SELECT g, 'person ' || g, 'p' || g || '@example.com' "
+    "FROM generate_series(1, 300) g",
+    "CREATE TABLE secrets (id int PRIMARY KEY, token text)",
+    "INSERT INTO secrets VALUES (1, 'hunter2'), (2, 'swordfish')",
+    # one million narrow rows: the simple path's large-answer cases
+    "CREATE TABLE big (id bigint, label text)",
+    "INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 1000000) g",
+    "ANALYZE",
+]
 
 
 def nested_flow_yaml(target: int = 200_000) -> str:
