@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SERVE_ARGS ?=
 
-.PHONY: serve test install install-test services lint bench bench-full clean
+.PHONY: serve test install install-test services lint bench bench-tools bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,11 +37,15 @@ lint: install-test
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-bench: install-test services
+# wrk drives the dashboard benchmark (bench/dashboard.py): a C client, off the server's CPU
+bench-tools:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+bench: install-test services bench-tools
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run --quick
 
-bench-full: install-test services
+bench-full: install-test services bench-tools
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run --full
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from api import metrics
+from api import heap, metrics
 from api.admission import Admission
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
@@ -84,6 +84,7 @@ def build_app(
                 )
                 tg.start_soon(_evict_results, service.store)
                 await tg.start(runs.serve)
+                heap.settle()
                 yield
                 await runs.drain()  # before cancelling: running runs get their grace period
                 tg.cancel_scope.cancel()

@@ -63,8 +63,10 @@ async def simple_direct(
     targets: Targets = Targets(),
     n_users: int | None = None,
     warmup_s: float = 1.0,
+    sql: str = bodies.LOOKUP_SQL,
 ) -> LatencyStats:
-    """`SELECT * FROM users WHERE id = $1` through an asyncpg pool by `concurrency` tasks."""
+    """`sql` (default `SELECT * FROM users WHERE id = $1`) through an asyncpg pool by
+    `concurrency` tasks, a random key each."""
     pool_size = min(concurrency, MAX_POOL)
     pool = await asyncpg.create_pool(targets.pg_dsn, min_size=pool_size, max_size=pool_size)
     try:
@@ -83,7 +85,7 @@ async def simple_direct(
                 key = rng.randint(1, n_users)
                 t0 = time.perf_counter_ns()
                 try:
-                    row = await pool.fetchrow(bodies.LOOKUP_SQL, key)
+                    row = await pool.fetchrow(sql, key)
                 except (asyncpg.PostgresError, OSError):
                     errors += now >= warm_until
                     continue

@@ -1,6 +1,6 @@
 """Entry point of the benchmark suite: every runner in one run, then latest.md and the plots.
 
-    python -m bench.run --quick|--full [--only simple,federated,pipeline,safety,peer]
+    python -m bench.run --quick|--full [--only simple,dashboard,federated,pipeline,safety,peer]
 
 --quick (`make bench`, a few minutes): lookups at concurrency 1/8/32/128 for 3 s each on
 hypercorn, uvicorn and granian with 1 and 2 workers; joins of 10k, 100k and 1M events; the
@@ -25,11 +25,22 @@ from typing import Any
 
 import asyncpg
 
-from bench import bodies, datagen, federated, peer, pipeline, report, results, safety_cost, simple
+from bench import (
+    bodies,
+    dashboard,
+    datagen,
+    federated,
+    peer,
+    pipeline,
+    report,
+    results,
+    safety_cost,
+    simple,
+)
 from bench.datasets import Targets, load, pg_stored_spec
 from bench.simple import emit
 
-SUITES = ("simple", "federated", "pipeline", "safety", "peer")
+SUITES = ("simple", "dashboard", "federated", "pipeline", "safety", "peer")
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
             workers=plan.workers,
             baseline=base,
         )
+    if "dashboard" in args.only:
+        # wrk against sluice and the thinnest service: bench/results/dashboard.md
+        dashboard.main(["--duration", str(plan.duration_s), "--label", "make bench"])
     if "federated" in args.only:
         federated.run([n for n in plan.join_n if n <= spec.events])
     if "pipeline" in args.only:

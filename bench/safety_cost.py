@@ -5,7 +5,9 @@
 `safety.pipeline.check` on the request the simple endpoint builds for the one-row lookup,
 with the benchmark server's config:
 - cached: the same text every call (the parse, analysis and rewrite are cached by text);
-- uncached: a unique text every call (a different key literal), so sqlglot parses, the
+- template: a unique text every call (a different key literal), served by the statement
+  template its shape learned (safety/languages/sql_template.py);
+- uncached: a unique token shape every call (a new column alias), so sqlglot parses, the
   stages analyse and GUARDRAILS rewrites each time.
 Median, p95 and p99 of per-call times (perf_counter_ns around the call alone).
 """
@@ -39,8 +41,10 @@ def bench_config() -> Config:
     return load_config_text(text, source="bench.yaml")
 
 
-def lookup_request(user_id: int) -> CheckRequest:
+def lookup_request(user_id: int, alias: str | None = None) -> CheckRequest:
     body = bodies.lookup_body(user_id)
+    if alias is not None:  # a new token shape: no template can serve it
+        body["query"] = body["query"].replace("SELECT *", f"SELECT *, id AS {alias}")
     return CheckRequest(
         steps=[
             StepInput(
@@ -82,14 +86,21 @@ def measure(calls: int = 5000, uncached_calls: int = 1000) -> dict[str, dict[str
         t0 = time.perf_counter_ns()
         pipeline.check(same, config)
         cached.append(time.perf_counter_ns() - t0)
-    # unique texts: keys far from anything cached
+    # unique texts of one shape (a new key each): a statement template serves them
     requests = [lookup_request(10_000_000 + i) for i in range(uncached_calls)]
+    template: list[int] = []
+    for req in requests:
+        t0 = time.perf_counter_ns()
+        pipeline.check(req, config)
+        template.append(time.perf_counter_ns() - t0)
+    # unique shapes: sqlglot parses, the stages analyse and GUARDRAILS generates each time
+    requests = [lookup_request(20_000_000 + i, f"a{i}") for i in range(uncached_calls)]
     uncached: list[int] = []
     for req in requests:
         t0 = time.perf_counter_ns()
         pipeline.check(req, config)
         uncached.append(time.perf_counter_ns() - t0)
-    return {"cached": _stats(cached), "uncached": _stats(uncached)}
+    return {"cached": _stats(cached), "template": _stats(template), "uncached": _stats(uncached)}
 
 
 def run(calls: int = 5000, *, record: bool = True) -> list[dict[str, Any]]:

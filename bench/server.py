@@ -35,7 +35,12 @@ QUERY_TIMEOUT_S = 600
 
 
 def config_yaml(
-    targets: Targets, data_dir: Path, *, pool_size: int = 32, max_rows: int = JOIN_MAX_ROWS
+    targets: Targets,
+    data_dir: Path,
+    *,
+    pool_size: int = 32,
+    max_rows: int = JOIN_MAX_ROWS,
+    pg_only: bool = False,
 ) -> str:
     """sluice.yaml for the benchmark databases (JSON is valid YAML). Each database's
     query_timeout_seconds equals the safety one, as with the defaults: a step whose timeout
@@ -82,6 +87,9 @@ def config_yaml(
             "body_limit_bytes": 1_048_576,
         },
     }
+    if pg_only:
+        config["databases"] = config["databases"][:1]
+        config["permissions"] = {"default": {bodies.PG_NAME: {"level": "R"}}}
     return json.dumps(config, indent=2) + "\n"
 
 
@@ -195,8 +203,12 @@ def serve(
     port: int | None = None,
     pool_size: int = 32,
     max_rows: int = JOIN_MAX_ROWS,
+    pg_only: bool = False,
+    gc_log: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[RunningSluice]:
-    """`sluice serve` as a subprocess on a free loopback port; stopped on exit."""
+    """`sluice serve` as a subprocess on a free loopback port; stopped on exit. `gc_log`:
+    run it under bench/gc_probe.py, which writes its garbage collections' pauses there."""
     if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}; known: {', '.join(SERVERS)}")
     port = port or free_port()
@@ -206,15 +218,24 @@ def serve(
     # a pool per worker process: keep the total under PostgreSQL's 100 connections
     cfg.write_text(
         config_yaml(
-            targets, work / "data", pool_size=max(4, pool_size // workers), max_rows=max_rows
+            targets,
+            work / "data",
+            pool_size=max(4, pool_size // workers),
+            max_rows=max_rows,
+            pg_only=pg_only,
         )
     )
     log_path = work / "server.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    command = [str(exe)]
+    if gc_log is not None:
+        here = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), here) if p)
+        command = [sys.executable, "-m", "bench.gc_probe", str(gc_log)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
-                str(exe),
+                *command,
                 "serve",
                 "--config",
                 str(cfg),
@@ -234,7 +255,7 @@ def serve(
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until_responds(f"{base}/v1/health", proc)
-            _wait_databases(base)
+            _wait_databases(base, 1 if pg_only else 2)
         except Exception as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"sluice serve ({server}) did not start: {exc}\n{tail}") from exc
@@ -251,8 +272,8 @@ def serve(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _wait_databases(base: str, timeout_s: float = 30.0) -> None:
-    """Health answers before discovery ends; wait until both databases are connected."""
+def _wait_databases(base: str, count: int = 2, timeout_s: float = 30.0) -> None:
+    """Health answers before discovery ends; wait until `count` databases are connected."""
     import time
 
     import httpx
@@ -260,7 +281,7 @@ def _wait_databases(base: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         got = httpx.get(f"{base}/v1/health", timeout=2.0).json()
-        if got.get("databases_connected", 0) >= 2:
+        if got.get("databases_connected", 0) >= count:
             return
         time.sleep(0.2)
     raise TimeoutError(f"{base}: databases not connected within {timeout_s}s")

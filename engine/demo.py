@@ -1,17 +1,22 @@
-"""The embedded demo: a SQLite shop and a DuckDB analytics file with related sample data,
-so `sluice serve` with no config lets a newcomer query and federate at once."""
+"""The embedded demo: a SQLite shop, a DuckDB analytics file, a ladybug graph of who
+referred which customer and a LanceDB catalog of the shop's product descriptions with
+their embeddings (the offline MiniLM model), related by customer and product ids, so
+`sluice serve` with no config lets a newcomer query, search by meaning and federate
+(SQL with SQL, Cypher or vector search) at once, with no server running."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import ladybug
 import pyarrow as pa
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "3"
 
 COUNTRIES = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "NL", "ES", "CA"]
 FIRST = [
@@ -62,6 +67,37 @@ PRODUCTS = [
     ("Decaf beans 500g", "coffee", "11.20"),
     ("Chai mix", "tea", "6.30"),
     ("Travel cup", "accessories", "15.00"),
+    ("Waterproof hiking boots", "outdoor", "129.00"),
+    ("Trail running shoes", "outdoor", "95.00"),
+    ("Rain jacket", "outdoor", "110.00"),
+    ("Wool hiking socks", "outdoor", "14.50"),
+    ("Camping stove", "outdoor", "49.00"),
+    ("Insulated winter boots", "outdoor", "139.00"),
+    ("Trekking poles", "outdoor", "59.00"),
+    ("Dry bag 20 l", "outdoor", "19.90"),
+]
+# what the catalog says about each product (its embedding is what near_text searches)
+DESCRIPTIONS = [
+    "Whole Arabica espresso beans, dark roast with notes of chocolate, one kilogram bag",
+    "Paper filters for pour-over and drip coffee makers, pack of one hundred",
+    "Burr hand grinder with adjustable grind size for espresso to French press",
+    "Stovetop moka pot brewing strong Italian-style coffee on a gas or electric hob",
+    "Japanese sencha green tea, loose leaf, 250 gram tin",
+    "Electric kettle with temperature control for tea and pour-over coffee",
+    "Taiwanese oolong tea, lightly roasted, 100 gram pouch",
+    "Stoneware coffee mug, 350 ml, dishwasher safe",
+    "Kitchen scale with timer for weighing coffee beans and water",
+    "Decaffeinated coffee beans, Swiss water process, 500 grams",
+    "Spiced chai tea mix with cinnamon, cardamom and ginger",
+    "Insulated travel cup that keeps coffee hot on the commute",
+    "Leather hiking boots with a waterproof membrane and a grippy sole for muddy trails",
+    "Lightweight trail running shoes with a breathable mesh upper",
+    "Breathable waterproof rain jacket with a hood for hiking in wet weather",
+    "Merino wool socks that keep feet warm and dry on long hikes",
+    "Compact camping stove for boiling water and brewing coffee outdoors",
+    "Insulated snow boots for winter walks in cold and slush",
+    "Adjustable aluminium trekking poles for steep mountain paths",
+    "Roll-top dry bag that keeps gear dry on canoe and kayak trips",
 ]
 STATUSES = ["paid", "paid", "paid", "shipped", "shipped", "delivered", "refunded"]
 PAGES = ["/", "/products", "/products/{}", "/cart", "/checkout", "/blog", "/support"]
@@ -72,16 +108,28 @@ databases:
   - name: shop
     type: sqlite
     path: shop.sqlite
-    description: customers, products and orders of a small coffee shop
+    description: customers, products and orders of a small coffee and outdoor shop
   - name: analytics
     type: duckdb
     path: analytics.duckdb
     description: page views of the shop's website, by customer
+  - name: referrals
+    type: ladybug
+    path: referrals.lbug
+    description: who referred which customer of the shop (a Cypher graph)
+  - name: catalog
+    type: lancedb
+    path: catalog
+    description: the shop's product descriptions with embeddings (vector search by meaning)
 permissions:
   default:
     shop:
       level: R
     analytics:
+      level: R
+    referrals:
+      level: R
+    catalog:
       level: R
 server:
   data_dir: state
@@ -95,11 +143,18 @@ def ensure_demo(folder: str | Path) -> Path:
     marker = root / f".demo-v{DEMO_VERSION}"
     config = root / "sluice.yaml"
     if not marker.exists():
-        for name in ("shop.sqlite", "analytics.duckdb"):
-            (root / name).unlink(missing_ok=True)
+        for name in ("shop.sqlite", "analytics.duckdb", "referrals.lbug", "referrals.lbug.wal"):
+            path = root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         rng = random.Random(42)  # noqa: S311 - deterministic sample data, not secrets
         customers = _make_shop(root / "shop.sqlite", rng)
         _make_analytics(root / "analytics.duckdb", rng, customers)
+        _make_referrals(root / "referrals.lbug", rng, customers)
+        shutil.rmtree(root / "catalog", ignore_errors=True)
+        _make_catalog(root / "catalog")
         config.write_text(CONFIG_TEMPLATE, encoding="utf-8")
         marker.touch()
     return config
@@ -199,3 +254,57 @@ def _make_analytics(path: Path, rng: random.Random, n_customers: int) -> None:
         con.unregister("demo_rows")
     finally:
         con.close()
+
+
+def _make_referrals(path: Path, rng: random.Random, n_customers: int) -> None:
+    """Customer nodes (the shop's ids and names) and REFERRED edges: about a third of the
+    customers came through a referral by an earlier customer."""
+    shop = sqlite3.connect(path.parent / "shop.sqlite")
+    try:
+        names = dict(shop.execute("SELECT id, name FROM customers").fetchall())
+    finally:
+        shop.close()
+    edges = [
+        {"src": rng.randint(1, i - 1), "dst": i, "channel": rng.choice(["link", "code", "email"])}
+        for i in range(2, n_customers + 1)
+        if rng.random() < 0.35
+    ]
+    db = ladybug.Database(str(path))
+    con = ladybug.Connection(db)
+    try:
+        con.execute("CREATE NODE TABLE Customer(id INT64, name STRING, PRIMARY KEY(id))")
+        con.execute("CREATE REL TABLE REFERRED(FROM Customer TO Customer, channel STRING)")
+        con.execute(
+            "UNWIND $rows AS r CREATE (:Customer {id: r.id, name: r.name})",
+            {"rows": [{"id": i, "name": names.get(i, f"customer {i}")} for i in names]},
+        )
+        con.execute(
+            "UNWIND $edges AS e MATCH (a:Customer {id: e.src}), (b:Customer {id: e.dst}) "
+            "CREATE (a)-[:REFERRED {channel: e.channel}]->(b)",
+            {"edges": edges},
+        )
+    finally:
+        con.close()
+        db.close()
+
+
+def _make_catalog(folder: Path) -> None:
+    """A LanceDB folder with one table, products: the shop's id, name and category, its
+    description, and the description's embedding (384 floats, unit length)."""
+    import lancedb
+    import numpy as np
+
+    from connectors.embedding import DIMENSION, default
+
+    vectors = np.stack(default().embed(DESCRIPTIONS)).astype(np.float32)
+    table = pa.table(
+        {
+            "id": pa.array(range(1, len(PRODUCTS) + 1), pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIMENSION),
+            "name": [name for name, _, _ in PRODUCTS],
+            "category": [category for _, category, _ in PRODUCTS],
+            "description": DESCRIPTIONS,
+        }
+    )
+    folder.mkdir(parents=True)
+    lancedb.connect(str(folder)).create_table("products", table)

@@ -24,8 +24,15 @@ def to_statement(
     `linked`: the statement a link filter will be applied to, i.e. the checked text before
     the row cap, so the cap counts rows that passed the filter (max_rows still enforces it).
     """
+    text: str = step.text
+    params: tuple[object, ...] = ()
+    if linked and step.link_text is not None:
+        text = step.link_text
+    elif step.run_text is not None and not bulk:
+        text, params = step.run_text, step.params
     return Statement(
-        text=step.link_text if linked and step.link_text is not None else step.text,
+        text=text,
+        params=params,
         timeout=step.timeout,
         readonly=step.readonly,
         max_rows=None if step.row_cap is None else step.row_cap + 1,

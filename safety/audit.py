@@ -110,11 +110,16 @@ class AuditLog:
         config: HasSecrets | None = None,
         max_pending: int = 10_000,
         batch: int = 512,
+        linger: float = 0.01,
     ) -> None:
         self.path = Path(path)
         self.dropped = 0  # total entries lost to a full queue
         self._unreported = 0
         self._batch = batch
+        # after the first entry, wait this long for more: one worker-thread hop per batch
+        # rather than per request (the hop and its GIL handoff were ~10% of a lookup's
+        # samples at low concurrency, bench/dashboard.py)
+        self._linger = linger
         self._secrets = secret_values(config)
         # secrets as they appear in encoded JSON; one that JSON escapes cannot be searched
         # for in the encoded bytes, so its presence disables the fast path
@@ -144,6 +149,8 @@ class AuditLog:
                     first = await self._receive.receive()
                 except anyio.EndOfStream:
                     break
+                if self._linger:
+                    await anyio.sleep(self._linger)
                 # encoding and redaction run in the worker thread too, never on the loop
                 await anyio.to_thread.run_sync(self._write, fh, self._take([first]))
         finally:

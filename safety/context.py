@@ -45,6 +45,8 @@ class StepContext:
         "step",
         "text",
         "timeout",
+        "run_text",
+        "params",
     )
 
     def __init__(self, request: CheckRequest, config: CheckConfig, step: StepInput) -> None:
@@ -61,6 +63,8 @@ class StepContext:
         self.text: str | None = None
         self.row_cap: int | None = None
         self.link_text: str | None = None
+        self.run_text: str | None = None  # `text` with parameters bound as `params`
+        self.params: tuple[object, ...] = ()
         self.timeout: float = config.safety.query_timeout_seconds
 
     @property

@@ -37,6 +37,7 @@ class Guardrails:
         step.timeout = timeout
         rewrite = step.language.rewrite(a, step.step.query, step.dialect, cap, timeout)
         step.text, step.row_cap, step.link_text = rewrite.text, rewrite.row_cap, rewrite.link_text
+        step.run_text, step.params = rewrite.run_text, rewrite.params
         if step.row_cap is not None:
             policy.append(f"safety.max_rows_per_query={cap}")
         return Allow(", ".join(policy))

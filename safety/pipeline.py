@@ -147,6 +147,8 @@ def _checked(ctx: StepContext) -> t.CheckedStep:
         text=text,
         row_cap=ctx.row_cap,
         link_text=ctx.link_text,
+        run_text=ctx.run_text,
+        params=ctx.params,
         timeout=ctx.timeout,
         readonly=operation == "SELECT",
         tables=list(dict.fromkeys(ref.display for ref, _ in ctx.access())) or [s.table],

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 # The extra class an unbounded DELETE/UPDATE needs on top of its own.
 UNBOUNDED = "UNBOUNDED"
+# A target that may be any table of the database (an unlabeled graph pattern, a metadata
+# procedure): the database's baseline and every one of its table entries must allow it.
+EVERY_TABLE = "*"
 
 GRANTS: dict[str, frozenset[str]] = {
     "none": frozenset(),
@@ -81,6 +84,8 @@ class DatabaseGrants:
     def lookup(self, name: str, schema: str = "", catalog: str = "") -> TableGrant:
         """The grant for a table as written in the query (schema/catalog may be empty)."""
         tables_path = f"{self.prefix}.tables"
+        if name == EVERY_TABLE and not schema and not catalog:
+            return self._every_table(tables_path)
         full = ".".join(p for p in (catalog, schema, name) if p).lower()
         hit = self.tables.get(full)
         if hit is None and not catalog and (not schema or schema.lower() in self.default_schemas):
@@ -92,6 +97,27 @@ class DatabaseGrants:
             return TableGrant("none", frozenset(), f"{self.prefix} (absent)", tables_path)
         return TableGrant(self.level, frozenset(), f"{self.prefix}.level", tables_path)
 
+    def _every_table(self, tables_path: str) -> TableGrant:
+        """The strictest of the baseline and all table entries (their denies combined)."""
+        if not self.present:
+            return TableGrant("none", frozenset(), f"{self.prefix} (absent)", tables_path)
+        ops = GRANTS[self.level]
+        denies: set[str] = set()
+        entries = [f"{self.prefix}.level={self.level}"]
+        for key, level, deny in self.tables.values():
+            if not GRANTS[self.level] <= GRANTS[level] or deny:
+                entries.append(f"tables.{key}={level}")
+            ops &= GRANTS[level]
+            denies |= deny
+        strictest: Level = next((lv for lv, g in _BY_SIZE if g == ops), "none")
+        return TableGrant(strictest, frozenset(denies), " and ".join(entries), tables_path)
+
+
+# levels from the widest grant down: the first equal to an intersection names it
+_BY_SIZE: list[tuple[Level, frozenset[str]]] = sorted(
+    GRANTS.items(),  # type: ignore[arg-type]  # GRANTS is keyed by every Level
+    key=lambda kv: -len(kv[1]),
+)
 
 _GRANTS_CACHE: dict[
     tuple[int, str | None, str, tuple[str, ...]], tuple[object, DatabaseGrants]

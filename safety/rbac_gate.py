@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from safety.policy import GRANTS, UNBOUNDED, TableGrant, level_for
+from safety.policy import EVERY_TABLE, GRANTS, UNBOUNDED, TableGrant, level_for
 from safety.verdicts import Allow, Block, Verdict
 
 if TYPE_CHECKING:
@@ -46,6 +46,14 @@ class RbacGate:
 
 def _denied(step: StepContext, ref: TableRef, grant: TableGrant, op: str) -> Block:
     where = f"{step.step.database}.{ref.display}"
+    if ref.name == EVERY_TABLE and not ref.schema:
+        return Block(
+            f"Access denied: {op} on {step.step.database} may reach any table (an unlabeled or "
+            f"untyped pattern, or a metadata procedure); the policy allows only {grant.level} "
+            f"across every table ({grant.entry})",
+            "name the table (label, relationship type) of every part of the query",
+            grant.label,
+        )
     level = level_for({op} | GRANTS[grant.level])
     return Block(
         f"Access denied: {where} requires permission for {op}; policy grants {grant.level}",

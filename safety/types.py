@@ -73,6 +73,11 @@ class CheckedStep(msgspec.Struct, kw_only=True):
     # counts rows after the filter (capping first would drop matching rows); the connector's
     # max_rows (row_cap + 1) still enforces the cap. None: link into `text` (MQL filters first).
     link_text: str | None = None
+    # What the connector runs when it differs from `text`: the same statement with inert
+    # literals bound as `params` (safety/languages/sql_template.py), so one prepared
+    # statement serves every key.
+    run_text: str | None = None
+    params: tuple[object, ...] = ()
 
 
 class StageVerdict(msgspec.Struct, kw_only=True):

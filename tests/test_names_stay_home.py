@@ -30,6 +30,9 @@ ELSEWHERE: dict[str, dict[str, str]] = {
     # DuckDB is the engine's merge and sink database by design, not a configured database
     "engine/merge.py": {"duckdb": "merge SQL is parsed and written as DuckDB SQL"},
     "engine/federated.py": {"duckdb": "a sink failure names the DuckDB sink"},
+    # the body of the vector language, shared by its three connectors (pgvector, Qdrant,
+    # LanceDB): "vector" there is the key holding a query vector
+    "connectors/vector_query.py": {"vector": "the body key of a query or point vector"},
 }
 
 

@@ -85,6 +85,10 @@ class Rewrite:
     text: str
     row_cap: int | None
     link_text: str | None = None
+    # what the connector runs when it differs from `text`: the same statement with some
+    # literals bound as `params` (safety/languages/sql_template.py)
+    run_text: str | None = None
+    params: tuple[object, ...] = ()
 
 
 class Language(ABC):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 from safety.languages.base import Analysis, Language, Rewrite, StepView
 from safety.languages.sql_analysis import SqlAnalysis, analyse_sql
 from safety.languages.sql_rewrite import rewrite_sql
+from safety.languages.sql_template import Hit, add_render, learn, match
 from safety.types import Finding, Operation, TableRef
 from safety.verdicts import Block
 
@@ -24,6 +25,9 @@ class SqlLanguage(Language):
     name: ClassVar[str] = "sql"
 
     def analyse(self, text: str, dialect: str) -> SqlAnalysis:
+        hit = match(dialect, text)  # differs from a checked text only in inert literals?
+        if hit is not None:
+            return dataclasses.replace(hit.analysis, template=hit)
         return analyse_sql(dialect, text)
 
     def declared(self, table: str) -> TableRef:
@@ -85,10 +89,17 @@ class SqlLanguage(Language):
         assert isinstance(analysis, SqlAnalysis)
         row_cap = cap if analysis.returns_rows else None
         fetch = None if row_cap is None else row_cap + 1
+        hit: Hit | None = analysis.template
+        if hit is not None:
+            done = hit.rewrite(fetch) or add_render(hit, fetch)
+            if done is not None:
+                return Rewrite(done.text, row_cap, done.link_text, done.run_text, done.params)
         text = rewrite_sql(dialect, query, fetch)
         # the link filter goes into the text without the cap, so the cap counts rows after
         # the filter (capping first would drop matching rows); max_rows still enforces it
         link_text = text if fetch is None else rewrite_sql(dialect, query, None)
+        if hit is None:
+            learn(dialect, query, analysis, fetch, text, link_text)
         return Rewrite(text, row_cap, link_text)
 
     def empty_probe(

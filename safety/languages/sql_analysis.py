@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlglot import exp
 
@@ -43,6 +44,9 @@ class SqlAnalysis:
     structural: tuple[Finding, ...]
     injection_blocks: tuple[Finding, ...]
     injection_warnings: tuple[str, ...]
+    # set on a text that shares a checked text's template (sql_template.Hit): the rewrite
+    # renders the template with this text's literals instead of generating SQL
+    template: Any = None
 
     @property
     def tree(self) -> exp.Expression | None:

@@ -100,6 +100,7 @@ def start_server(
     *,
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
+    timeout: float = 30.0,
 ) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / "sluice.yaml"
@@ -124,7 +125,7 @@ def start_server(
     url = f"http://127.0.0.1:{port}"
     server = Server(url, process, config_path, folder / ".sluice", log_path)
     try:
-        wait_until_responds(f"{url}/v1/health", process, log_path)
+        wait_until_responds(f"{url}/v1/health", process, log_path, timeout)
     except BaseException:
         stop_server(server)  # never leave a half-started server behind
         raise

@@ -5,6 +5,7 @@ runners record. Timings are never asserted."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,22 @@ def test_targets_and_report_read_what_the_runners_record(tmp_path: Path) -> None
     assert "| 32 | 1,000.0 | granian x1 | " not in md  # columns, not a row per side
     assert (tmp_path / "throughput.png").stat().st_size > 0
     assert (tmp_path / "join_time.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(120)
+def test_the_thin_service_and_sluice_answer_a_lookup_alike(loaded: Targets) -> None:
+    """bench/dashboard.py's baseline returns the row sluice returns for the same key (the
+    ratio compares equal work); the wrk script posts the body sluice expects."""
+    import httpx
+
+    from bench import dashboard
+
+    with dashboard.thin("hypercorn", 1, loaded.pg_dsn) as (base, _):
+        thin_rows = httpx.post(f"{base}/lookup", json={"id": 42}, timeout=30).json()["rows"]
+    body = json.loads(dashboard.sluice_body_fmt() % 42)
+    with serve(loaded, server="hypercorn") as s:
+        got = _post(s.base_url, "/v1/query/simple", body)
+    assert got["data"]["rows"] == thin_rows and thin_rows[0]["id"] == 42
+    script = dashboard.lua_script(dashboard.sluice_body_fmt(), 1000, "/v1/query/simple")
+    assert "local keys, step, users = 1000, 100, 100000" in script
+    assert dashboard.key_of(999, 1000) == 99_901

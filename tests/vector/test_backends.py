@@ -1,0 +1,253 @@
+"""Each vector backend against numpy's exact answer and its own client: search, filters,
+fetch, scroll, count, writes, links and the refusals that must leave data unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from connectors.errors import QueryFailed
+from connectors.vector_query import InvalidVectorQuery, parse
+from tests.vector.conftest import (
+    DIM,
+    MATRIX,
+    POINTS,
+    Backend,
+    brute_force,
+    close,
+    link,
+    matches,
+)
+
+FILTERS = [
+    None,
+    {"category": "boots"},
+    {"price": {"$gte": 100, "$lt": 300}},
+    {"category": {"$in": ["tents", "stoves"]}, "stock": {"$gt": 10}},
+    {"$or": [{"category": "boots"}, {"price": {"$lt": 50}}]},
+    {"$not": {"category": "jackets"}},
+    {"color": None},
+    {"color": {"$ne": "red"}},
+    {"category": {"$nin": ["boots", "tents"]}},
+    {"name": 'item 3 O\'Neil "x"'},
+    {"id": {"$in": [1, 2, 3, 50, 51]}},
+]
+
+
+def query_vector(seed: int) -> list[float]:
+    return [float(x) for x in np.random.default_rng(seed).normal(size=DIM)]
+
+
+@pytest.mark.parametrize("flt", FILTERS, ids=lambda f: str(f)[:40])
+async def test_search_matches_brute_force(backend: Backend, flt: dict | None) -> None:
+    q = query_vector(11)
+    body = {"intent": "search", "vector": q, "limit": 7}
+    if flt is not None:
+        body["filter"] = flt
+    rows = await backend.rows(body)
+    want = brute_force(q, 7, "cosine", flt)
+    assert [r["id"] for r in rows] == [i for i, _ in want]
+    for row, (_, score) in zip(rows, want, strict=True):
+        assert close(row["score"], score), (row, score)
+    for row in rows:
+        point = POINTS[row["id"] - 1]["payload"]
+        assert {k: row[k] for k in point} == point
+
+
+async def test_search_matches_the_clients_own_answer(backend: Backend) -> None:
+    q = query_vector(5)
+    rows = await backend.rows({"intent": "search", "vector": q, "limit": 10})
+    if backend.kind == "qdrant":
+        from qdrant_client import QdrantClient
+
+        from tests.vector.conftest import qdrant_points
+
+        oracle = QdrantClient(":memory:")
+        qdrant_points(oracle)
+        own = [(p.id, p.score) for p in oracle.query_points("items", query=q, limit=10).points]
+    elif backend.kind == "lancedb":
+        import lancedb
+
+        table = lancedb.connect(str(backend.extra["tmp"] / "lance")).open_table("items")
+        res = table.search(q).distance_type("cosine").limit(10).to_arrow()
+        ids, dists = res["id"].to_pylist(), res["_distance"].to_pylist()
+        own = [(i, 1 - d) for i, d in zip(ids, dists, strict=True)]
+    else:
+        text = "[" + ",".join(map(str, q)) + "]"
+        folder = backend.connector.config.host
+        got = await _pg_async(folder, text)
+        own = [(r["id"], r["s"]) for r in got]
+    assert [r["id"] for r in rows] == [i for i, _ in own]
+    assert all(close(r["score"], s) for r, (_, s) in zip(rows, own, strict=True))
+
+
+async def _pg_async(folder: str, text: str) -> list:
+    import asyncpg
+
+    conn = await asyncpg.connect(host=folder, user="postgres", database="postgres")
+    try:
+        return await conn.fetch(
+            "SELECT id, 1 - (embedding <=> $1::text::vector) AS s FROM items "
+            "ORDER BY embedding <=> $1::text::vector LIMIT 10",
+            text,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_fetch_scroll_count(backend: Backend) -> None:
+    rows = await backend.rows({"intent": "fetch", "ids": [3, 1, 999], "with_payload": ["name"]})
+    assert sorted(r["id"] for r in rows) == [1, 3]
+    assert all(set(r) == {"id", "name"} for r in rows)
+    flt = {"category": "tents"}
+    want = sorted(p["id"] for p in POINTS if matches(p["payload"], p["id"], flt))
+    count = await backend.rows({"intent": "count", "filter": flt})
+    assert count == [{"count": len(want)}]
+    everything = await backend.rows({"intent": "scroll", "filter": flt, "limit": 1000})
+    assert sorted(r["id"] for r in everything) == want
+    page1 = await backend.rows({"intent": "scroll", "filter": flt, "limit": 30})
+    page2 = await backend.rows({"intent": "scroll", "filter": flt, "limit": 30, "offset": 30})
+    ids = [r["id"] for r in page1 + page2]
+    assert len(ids) == len(set(ids)) == min(60, len(want))
+    capped = await backend.rows({"intent": "scroll", "limit": 1000}, max_rows=11)
+    assert len(capped) == 11
+
+
+async def test_metric_dot_and_l2_scores(backend: Backend, pgvector_server: str) -> None:
+    """A collection whose metric is inner product: scores are inner products, exact."""
+    q = query_vector(3)
+    if backend.kind == "pgvector":
+        import anyio
+
+        from tests.vector.conftest import load_pgvector
+
+        await anyio.to_thread.run_sync(load_pgvector, pgvector_server, "items_ip", "vector_ip_ops")
+        backend.connector._layouts.clear()  # type: ignore[attr-defined]
+        rows = await backend.rows({"intent": "search", "vector": q, "limit": 5}, table="items_ip")
+        # hnsw is approximate: compare scores of what came back, and the top hit
+        for r in rows:
+            assert close(r["score"], float(MATRIX[r["id"] - 1] @ np.array(q)))
+        assert rows[0]["id"] == brute_force(q, 1, "dot")[0][0]
+        return
+    if backend.kind == "qdrant":
+        from tests.vector.conftest import qdrant_points
+
+        qdrant_points(backend.connector._client, "Euclid")  # type: ignore[attr-defined]
+        rows = await backend.rows({"intent": "search", "vector": q, "limit": 5})
+        want = brute_force(q, 5, "l2")
+    else:
+        import lancedb
+
+        table = lancedb.connect(str(backend.extra["tmp"] / "lance")).open_table("items")
+        from lancedb.index import IvfFlat
+
+        table.create_index("vector", config=IvfFlat(distance_type="dot", num_partitions=1))
+        rows = await backend.rows({"intent": "search", "vector": q, "limit": 5})
+        want = brute_force(q, 5, "dot")
+    assert [r["id"] for r in rows] == [i for i, _ in want]
+    assert all(close(r["score"], s) for r, (_, s) in zip(rows, want, strict=True))
+
+
+async def test_links_are_anded_into_the_filter(backend: Backend) -> None:
+    q = query_vector(9)
+    flt = {"category": "boots"}
+    allowed = [1, 5, 9, 13, 2, 3, 200, 201]  # boots are ids 1, 5, 9, ...
+    rows = await backend.rows(
+        {"intent": "search", "vector": q, "limit": 50, "filter": flt}, link=link("id", allowed)
+    )
+    want = brute_force(q, 50, "cosine", {"$and": [flt, {"id": {"$in": allowed}}]})
+    assert [r["id"] for r in rows] == [i for i, _ in want]
+    assert {r["id"] for r in rows} <= set(allowed)
+    by_field = await backend.rows(
+        {"intent": "scroll", "limit": 1000}, link=link("category", ["tents"], "VARCHAR")
+    )
+    assert {r["category"] for r in by_field} == {"tents"}
+    assert len(by_field) == sum(p["payload"]["category"] == "tents" for p in POINTS)
+    nothing = await backend.rows({"intent": "count"}, link=link("id", []))
+    assert nothing == [{"count": 0}]
+
+
+async def test_near_text_and_hybrid_use_the_embedding(backend: Backend) -> None:
+    # the collection is 16-dimensional: a 384-dimensional embedding is refused, not run
+    with pytest.raises(QueryFailed, match="384 dimensions"):
+        await backend.rows({"intent": "near_text", "text": "hiking boots"})
+
+
+async def test_writes_change_exactly_what_they_say(backend: Backend) -> None:
+    before = await backend.snapshot()
+    new = [{"id": 1001, "vector": query_vector(1), "payload": {"category": "boots", "stock": 3}}]
+    new.append({"id": 2, "vector": query_vector(2), "payload": {"category": "maps"}})
+    assert await backend.write({"intent": "upsert", "points": new}) == 2
+    after = await backend.snapshot()
+    assert after[1001]["category"] == "boots" and after[1001]["stock"] == 3
+    assert after[2]["category"] == "maps"
+    assert {k: v for k, v in after.items() if k not in (2, 1001)} == {
+        k: v for k, v in before.items() if k != 2
+    }
+    n = await backend.write(
+        {"intent": "set_payload", "filter": {"category": "tents"}, "payload": {"stock": 0}}
+    )
+    tents = [k for k, v in after.items() if v["category"] == "tents"]
+    assert n == len(tents)
+    now = await backend.snapshot()
+    assert all(now[k]["stock"] == 0 for k in tents)
+    assert await backend.write({"intent": "delete", "ids": [1001, 3]}) == 2
+    assert await backend.write({"intent": "delete", "filter": {"category": "maps"}}) == 1
+    left = await backend.snapshot()
+    assert 1001 not in left and 3 not in left and 2 not in left
+    assert len(left) == len(before) - 2
+    assert await backend.write({"intent": "delete_all"}) == len(left)
+    assert await backend.snapshot() == {}
+
+
+async def test_refusals_leave_the_data_unchanged(backend: Backend) -> None:
+    before = await backend.snapshot()
+    wrong = {"intent": "upsert", "points": [{"id": 7, "vector": [0.1] * (DIM + 1)}]}
+    with pytest.raises(QueryFailed, match="dimensions"):
+        await backend.write(wrong)
+    with pytest.raises(QueryFailed, match="dimensions"):
+        await backend.rows({"intent": "search", "vector": [0.5] * (DIM - 1)})
+    # a value that looks like SQL is a value: it matches nothing and changes nothing
+    hostile = "x' OR '1'='1"
+    assert await backend.rows({"intent": "count", "filter": {"category": hostile}}) == [
+        {"count": 0}
+    ]
+    assert await backend.write({"intent": "delete", "filter": {"name": hostile}}) == 0
+    unknown = {"intent": "count", "filter": {"no_such_field": 1}}
+    if backend.kind == "qdrant":  # payloads have no schema: an unknown field matches nothing
+        assert await backend.rows(unknown) == [{"count": 0}]
+    else:
+        with pytest.raises(QueryFailed, match="no_such_field"):
+            await backend.rows(unknown)
+    with pytest.raises(QueryFailed, match="read-only"):
+        await backend.rows({"intent": "delete_all"})
+    assert await backend.snapshot() == before
+
+
+def test_bodies_are_bounded() -> None:
+    deep: dict = {"category": "x"}
+    for _ in range(10):
+        deep = {"$not": deep}
+    with pytest.raises(InvalidVectorQuery, match="deeper"):
+        parse(f'{{"intent": "count", "filter": {_json(deep)}}}')
+    wide = {"$or": [{"stock": i} for i in range(300)]}
+    with pytest.raises(InvalidVectorQuery, match="conditions"):
+        parse(f'{{"intent": "count", "filter": {_json(wide)}}}')
+    with pytest.raises(InvalidVectorQuery, match="ef"):
+        parse('{"intent": "search", "vector": [1], "ef": 100000}')
+    with pytest.raises(InvalidVectorQuery, match="out of range"):
+        parse('{"intent": "search", "vector": [1e999]}')
+    with pytest.raises(InvalidVectorQuery, match="unknown key"):
+        parse('{"intent": "search", "vector": [1], "query": "DROP TABLE items"}')
+    with pytest.raises(InvalidVectorQuery, match="field name"):
+        parse('{"intent": "count", "filter": {"a` OR 1=1 --": 1}}')
+    with pytest.raises(InvalidVectorQuery, match="ids"):
+        parse('{"intent": "delete"}')
+    assert parse('{"intent": "delete", "filter": {}}').deletes_everything
+    assert not parse('{"intent": "delete", "filter": {"a": 1}}').deletes_everything
+
+
+def _json(obj: object) -> str:
+    import json
+
+    return json.dumps(obj)
