@@ -1,9 +1,10 @@
 """Admission control: past a bound the answer is immediate, never a queue without end.
 
-Requests in progress are counted in all and per principal (per client address without
-tokens), and request bodies in flight are counted in bytes; a request past a bound is
-refused at once with `Retry-After`: 429 when its principal is over its own share, 503 when
-the server as a whole is. Probes, metrics and the OpenAPI document are never refused.
+Requests in progress are counted in all and per principal (with tokens; without, the one
+loopback user has the server-wide bounds), and request bodies in flight in bytes; a
+request past a bound is refused at once with `Retry-After`: 429 when its principal is over
+its own share, 503 when the server as a whole is. Probes, metrics and the OpenAPI document
+are never refused.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from api.auth import OPEN_PATHS
-from api.middleware import client_host, request_id_of, send_envelope
+from api.middleware import request_id_of, send_envelope
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,7 +39,8 @@ class Admission:
         if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        who = scope.get("state", {}).get("principal") or f"address {client_host(scope)}"
+        # without tokens there is one user (loopback only): the server-wide bounds apply
+        who = scope.get("state", {}).get("principal")
         size = _body_size(scope, self.body_limit)
         refusal = self._refusal(who, size)
         if refusal is not None:
@@ -55,22 +57,24 @@ class Admission:
             return
         self.total += 1
         self.bytes += size
-        self.by_principal[who] += 1
+        if who is not None:
+            self.by_principal[who] += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.total -= 1
             self.bytes -= size
-            self.by_principal[who] -= 1
-            if self.by_principal[who] <= 0:
-                del self.by_principal[who]
+            if who is not None:
+                self.by_principal[who] -= 1
+                if self.by_principal[who] <= 0:
+                    del self.by_principal[who]
 
-    def _refusal(self, who: str, size: int) -> tuple[int, str, str, str] | None:
-        if self.by_principal[who] >= self.max_per_principal:
+    def _refusal(self, who: str | None, size: int) -> tuple[int, str, str, str] | None:
+        if who is not None and self.by_principal[who] >= self.max_per_principal:
             return (
                 429,
                 "too_many_requests",
-                f"{who} already has {self.by_principal[who]} requests in progress",
+                f"principal {who!r} already has {self.by_principal[who]} requests in progress",
                 "max_concurrent_requests_per_principal",
             )
         if self.total >= self.max_total:

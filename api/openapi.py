@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from api.auth import OPEN_PATHS
 from api.envelopes import ErrorEnvelope, QueryBlocked
 from api.routes import Endpoint
 from api.version import VERSION
@@ -13,16 +14,32 @@ from api.version import VERSION
 _DESCRIPTIONS = {
     400: "Malformed body or invalid request",
     401: "Missing or invalid token",
-    403: "Blocked by the safety pipeline",
+    403: "Blocked by the safety pipeline, or a refused web Origin",
     404: "Unknown database, table or result",
     409: "Conflict",
-    413: "Body too large",
+    413: "Body, stored result or inline answer too large",
+    415: "Body not sent as application/json",
+    421: "Host not in server.allowed_hosts",
     422: "Validation failed",
-    429: "Rate or queue limit (Retry-After)",
+    429: "Rate, queue or per-principal limit (Retry-After)",
     500: "Connector or merge failure",
-    503: "Not ready or database unavailable",
+    503: "Not ready, database unavailable, or the server at its bounds (Retry-After)",
     504: "Query timed out",
 }
+
+
+# Answers any operation past the open probes may get from the middleware in front of it:
+# a foreign Host (421), a refused Origin (403), admission or rate bounds (429, 503); with a
+# body also its size (413) and content type (415).
+GUARDED = (403, 421, 429, 503)
+WITH_BODY = (413, 415)
+
+
+def _errors(e: Endpoint) -> list[int]:
+    extra: tuple[int, ...] = ()
+    if e.path not in OPEN_PATHS:
+        extra += GUARDED + (WITH_BODY if e.body is not None else ())
+    return sorted({*e.errors, *extra})
 
 
 def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
@@ -67,8 +84,10 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
             ok["content"] = {"application/json": {"schema": ref[e.response]}}
         for status in (e.status, *e.also):
             op["responses"][str(status)] = ok
-        for code in e.errors:
-            schema = ref[QueryBlocked] if code == 403 else ref[ErrorEnvelope]
+        for code in _errors(e):
+            schema = ref[ErrorEnvelope]
+            if code == 403 and 403 in e.errors:  # blocked by safety, or a refused Origin
+                schema = {"anyOf": [ref[QueryBlocked], ref[ErrorEnvelope]]}
             op["responses"][str(code)] = {
                 "description": _DESCRIPTIONS.get(code, "Error"),
                 "content": {"application/json": {"schema": schema}},

@@ -34,11 +34,11 @@ def flat_yaml(target: int = 870_000) -> str:
 
 
 def in_list_sql(target: int = 85_000) -> str:
-    values = ", ".join(str(i) for i in range(1, target // 7))
+    values = ", ".join(str(i) for i in range(1, target // 6))
     return f"SELECT id, name FROM items WHERE id IN ({values})"
 
 
-def case_merge(target: int = 99_000) -> str:
+def case_merge(target: int = 90_000) -> str:
     whens = " ".join(f"WHEN a.id = {i} THEN 'label {i}'" for i in range(target // 32))
     return f"SELECT a.id, CASE {whens} ELSE 'other' END AS label FROM s0 a"
 
@@ -79,7 +79,7 @@ def heavy_requests() -> list[Heavy]:
             {"steps": [step], "merge": case_merge(518_000)},
         ),
         (
-            "99 KB merge made of a large CASE",
+            "96 KB merge made of a large CASE",
             "/v1/query",
             {"steps": [step], "merge": case_merge()},
         ),
