@@ -338,7 +338,7 @@ class QueryService:
             metrics.safety_blocked(blocked["stage"])
         elif exc is None:
             outcome = "ok"
-        elif isinstance(exc, QueryTimedOut) or isinstance(
+        elif isinstance(exc, QueryTimedOut | RequestTimedOut) or isinstance(
             getattr(exc, "cause", None), QueryTimedOut
         ):
             outcome = "timeout"

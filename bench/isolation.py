@@ -148,7 +148,7 @@ def idle(url: str, seconds: float) -> list[float]:
     return latencies
 
 
-def during(url: str, path: str, body: dict[str, Any]) -> tuple[list[float], float, int]:
+def during(url: str, path: str, body: dict[str, Any]) -> tuple[list[float], float, str]:
     latencies: list[float] = []
     done = threading.Event()
     prober = threading.Thread(target=probe, args=(url, latencies, done))
@@ -156,8 +156,11 @@ def during(url: str, path: str, body: dict[str, Any]) -> tuple[list[float], floa
     time.sleep(0.3)
     started = time.perf_counter()
     with httpx.Client(base_url=url, timeout=600) as c:
-        status = c.post(path, json=body).status_code
+        r = c.post(path, json=body)
     took = time.perf_counter() - started
+    status = str(r.status_code)
+    if r.status_code >= 400:
+        status += f" {r.json()['error']['code']}"
     done.set()
     prober.join()
     return latencies, took, status
@@ -195,9 +198,11 @@ def run(admin_dsn: str, idle_s: float, repeat: int) -> str:
         )
     lines += [
         "",
-        "Statuses: the 2,000-step dry run and the 518 KB merge are refused by a bound first "
-        "(`limits.max_steps`, `safety.max_query_chars`); the YAML configs are parsed in a child "
-        "process (422: they are not federated queries); the others run.",
+        "The 2,000-step dry run and the 518 KB merge are refused by a bound before any work "
+        "(`limits.max_steps`, `safety.max_query_chars`). The YAML configs are parsed in a child "
+        "process: 422 when parsed (they are not federated queries), 400 "
+        "`document_too_costly` when the parse passed `limits.parse_timeout_seconds` (5 s; "
+        "on a loaded machine). The others run to completion.",
         "",
     ]
     return "\n".join(lines)
