@@ -20,6 +20,7 @@ from api.admission import Admission
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
 from api.guard import BrowserGuard
+from api.mcp_server import McpHttp
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
 from api.openapi import build_openapi
 from api.ops_routes import OPS_ENDPOINTS
@@ -29,7 +30,6 @@ from api.runs_routes import RUN_ENDPOINTS, build_run_manager
 from api.service import audit_log_for, build_service
 from engine.config import Config
 from engine.offload import responsive_loop
-from engine.parse_pool import ParsePool
 from engine.results import ResultStore
 
 log = logging.getLogger("sluice.api")
@@ -63,6 +63,7 @@ def build_app(
     the service and the run manager, which the server's SIGTERM handler drains)."""
     endpoints = endpoints if endpoints is not None else [*ENDPOINTS, *RUN_ENDPOINTS, *OPS_ENDPOINTS]
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
+    mcp = McpHttp(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -72,7 +73,6 @@ def build_app(
         app.state.catalog = service.catalog
         runs = app.state.runs = build_run_manager(config, service)
         metrics.bind(service.catalog, service.store)
-        app.state.parse_pool = ParsePool()
         responsive_loop()
         try:
             async with anyio.create_task_group() as tg:
@@ -85,16 +85,19 @@ def build_app(
                 tg.start_soon(_evict_results, service.store)
                 await tg.start(runs.serve)
                 heap.settle()
-                yield
+                async with mcp.running():
+                    yield
                 await runs.drain()  # before cancelling: running runs get their grace period
+                audit.close()  # the writer drains every queued entry, then returns
                 tg.cancel_scope.cancel()
         finally:
-            app.state.parse_pool.close()
             await service.catalog.close()
             service.close()
 
     app = Starlette(
-        routes=routes(endpoints), lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=[*routes(endpoints), mcp.route],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.config = config
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))

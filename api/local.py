@@ -33,8 +33,11 @@ async def open_service(
                     startup_wait=startup_wait, task_status=task_status
                 )
             )
-            yield LocalSession(service, principal)
-            tg.cancel_scope.cancel()
+            try:
+                yield LocalSession(service, principal)
+            finally:
+                audit.close()  # the writer drains the queue before the task group ends
+                tg.cancel_scope.cancel()
     finally:
         await service.catalog.close()
         service.close()
@@ -44,10 +47,12 @@ class LocalSession:
     def __init__(self, service: QueryService, principal: str | None) -> None:
         self.service = service
         self.principal = principal
+        self.last_request_id: str | None = None  # for the envelope of a failed call
 
     def context(self) -> RequestContext:
+        self.last_request_id = new_request_id()
         return RequestContext(
-            request_id=new_request_id(), principal=self.principal, transport="python"
+            request_id=self.last_request_id, principal=self.principal, transport="python"
         )
 
     async def simple(
@@ -69,8 +74,13 @@ class LocalSession:
         query: FederatedQuery,
         *,
         on_progress: Callable[[StepProgress], None] | None = None,
+        export: bool = False,
     ) -> QuerySuccess | DryRunResponse:
-        return await self.service.federated(query, self.context(), on_progress=on_progress)
+        """`export=True`: the whole answer is wanted (a file): the export row bound applies
+        and a step that hit its cap fails the query unless `query.allow_truncation`."""
+        return await self.service.federated(
+            query, self.context(), on_progress=on_progress, export=export
+        )
 
     async def rows(self, database: str, table: str, query: str) -> list[dict[str, Any]]:
         result = await self.simple(database, table, query)

@@ -138,6 +138,11 @@ class Metrics:
         self.idempotent_replays = Counter(
             "sluice_runs_idempotent_replays", "Submits answered with an existing run", registry=r
         )
+        self.audit_dropped = Counter(
+            "sluice_audit_entries_dropped",
+            "Audit entries lost to a full writer queue (must stay 0)",
+            registry=r,
+        )
         self.sources = _Sources()
         r.register(self.sources)
         # labelled children of queries/rows by (database, language, outcome)
@@ -175,6 +180,10 @@ def query_finished(
 
 def safety_blocked(stage: str, metrics: Metrics = METRICS) -> None:
     metrics.blocks.labels(stage).inc()
+
+
+def audit_dropped(n: int, metrics: Metrics = METRICS) -> None:
+    metrics.audit_dropped.inc(n)
 
 
 class RunMetrics(RunHooks):

@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from api import envelopes as env
+from api.downloads import FORMAT_HELP, download, format_param
 from api.errors import ApiError, envelope_for
 from api.middleware import client_host, request_id_of
 from api.responses import MsgspecResponse
@@ -32,6 +33,14 @@ from engine.simple import OFF_LOOP_ROWS
 from safety.catalog_view import database_visible, grants_for, table_view, tables_view
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from connectors.config import DatabaseConfig
+    from engine.catalog import Catalog, DatabaseState
+    from engine.config import Config
+    from engine.results import ResultStore
+    from safety.policy import DatabaseGrants
+
 Handler = Callable[[Request], Awaitable[Any]]
 
 
@@ -123,11 +132,39 @@ def principal_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("principal")  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is looking: what the catalog shows them (the permission model of queries) and
+    which stored objects they find (their own; any with the admin grant)."""
+
+    config: Config
+    principal: str | None
+    admin: bool = False
+
+    @property
+    def reader(self) -> Reader:
+        return Reader(self.principal, self.admin)
+
+    def sees_database(self, name: str) -> bool:
+        return database_visible(self.config, self.principal, name)
+
+    def grants(self, db: DatabaseConfig) -> DatabaseGrants:
+        return grants_for(self.config, self.principal, db)
+
+    def tables(self, state: DatabaseState) -> list[TableInfo]:
+        return tables_view(self.grants(state.config), state.tables)
+
+
+def viewer_of(request: Request) -> Viewer:
+    state = request.scope.get("state", {})
+    config = request.app.state.config
+    return Viewer(config, state.get("principal"), bool(state.get("admin")))
+
+
 def reader_of(request: Request) -> Reader:
     """Who is looking a stored object up: objects of other principals are not found for
     them, unless their token holds the admin grant."""
-    state = request.scope.get("state", {})
-    return Reader(state.get("principal"), bool(state.get("admin")))
+    return viewer_of(request).reader
 
 
 def audit_admin_access(request: Request, kind: str, object_id: str, owner: str | None) -> None:
@@ -212,11 +249,14 @@ async def health(request: Request) -> env.HealthResponse:
 async def databases(request: Request) -> env.DatabasesResponse:
     page = int_param(request, "page", 1, lo=1, hi=1_000_000)
     size = int_param(request, "size", 4, lo=1, hi=100)
-    config, principal = request.app.state.config, principal_of(request)
-    catalog = request.app.state.catalog
-    visible = [
-        s for s in catalog.states.values() if database_visible(config, principal, s.config.name)
-    ]
+    viewer = viewer_of(request)
+    return database_page(request.app.state.catalog, page, size, viewer)
+
+
+def database_page(catalog: Catalog, page: int, size: int, viewer: Viewer) -> env.DatabasesResponse:
+    """A page of the databases the viewer's permission set names, each with the tables and
+    columns it may see (the REST endpoint, MCP's tool and resources)."""
+    visible = [s for s in catalog.states.values() if viewer.sees_database(s.config.name)]
     total = len(visible)
     pages = max(1, math.ceil(total / size))
     states = visible[(page - 1) * size : page * size]
@@ -226,7 +266,7 @@ async def databases(request: Request) -> env.DatabasesResponse:
             type=s.config.type,
             database=s.config.display_database,
             reachable=s.reachable,
-            tables=tables_view(grants_for(config, principal, s.config), s.tables),
+            tables=viewer.tables(s),
             error=s.error,
         )
         for s in states
@@ -245,16 +285,20 @@ async def databases(request: Request) -> env.DatabasesResponse:
 
 @json_endpoint
 async def table_detail(request: Request) -> TableInfo:
-    catalog, service = request.app.state.catalog, request.app.state.service
-    config, principal = request.app.state.config, principal_of(request)
-    name, table = request.path_params["db"], request.path_params["table"]
+    catalog = request.app.state.catalog
+    db, table = request.path_params["db"], request.path_params["table"]
+    return await describe_table(catalog, db, table, viewer_of(request))
+
+
+async def describe_table(catalog: Catalog, name: str, table: str, viewer: Viewer) -> TableInfo:
+    """A table as the viewer may see it; one it may not see is as absent as a missing one."""
     state = catalog.get(name)
-    if state is None or not database_visible(config, principal, name):
-        raise UnknownDatabase(name, service.visible_databases(principal))
+    if state is None or not viewer.sees_database(name):
+        raise UnknownDatabase(name, [n for n in catalog.names() if viewer.sees_database(n)])
     found: TableInfo | None = await catalog.find_table(state, table)
-    view = None if found is None else table_view(grants_for(config, principal, state.config), found)
-    if view is None:  # a table it may not see is as absent as a missing one
-        raise UnknownTable(name, table, service.visible_tables(principal, state))
+    view = None if found is None else table_view(viewer.grants(state.config), found)
+    if view is None:
+        raise UnknownTable(name, table, [t.name for t in viewer.tables(state)])
     return view
 
 
@@ -277,13 +321,30 @@ async def query_federated(request: Request) -> Any:
 
 
 @json_endpoint
-async def result_page(request: Request) -> env.ResultPage:
+async def result_page(request: Request) -> env.ResultPage | Response:
     rid = request.path_params["request_id"]
+    fmt = format_param(request, None)
+    if fmt is not None:  # the whole result as a file, like a run's
+        return download(request.app.state.service.store, rid, fmt, reader_of(request))
     page = int_param(request, "page", 1, lo=1, hi=10_000_000)
     size = int_param(request, "size", 100, lo=1, hi=10_000)
-    reader = reader_of(request)
-    got = await request.app.state.service.store.page(rid, page, size, reader)
-    audit_admin_access(request, "result", rid, got.owner)
+    store = request.app.state.service.store
+    return await read_results(store, rid, page, size, viewer_of(request), request)
+
+
+async def read_results(
+    store: ResultStore,
+    rid: str,
+    page: int,
+    size: int,
+    viewer: Viewer,
+    request: Request | None = None,
+) -> env.ResultPage:
+    """A page of a stored result its viewer may read (another principal's is not found; the
+    admin grant reads any, audited when the `request` is given)."""
+    got = await store.page(rid, page, size, viewer.reader)
+    if request is not None:
+        audit_admin_access(request, "result", rid, got.owner)
     return env.ResultPage(
         request_id=rid,
         page=page,
@@ -346,9 +407,14 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/v1/results/{request_id}",
         result_page,
-        "A page of a stored federated result, in a stable order.",
+        "A page of a stored federated result, in a stable order; with `format`, the whole "
+        "result as a file.",
         response=env.ResultPage,
-        query=(("page", "1-indexed page number", 1), ("size", "rows per page, max 10,000", 100)),
+        query=(
+            ("page", "1-indexed page number", 1),
+            ("size", "rows per page, max 10,000", 100),
+            ("format", FORMAT_HELP, None),
+        ),
         errors=(400, 404),
     ),
 ]

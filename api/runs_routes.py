@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from api import metrics as m
+from api.downloads import FORMAT_HELP, download, format_param
 from api.envelopes import QuerySuccess
 from api.errors import ApiError
 from api.routes import (
@@ -29,7 +29,6 @@ from api.routes import (
     audit_admin_access,
     int_param,
     json_endpoint,
-    principal_of,
     reader_of,
     request_context,
 )
@@ -39,10 +38,9 @@ from engine.bounds import check_nesting, parse_bounded
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
 from engine.errors import InvalidRequest
-from engine.export import FORMATS, iter_chunks
 from engine.ir import FederatedQuery
 from engine.offload import off_loop
-from engine.parse_pool import ParsePool
+from engine.results import Reader
 from engine.run_store import (
     RunRecord,
     encode_cursor,
@@ -58,7 +56,8 @@ from engine.runs import (
 )
 
 if TYPE_CHECKING:
-    from api.service import QueryService
+    from api.service import QueryService, RequestContext
+    from engine.catalog import Catalog
     from engine.config import Config
 
 from api.run_envelopes import (
@@ -115,11 +114,10 @@ def canonical(query: FederatedQuery) -> str:
     return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
 
 
-def check(service: QueryService, query: FederatedQuery, request: Request) -> None:
+def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
     """Validation and safety, synchronously: each refusal is a 422 with details."""
-    ctx = request_context(request)
     try:
-        outcome, _ = service.check_federated(query, ctx)
+        outcome, _ = service.check_federated(query, ctx, export=True)
     except SluiceError as exc:
         details = dict(exc.details or {})
         step_id = getattr(exc, "step_id", None)
@@ -140,9 +138,8 @@ def check(service: QueryService, query: FederatedQuery, request: Request) -> Non
         )
 
 
-async def doctor(request: Request, query: FederatedQuery) -> list[dict[str, Any]]:
+async def doctor(catalog: Catalog, query: FederatedQuery) -> list[dict[str, Any]]:
     """Ping every database the run uses; 422 with the report when one fails."""
-    catalog = request.app.state.catalog
     report: list[dict[str, Any]] = []
 
     async def probe(name: str) -> None:
@@ -230,20 +227,18 @@ def _config_query_outcome(body: RunSubmit, max_nesting: int) -> tuple[Any, ...]:
 PROCESS_PARSE_CHARS = 16_384  # YAML run configs longer than this are parsed in a child
 
 
-async def decode_submit(request: Request, raw: bytes) -> tuple[RunSubmit, FederatedQuery]:
-    """The submit body off the event loop: the JSON body and a JSON or small YAML config in
+async def config_query(service: QueryService, body: RunSubmit) -> FederatedQuery:
+    """The run config's federated query, off the event loop: a JSON or small YAML config in
     a worker thread, a large YAML config in a child process with a time bound."""
-    limits = request.app.state.config.limits
-    body = await off_loop(_decode_body, raw, limits.max_body_nesting)
+    limits = service.config.limits
     large_yaml = (
         isinstance(body.config, str)
         and body.config_format == "yaml"
         and len(body.config) > PROCESS_PARSE_CHARS
     )
     if not large_yaml:
-        return body, await off_loop(_config_query, body, limits.max_body_nesting)
-    pool: ParsePool = request.app.state.parse_pool
-    outcome = await pool.run(
+        return await off_loop(_config_query, body, limits.max_body_nesting)
+    outcome = await service.parse_pool.run(
         _config_query_outcome,
         body,
         limits.max_body_nesting,
@@ -253,40 +248,18 @@ async def decode_submit(request: Request, raw: bytes) -> tuple[RunSubmit, Federa
     if outcome[0] == "api":
         _, status, code, message, suggestion, details = outcome
         raise ApiError(status, code, message, suggestion=suggestion, details=details)
-    return body, outcome[1]
+    query: FederatedQuery = outcome[1]
+    return query
 
 
 @json_endpoint
 async def submit_run(request: Request) -> Response:
     raw = await request.body()
-    body, query = await decode_submit(request, raw)
-    config = canonical(query)
-    runs = manager_of(request)
-    digest = run_digest(
-        config,
-        name=body.name,
-        labels=body.labels,
-        timeout_secs=body.timeout_secs,
-        options={"doctor_first": body.doctor_first},
+    limits = request.app.state.config.limits
+    body = await off_loop(_decode_body, raw, limits.max_body_nesting)
+    existing = await submit(
+        request.app.state.service, manager_of(request), body, request_context(request)
     )
-    principal = principal_of(request)
-    key = None if body.idempotency_key is None else scoped_key(principal, body.idempotency_key)
-    # a replay is answered before any check or admission (never a 429 for a known run)
-    existing = await runs.replay(key, digest) if key else None
-    if existing is None:
-        check(request.app.state.service, query, request)
-        report = await doctor(request, query) if body.doctor_first else None
-        existing, _ = await runs.submit(
-            config,
-            name=body.name,
-            labels=body.labels,
-            timeout_secs=body.timeout_secs,
-            idempotency_key=key,
-            doctor_report=report,
-            principal=principal,
-            options={"doctor_first": body.doctor_first},
-            steps=[s.step_id for s in query.steps],
-        )
     accepted = RunAccepted(
         run_id=existing.run_id,
         status=existing.status,
@@ -298,6 +271,41 @@ async def submit_run(request: Request) -> Response:
         media_type="application/json",
         headers={"Location": f"/v1/runs/{existing.run_id}"},
     )
+
+
+async def submit(
+    service: QueryService, runs: RunManager, body: RunSubmit, ctx: RequestContext
+) -> RunRecord:
+    """Parse, check (validation, safety, optional doctor) and queue a run, or replay the run
+    of a known idempotency key: the one submit path of REST and MCP."""
+    query = await config_query(service, body)
+    config = canonical(query)
+    digest = run_digest(
+        config,
+        name=body.name,
+        labels=body.labels,
+        timeout_secs=body.timeout_secs,
+        options={"doctor_first": body.doctor_first},
+    )
+    # keys are per principal: another's key never finds, conflicts with or names its run
+    key = None if body.idempotency_key is None else scoped_key(ctx.principal, body.idempotency_key)
+    # a replay is answered before any check or admission (never a 429 for a known run)
+    existing = await runs.replay(key, digest) if key else None
+    if existing is None:
+        check(service, query, ctx)
+        report = await doctor(service.catalog, query) if body.doctor_first else None
+        existing, _ = await runs.submit(
+            config,
+            name=body.name,
+            labels=body.labels,
+            timeout_secs=body.timeout_secs,
+            idempotency_key=key,
+            doctor_report=report,
+            principal=ctx.principal,
+            options={"doctor_first": body.doctor_first},
+            steps=[s.step_id for s in query.steps],
+        )
+    return existing
 
 
 def _time_param(request: Request, name: str) -> float | None:
@@ -345,16 +353,20 @@ async def list_runs(request: Request) -> RunList:
     )
 
 
+async def owned_run(runs: RunManager, run_id: str, reader: Reader) -> RunRecord:
+    """The run, if `reader` may see it: its own, or any with the admin grant; another
+    principal's run is as absent as an unknown id (REST and MCP)."""
+    record = await runs.get(run_id)
+    if record.principal != reader.principal and not reader.admin:
+        raise RunNotFound(run_id)
+    return record
+
+
 async def _get(request: Request) -> RunRecord:
-    """The run, if the caller may see it: its own, or any with the admin grant (audited);
-    another principal's run is as absent as an unknown id."""
+    """`owned_run` for this request; the admin grant's look at another's run is audited."""
     run_id = request.path_params["run_id"]
-    record = await manager_of(request).get(run_id)
-    reader = reader_of(request)
-    if record.principal != reader.principal:
-        if not reader.admin:
-            raise RunNotFound(run_id)
-        audit_admin_access(request, "run", run_id, record.principal)
+    record = await owned_run(manager_of(request), run_id, reader_of(request))
+    audit_admin_access(request, "run", run_id, record.principal)
     return record
 
 
@@ -403,14 +415,8 @@ async def run_logs(request: Request) -> Response:
 @json_endpoint
 async def run_result(request: Request) -> Response:
     record = await _get(request)
-    fmt = request.query_params.get("format", "parquet")
-    if fmt not in FORMATS:
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            f"unknown format {fmt!r}",
-            suggestion=f"use one of {', '.join(FORMATS)}",
-        )
+    fmt = format_param(request, "parquet")
+    assert fmt is not None
     if record.status != "completed":
         raise ApiError(
             409,
@@ -419,25 +425,7 @@ async def run_result(request: Request) -> Response:
             suggestion="wait for status completed (GET /v1/runs/{id})",
         )
     store = request.app.state.service.store
-    path = Path(store.dir) / f"{record.run_id}.parquet"
-    if not path.exists():
-        from engine.errors import ResultNotFound
-
-        raise ResultNotFound(record.run_id)
-    name = f"{record.name or record.run_id}.{fmt}".replace('"', "")
-    return StreamingResponse(
-        stream_result(path, fmt),
-        media_type=FORMATS[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
-
-
-async def stream_result(path: Path, fmt: str) -> AsyncIterator[bytes]:
-    """The stored result converted one row group at a time in a worker thread
-    (engine/export.py): memory stays at one batch whatever the result's size."""
-    chunks = iter_chunks(path, fmt)
-    while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-        yield chunk
+    return download(store, record.run_id, fmt, reader_of(request), record.name)
 
 
 RUN_ENDPOINTS: list[Endpoint] = [
@@ -506,7 +494,7 @@ RUN_ENDPOINTS: list[Endpoint] = [
         "/v1/runs/{run_id}/result",
         run_result,
         "Download a completed run's whole result (streamed).",
-        query=(("format", "parquet, csv or ndjson", None),),
+        query=(("format", FORMAT_HELP, None),),
         errors=(400, 404, 409),
     ),
 ]
@@ -542,6 +530,7 @@ def service_executor(
             ctx,
             on_progress=on_progress,
             result_id=record.run_id,
+            export=True,
             bound_whole_request=False,  # a run is bounded by its timeout_secs
         )
         assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)

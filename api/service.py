@@ -4,6 +4,7 @@ did not check; the engine runs the pipeline's rewritten text, unchanged."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from engine.errors import (
     DatabaseUnreachable,
     InvalidRequest,
     RequestTimedOut,
+    ResultTruncated,
     StepUnknownTable,
     UnknownDatabase,
     UnknownTable,
@@ -43,6 +45,7 @@ from engine.federated import (
 )
 from engine.ir import FederatedQuery
 from engine.offload import off_loop
+from engine.parse_pool import ParsePool
 from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult, run_simple
 from safety import pipeline
 from safety.catalog_view import database_visible, grants_for, tables_view
@@ -85,10 +88,11 @@ class RequestContext:
     client: str | None = None
     body_bytes: int = 0
 
-    def check_request(self, steps: list[StepInput]) -> CheckRequest:
+    def check_request(self, steps: list[StepInput], max_rows: int | None = None) -> CheckRequest:
         """What the safety pipeline reads: the steps and who asks, how, from where."""
         return CheckRequest(
             steps=steps,
+            max_rows=max_rows,
             principal=self.principal,
             transport=self.transport,
             client=self.client,
@@ -112,6 +116,7 @@ class QueryService:
         self.store = store
         self.audit = audit
         self.answer_bytes = BytesInFlight(config.limits.max_bytes_in_flight)
+        self.parse_pool = ParsePool()  # large run configs are parsed in a child process
 
     # -- simple -----------------------------------------------------------------------------
     async def simple(
@@ -209,14 +214,37 @@ class QueryService:
         )
 
     # -- federated --------------------------------------------------------------------------
+    def row_cap(self, query: FederatedQuery, ctx: RequestContext, export: bool) -> int | None:
+        """Rows per step: an inline request keeps safety.max_rows_per_query (max_rows may
+        lower it); an export or a run asked for the whole answer and gets its principal's
+        export bound, which max_rows may lower or raise up to."""
+        bound = (
+            self.config.export_rows_for(ctx.principal)
+            if export
+            else self.config.safety.max_rows_per_query
+        )
+        asked = query.max_rows
+        if asked is not None and not 1 <= asked <= bound:
+            where = (
+                "safety.max_export_rows (or auth.tokens[].max_export_rows)"
+                if export
+                else "safety.max_rows_per_query; exports and runs have a larger bound"
+            )
+            raise InvalidRequest(
+                f"max_rows must be from 1 to {bound:,} for this request, got {asked:,}",
+                suggestion=f"the bound is {where}",
+            )
+        return asked if asked is not None else (bound if export else None)
+
     def check_federated(
-        self, query: FederatedQuery, ctx: RequestContext
+        self, query: FederatedQuery, ctx: RequestContext, *, export: bool = False
     ) -> tuple[SafetyOutcome, CheckRequest]:
         """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
         limits = self.config.limits
         check_steps(query, limits, self.config.safety.max_query_chars)
         plan = explain(query, self.catalog.names())
         check_depth({s: n.parents for s, n in plan.nodes.items()}, plan.order, limits.max_dag_depth)
+        max_rows = self.row_cap(query, ctx, export)
         inputs = []
         for step in query.steps:
             state = self._state(step.database, ctx.principal)
@@ -232,7 +260,7 @@ class QueryService:
                     depends_on=list(step.depends_on),
                 )
             )
-        request = ctx.check_request(inputs)
+        request = ctx.check_request(inputs, max_rows)
         return pipeline.check(request, self.config), request
 
     async def federated(
@@ -242,28 +270,46 @@ class QueryService:
         *,
         on_progress: Callable[[StepProgress], None] | None = None,
         result_id: str | None = None,
+        export: bool = False,
         bound_whole_request: bool = True,
     ) -> QuerySuccess | DryRunResponse:
         """Run a federated DAG; its whole result is stored under `result_id` (default: the
-        request id) for GET /v1/results. The whole request, merge included, is bounded by
-        the query timeout unless `bound_whole_request` is False (a run has its own bound)."""
+        request id) for GET /v1/results. An `export` (a file, a run) has its own row bound
+        and fails with ResultTruncated when a step hit its cap, unless the query allows it.
+        The whole request, merge included, is bounded by the query timeout unless
+        `bound_whole_request` is False (a run has its own bound)."""
         started = time.perf_counter()
         if request_chars(query) > OFF_LOOP_CHARS:
-            outcome, request = await off_loop(self.check_federated, query, ctx)
+            outcome, request = await off_loop(
+                functools.partial(self.check_federated, query, ctx, export=export)
+            )
         else:
-            outcome, request = self.check_federated(query, ctx)
+            outcome, request = self.check_federated(query, ctx, export=export)
         audit = self._audit_entry(ctx, request, outcome)
+        work = self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id)
+        if export and not query.allow_truncation:
+            work = self._complete(work, query, ctx, request.max_rows or 0)
         seconds = None
         if bound_whole_request:  # each step's timeout is already min(database, safety)
             seconds = max((s.timeout for s in outcome.steps), default=None)
-        return await self._finishing(
-            audit,
-            started,
-            bounded(
-                self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id),
-                seconds,
-            ),
-        )
+        return await self._finishing(audit, started, bounded(work, seconds))
+
+    async def _complete(
+        self,
+        work: Awaitable[QuerySuccess | DryRunResponse],
+        query: FederatedQuery,
+        ctx: RequestContext,
+        cap: int,
+    ) -> QuerySuccess | DryRunResponse:
+        """The export's result, or ResultTruncated (its stored result removed) when a step
+        stopped at its cap."""
+        result = await work
+        if isinstance(result, QuerySuccess):
+            cut = [m.step_id for m in result.metadata.steps if m.status == "truncated"]
+            if cut:
+                self.store.delete(result.request_id)
+                raise ResultTruncated(cut, cap, self.config.export_rows_for(ctx.principal))
+        return result
 
     async def _federated_run(
         self,
@@ -352,6 +398,7 @@ class QueryService:
             self.audit.record(audit)
 
     def close(self) -> None:
+        self.parse_pool.close()
         self.sink.close()
 
     def visible_databases(self, principal: str | None) -> list[str]:
@@ -541,4 +588,4 @@ def audit_log_for(config: Config) -> AuditLog:
     from safety.audit import AuditLog
 
     path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
-    return AuditLog(path, config=config)
+    return AuditLog(path, config=config, on_drop=metrics.audit_dropped)

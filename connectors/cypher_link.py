@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
+from connectors.base import LinkFilter, Statement
 from connectors.cypher_tokens import (
     AGGREGATES,
     LINK_PARAM,
@@ -16,10 +19,27 @@ from connectors.cypher_tokens import (
     top_level,
     union_branches,
 )
+from connectors.errors import QueryFailed
 
 
 class LinkRefused(ValueError):
     """Raised when a step's text cannot take a link filter; the message says why."""
+
+
+def linked(statement: Statement, link: LinkFilter, database: str) -> Statement:
+    """A graph connector's `with_link`: the predicate ANDed into the text, the batch kept in
+    the statement's options and bound as `$sluice_link` when it runs (`link_params`)."""
+    try:
+        text = link_text(statement.text, link.column)
+    except LinkRefused as exc:
+        raise QueryFailed(database, f"cannot link this step: {exc}") from exc
+    options = {**statement.options, "link": list(link.values)}
+    return dataclasses.replace(statement, text=text, params=(), options=options)
+
+
+def link_params(statement: Statement) -> dict[str, Any]:
+    """The query parameters a (possibly linked) statement runs with."""
+    return {LINK_PARAM: statement.options["link"]} if "link" in statement.options else {}
 
 
 @functools.lru_cache(maxsize=256)

@@ -17,7 +17,6 @@ connector binds the batch of link values as that list parameter.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -30,7 +29,6 @@ from redis import exceptions as redis_errors
 from connectors import graph_rows
 from connectors.base import (
     Batch,
-    Distribution,
     FieldInfo,
     LinkFilter,
     PoolStats,
@@ -38,8 +36,7 @@ from connectors.base import (
     TableInfo,
 )
 from connectors.config import DatabaseConfig, ServerSettings
-from connectors.cypher_link import LinkRefused, link_text
-from connectors.cypher_tokens import LINK_PARAM
+from connectors.cypher_link import link_params, linked
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
 from connectors.types_map import json_safe
 
@@ -155,7 +152,7 @@ class FalkorDBConnector:
     async def _run(self, statement: Statement, *, write: bool) -> Any:
         graph = self._graph()
         ms = max(1, int(statement.timeout * 1000))
-        params = {LINK_PARAM: statement.options["link"]} if "link" in statement.options else {}
+        params = link_params(statement)
         db = self.config.name
         try:
             # the client-side deadline trails the server's own timeout, which stops first
@@ -199,13 +196,7 @@ class FalkorDBConnector:
         return changed + props
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
-        """The link predicate ANDed into the text, the batch bound as `$sluice_link`."""
-        try:
-            text = link_text(statement.text, link.column)
-        except LinkRefused as exc:
-            raise QueryFailed(self.config.name, f"cannot link this step: {exc}") from exc
-        options = {**statement.options, "link": list(link.values)}
-        return dataclasses.replace(statement, text=text, params=(), options=options)
+        return linked(statement, link, self.config.name)
 
     def pool_stats(self) -> PoolStats | None:
         if self._db is None:
@@ -264,27 +255,12 @@ def _fields(samples: list[dict[str, Any]]) -> list[FieldInfo]:
     fields = []
     for i, (key, typ) in enumerate(zip(keys, types, strict=True)):
         values = [r[i] for r in rows]
-        present = [v for v in values if v is not None]
-        distinct = {repr(v) for v in present}
         fields.append(
             FieldInfo(
                 name=key,
                 data_type=typ,
-                nullable=len(present) < len(values),
-                distribution=Distribution(
-                    distinct_count=len(distinct),
-                    null_fraction=1 - len(present) / len(values) if values else 0.0,
-                    sample_values=[json_safe(v) for v in present[:5]],
-                    min_value=_extreme(present, min),
-                    max_value=_extreme(present, max),
-                ),
+                nullable=any(v is None for v in values),
+                distribution=graph_rows.sampled_distribution(values),
             )
         )
     return fields
-
-
-def _extreme(values: list[Any], pick: Any) -> Any:
-    try:
-        return json_safe(pick(values)) if values else None
-    except TypeError:  # mixed types have no order
-        return None

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from connectors.arrow_rows import rows_to_arrow, value_type
-from connectors.base import Batch, Column
-from connectors.types_map import unique_names
+from connectors.base import Batch, Column, Distribution
+from connectors.types_map import json_safe, unique_names
 
 Shape = Callable[[Any], Any]
 
@@ -77,3 +77,19 @@ def _json_fix(row: tuple[Any, ...], cols: list[int]) -> tuple[Any, ...]:
         if v is not None and not isinstance(v, dict | list):
             out[i] = json.dumps(v, default=str)
     return tuple(out)
+
+
+def sampled_distribution(values: Sequence[Any]) -> Distribution:
+    """A property's statistics over a sample of its values (None for a missing one)."""
+    present = [v for v in values if v is not None]
+    try:
+        low, high = (json_safe(min(present)), json_safe(max(present))) if present else (None, None)
+    except TypeError:  # mixed types have no order
+        low = high = None
+    return Distribution(
+        distinct_count=len({repr(v) for v in present}),
+        null_fraction=1 - len(present) / len(values) if values else 0.0,
+        sample_values=[json_safe(v) for v in present[:5]],
+        min_value=low,
+        max_value=high,
+    )

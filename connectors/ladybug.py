@@ -14,7 +14,6 @@ Column types come from ladybug's own result types, so every batch of a result ha
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +26,6 @@ from connectors.arrow_rows import rows_to_arrow
 from connectors.base import (
     Batch,
     Column,
-    Distribution,
     FieldInfo,
     LinkFilter,
     PoolStats,
@@ -35,9 +33,9 @@ from connectors.base import (
     TableInfo,
 )
 from connectors.config import DatabaseConfig, FileSettings
-from connectors.cypher_link import LinkRefused, link_text
-from connectors.cypher_tokens import LINK_PARAM
+from connectors.cypher_link import link_params, linked
 from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.graph_rows import sampled_distribution
 from connectors.threads import call_interruptible
 from connectors.types_map import json_safe, unique_names
 
@@ -194,7 +192,7 @@ class LadybugConnector:
 
     @staticmethod
     def _params(statement: Statement) -> dict[str, Any]:
-        return {LINK_PARAM: statement.options["link"]} if "link" in statement.options else {}
+        return link_params(statement)
 
     async def stream(self, statement: Statement) -> AsyncIterator[Batch]:
         params = self._params(statement)
@@ -235,13 +233,7 @@ class LadybugConnector:
         return int(await self._call(statement, run, write=True))
 
     def with_link(self, statement: Statement, link: LinkFilter) -> Statement:
-        """The link predicate ANDed into the text, the batch bound as `$sluice_link`."""
-        try:
-            text = link_text(statement.text, link.column)
-        except LinkRefused as exc:
-            raise QueryFailed(self.config.name, f"cannot link this step: {exc}") from exc
-        options = {**statement.options, "link": list(link.values)}
-        return dataclasses.replace(statement, text=text, params=(), options=options)
+        return linked(statement, link, self.config.name)
 
     def pool_stats(self) -> PoolStats | None:
         return None
@@ -264,21 +256,13 @@ class LadybugConnector:
                     sample = _run(
                         conn, f"MATCH {pattern} RETURN n.{pq} LIMIT {SAMPLE_ROWS}"
                     ).get_all()
-                    values = [r[0] for r in sample]
-                    present = [v for v in values if v is not None]
                     fields.append(
                         FieldInfo(
                             name=str(prop),
                             data_type=column_type(str(native)),
                             is_primary=primary,
                             nullable=not primary,
-                            distribution=Distribution(
-                                distinct_count=len({repr(v) for v in present}),
-                                null_fraction=1 - len(present) / len(values) if values else 0.0,
-                                sample_values=[json_safe(v) for v in present[:5]],
-                                min_value=_extreme(present, min),
-                                max_value=_extreme(present, max),
-                            ),
+                            distribution=sampled_distribution([r[0] for r in sample]),
                         )
                     )
                 out.append(
@@ -292,13 +276,6 @@ class LadybugConnector:
             return out
 
         return list(await self._call(Statement("discover", timeout=60.0), run))
-
-
-def _extreme(values: list[Any], pick: Any) -> Any:
-    try:
-        return json_safe(pick(values)) if values else None
-    except TypeError:
-        return None
 
 
 def _message(exc: Exception) -> str:

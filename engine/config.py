@@ -24,6 +24,7 @@ from connectors import registry
 from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, allowed_keys
 from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
+from engine.yaml_doc import load_yaml
 from safety.config import Permissions, SafetyConfig
 
 
@@ -34,6 +35,9 @@ class TokenConfig(Base, frozen=True):
     token: str | None = None
     token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
     requests_per_minute: PositiveInt | None = None
+    # this principal's bound on rows per step of an export or a run (default
+    # safety.max_export_rows)
+    max_export_rows: PositiveInt | None = None
     # sees (and may cancel or delete) every principal's runs and results; each use is audited
     admin: bool = False
 
@@ -89,6 +93,13 @@ class Config(Base, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     source: str = "<defaults>"  # the file it came from, for messages
+
+    def export_rows_for(self, principal: str | None) -> int:
+        """The bound on rows per step of an export or a run for `principal`."""
+        for token in self.auth.tokens:
+            if token.principal == principal and token.max_export_rows is not None:
+                return token.max_export_rows
+        return self.safety.max_export_rows
 
     def database(self, name: str) -> DatabaseConfig | None:
         for db in self.databases:
@@ -240,10 +251,8 @@ def load_config_text(
 ) -> Config:
     """Parse and validate config text. Raises ConfigError listing every problem found."""
     problems = _Problems(source)
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        doc = yaml.load(text)
+        doc = load_yaml(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

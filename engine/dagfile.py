@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from engine.config import _explain
 from engine.errors import ConfigError
 from engine.ir import FederatedQuery
+from engine.yaml_doc import load_yaml
 
 
 class DagParseError(ConfigError):
@@ -51,10 +51,8 @@ def parse_dag(text: str, fmt: str = "yaml", source: str = "dag.yaml") -> Any:
             raise DagParseError(
                 source, f"not valid JSON: {exc.msg}", fmt="json", line=exc.lineno, column=exc.colno
             ) from None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        return yaml.load(text)
+        return load_yaml(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise DagParseError(

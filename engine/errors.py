@@ -144,6 +144,25 @@ class StepFailed(SluiceError):
         }
 
 
+class ResultTruncated(SluiceError):
+    """Raised when a step of an export or a run hit its row cap: the result would be
+    incomplete, and nobody asked to accept that."""
+
+    code = "result_truncated"
+    status = 422
+
+    def __init__(self, steps: list[str], cap: int, bound: int) -> None:
+        which = ", ".join(repr(s) for s in steps)
+        more = f"raise max_rows (up to {bound:,}, safety.max_export_rows), " if cap < bound else ""
+        super().__init__(
+            f"step {which} returned more than {cap:,} rows, the row cap of this export; "
+            "the result would be incomplete, so nothing was written",
+            suggestion=f"{more}filter or aggregate in the step query, or set "
+            "allow_truncation: true (--allow-truncation) to keep the first rows",
+        )
+        self.details = {"steps": steps, "max_rows": cap, "bound": bound}
+
+
 class StepUnknownDatabase(UnknownDatabase):
     """Raised when a federated step names a database that is not configured (404)."""
 

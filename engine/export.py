@@ -1,6 +1,6 @@
-"""A stored result (one Parquet file) as Parquet, CSV or NDJSON bytes, one row group at a
-time, so memory stays at one batch whatever the result's size. Blocking: call the iterator
-from a worker thread in async code."""
+"""A stored result (one Parquet file) as Parquet, CSV, NDJSON or Arrow IPC stream bytes, one
+row group at a time, so memory stays at one batch whatever the result's size. Blocking: call
+the iterator from a worker thread in async code."""
 
 from __future__ import annotations
 
@@ -14,16 +14,20 @@ FORMATS: dict[str, str] = {
     "parquet": "application/vnd.apache.parquet",
     "csv": "text/csv",
     "ndjson": "application/x-ndjson",
+    "arrow": "application/vnd.apache.arrow.stream",
 }
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 def format_for(path: str | Path) -> str:
-    """The export format named by a file's extension (.parquet, .csv, .ndjson/.jsonl)."""
+    """The export format named by a file's extension (.parquet, .csv, .ndjson/.jsonl,
+    .arrow/.arrows for an Arrow IPC stream)."""
     suffix = Path(path).suffix.lower().lstrip(".")
-    fmt = {"jsonl": "ndjson", "pq": "parquet"}.get(suffix, suffix)
+    fmt = {"jsonl": "ndjson", "pq": "parquet", "arrows": "arrow"}.get(suffix, suffix)
     if fmt not in FORMATS:
-        raise ValueError(f"cannot tell the format of {path!s}: use .parquet, .csv or .ndjson")
+        raise ValueError(
+            f"cannot tell the format of {path!s}: use .parquet, .csv, .ndjson or .arrow"
+        )
     return fmt
 
 
@@ -38,6 +42,9 @@ def iter_chunks(
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    if fmt == "arrow":
+        yield from _arrow_stream(path, batch_rows)
+        return
     with pq.ParquetFile(path) as file:
         first = True
         for batch in file.iter_batches(batch_size=batch_rows):
@@ -50,3 +57,20 @@ def iter_chunks(
                 yield b"".join(_ENCODER.encode(r) + b"\n" for r in batch.to_pylist())
             else:
                 raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _arrow_stream(path: str | Path, batch_rows: int) -> Iterator[bytes]:
+    """The Arrow IPC stream format: the schema, then one message per batch, then the end
+    marker; each yielded as soon as it is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        buf = io.BytesIO()
+        with pa.ipc.new_stream(buf, file.schema_arrow) as writer:
+            for batch in file.iter_batches(batch_size=batch_rows):
+                writer.write_batch(batch)
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue()

@@ -33,6 +33,11 @@ class FederatedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     steps: list[StepSpec]
     merge: str | None = None
     dry_run: bool = False
+    # rows per step: lowers the inline cap (safety.max_rows_per_query); an export or a run
+    # may raise it up to its own bound (safety.max_export_rows)
+    max_rows: int | None = msgspec.field(default=None)
+    # an export or a run whose step hit its cap fails unless this is set
+    allow_truncation: bool = False
 
 
 DECODER = msgspec.json.Decoder(FederatedQuery)

@@ -5,10 +5,11 @@
         await tg.start(audit.serve)       # ready before the first request
         audit.record({...})               # never blocks; a full queue counts a drop
 
-`record()` puts the entry on a bounded memory stream; `serve()` batches what is waiting and
+`record()` puts the entry on a bounded queue; `serve()` batches what is waiting and
 writes it through `anyio.to_thread`, so a slow disk never stalls a request. When the queue is
 full the entry is dropped and counted, and the next line written says how many were lost.
-On shutdown (cancellation or `close()`) every queued entry is written and the file flushed.
+On shutdown (cancellation or `close()`) every queued entry is written and the file flushed:
+no entry accepted by `record()` is ever lost; a drop is counted (`on_drop`, a metric).
 Secrets never reach the file: `redact()` scrubs `password=...`, URL credentials
 (`postgresql://user:pass@`), bearer tokens and every secret value found in the config.
 """
@@ -19,6 +20,8 @@ import math
 import os
 import re
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
@@ -111,11 +114,13 @@ class AuditLog:
         max_pending: int = 10_000,
         batch: int = 512,
         linger: float = 0.01,
+        on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.dropped = 0  # total entries lost to a full queue
         self._unreported = 0
         self._batch = batch
+        self._on_drop = on_drop
         # after the first entry, wait this long for more: one worker-thread hop per batch
         # rather than per request (the hop and its GIL handoff were ~10% of a lookup's
         # samples at low concurrency, bench/dashboard.py)
@@ -125,58 +130,76 @@ class AuditLog:
         # for in the encoded bytes, so its presence disables the fast path
         self._secret_bytes = tuple(s.encode() for s in self._secrets)
         self._fast = not any(_JSON_ESCAPED.search(s) for s in self._secrets)
-        self._send, self._receive = anyio.create_memory_object_stream[dict[str, Any]](max_pending)
+        # A deque, not a memory stream: an entry leaves it only in a synchronous take, so a
+        # cancelled writer can never hold one it has not written (a stream's receive() can be
+        # cancelled after the item was handed over, losing it).
+        self._pending: deque[dict[str, Any]] = deque()
+        self._max_pending = max_pending
+        self._wake: anyio.Event | None = None  # made in serve(): an Event needs the loop
+        self._closed = False
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one entry; never blocks (a full or closed queue counts a drop)."""
-        try:
-            self._send.send_nowait(entry)
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        if self._closed or len(self._pending) >= self._max_pending:
             self.dropped += 1
             self._unreported += 1
+            if self._on_drop is not None:
+                self._on_drop(1)
+            return
+        self._pending.append(entry)
+        if self._wake is not None:
+            self._wake.set()
 
     def close(self) -> None:
         """Stop accepting entries; `serve()` writes what is queued and returns."""
-        self._send.close()
+        self._closed = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Write queued entries until closed or cancelled, then flush the rest."""
+        """Write queued entries until closed or cancelled, then write the rest."""
         fh = await anyio.to_thread.run_sync(self._open)
+        self._wake = anyio.Event()
         task_status.started()
         try:
-            while True:
-                try:
-                    first = await self._receive.receive()
-                except anyio.EndOfStream:
-                    break
-                if self._linger:
+            while not (self._closed and not self._pending):
+                if not self._pending:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                if self._linger and not self._closed and len(self._pending) < self._batch:
+                    # entries stay queued while lingering: a cancel here loses none
                     await anyio.sleep(self._linger)
-                # encoding and redaction run in the worker thread too, never on the loop
-                await anyio.to_thread.run_sync(self._write, fh, self._take([first]))
+                # encoding and redaction run in the worker thread too, never on the loop;
+                # shielded: a batch once taken is always written (a cancelled to_thread
+                # call would return before running it)
+                batch = self._take()
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write, fh, batch)
         finally:
+            # the writer is going: later record() calls count as drops
+            self._closed = True
             with anyio.CancelScope(shield=True):
-                rest = self._take([])
+                rest: list[dict[str, Any]] = []
+                while self._pending or self._unreported:
+                    rest.extend(self._take())
                 await anyio.to_thread.run_sync(self._finish, fh, rest)
-                # the writer is gone: later record() calls count as drops
-                self._send.close()
-                self._receive.close()
 
-    def _take(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        while len(batch) < self._batch:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
+    def _take(self) -> list[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
         if self._unreported:
-            notice = {
-                "ts": time.time(),
-                "event": "audit_dropped",
-                "dropped": self._unreported,
-                "message": f"{self._unreported} audit entries were dropped: the writer "
-                "queue was full",
-            }
-            batch.insert(0, notice)
+            batch.append(
+                {
+                    "ts": time.time(),
+                    "event": "audit_dropped",
+                    "dropped": self._unreported,
+                    "message": f"{self._unreported} audit entries were dropped: the writer "
+                    "queue was full",
+                }
+            )
             self._unreported = 0
+        while self._pending and len(batch) < self._batch:
+            batch.append(self._pending.popleft())
         return batch
 
     def _encode(self, entry: dict[str, Any]) -> bytes:

@@ -43,6 +43,8 @@ class Permissions(Base, frozen=True):
 
 class SafetyConfig(Base, frozen=True):
     max_rows_per_query: PositiveInt = 10_000
+    # exports (`sluice query -o`) and runs asked for the whole answer: their own bound
+    max_export_rows: PositiveInt = 10_000_000
     inline_rows: PositiveInt = 1_000
     query_timeout_seconds: PositiveFloat = 30.0
     max_query_chars: PositiveInt = 100_000

@@ -48,6 +48,8 @@ class CheckRequest(msgspec.Struct, frozen=True, kw_only=True):
     transport: str = "rest/local"
     client: str | None = None
     body_bytes: int = 0  # size of the HTTP body, for PROMPT_GUARD's limit
+    # rows per step, already bounded by the caller (api/service); None: max_rows_per_query
+    max_rows: int | None = None
 
 
 class CheckedStep(msgspec.Struct, kw_only=True):

@@ -4,8 +4,6 @@ subcommand calls into api/ or engine/."""
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +13,10 @@ from typing import Any
 import anyio
 import msgspec
 
+from sluice.cli_query import FORMATS, stdout_closed, write_rows
+
 EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
+EXIT_PIPE = 141  # 128 + SIGPIPE: what `yes | head` reports for `yes`
 DEMO_DIR = ".sluice/demo"
 
 
@@ -89,15 +90,60 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def report_failure(
+    exc: BaseException, err: Any, *, json_out: Any = None, request_id: str | None = None
+) -> int | None:
+    """Print why a query did not run (stderr; with `json_out`, its JSON envelope there too);
+    the exit code, or None for an exception that is not a query failure."""
+    from api.envelopes import ENCODER, BlockedError
+    from api.envelopes import QueryBlocked as BlockedEnvelope
+    from api.errors import envelope_for
+    from api.service import SafetyBlocked
+    from connectors.errors import SluiceError
+
+    if isinstance(exc, SafetyBlocked):
+        b = exc.block
+        print(f"blocked by {b.stage}: {b.reason}", file=err)
+        if b.suggestion:
+            print(f"suggestion: {b.suggestion}", file=err)
+        envelope: Any = BlockedEnvelope(
+            request_id=request_id or "",
+            status="blocked",
+            error=BlockedError(stage=b.stage, reason=b.reason, suggestion=b.suggestion),
+        )
+        code = EXIT_BLOCKED
+    elif isinstance(exc, SluiceError):
+        print(f"error: {exc.message}", file=err)
+        if exc.suggestion:
+            print(f"suggestion: {exc.suggestion}", file=err)
+        envelope = envelope_for(exc, request_id or "")[1]
+        code = EXIT_ERROR
+    else:
+        return None
+    if json_out is not None:
+        json_out.write(ENCODER.encode(envelope).decode() + "\n")
+    return code
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from api.envelopes import ENCODER, QuerySuccess
     from api.local import open_service
-    from api.service import SafetyBlocked
-    from connectors.errors import SluiceError
     from engine.config import load_config
+    from engine.ir import FederatedQuery, StepSpec
+    from sluice.cli_query import CliInputError, Progress, infer_table, output_format, query_text
 
-    if args.file is None and (args.query is None or not args.database or not args.table):
-        print('sluice query: give -d DATABASE -t TABLE "QUERY", or -f dag.yaml', file=sys.stderr)
+    try:
+        text = query_text(args.query, args.sql_file, sys.stdin)
+        if args.file is None and text is None:
+            raise CliInputError(
+                'give a query: sluice query [-d DATABASE] "SELECT ..." (or - / --sql-file '
+                "PATH to read it from stdin or a file), or -f dag.yaml"
+            )
+        if args.file is not None and text is not None:
+            raise CliInputError("give either a query or -f dag.yaml, not both")
+        out_format = output_format(args.output) if args.output else None
+    except CliInputError as exc:
+        print(f"sluice query: {exc}", file=sys.stderr)
         return EXIT_ERROR
     dag = None
     if args.file is not None:
@@ -108,40 +154,68 @@ def cmd_query(args: argparse.Namespace) -> int:
             dag = msgspec.structs.replace(dag, dry_run=True)
     path, _ = resolve_config_path(args.config)
     config = load_config(path)
+    database, table = args.database, args.table
+    if dag is None:
+        assert text is not None
+        try:
+            if database is None:
+                names = [d.name for d in config.databases]
+                if len(names) != 1:
+                    raise CliInputError(f"give -d DATABASE, one of: {', '.join(names)}")
+                database = names[0]
+            db = config.database(database)
+            if table is None and db is not None:  # an unknown database is the service's error
+                table = infer_table(text, db.type)
+        except CliInputError as exc:
+            print(f"sluice query: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if args.output:  # a one-step federated query: its whole result is stored on disk
+            step = StepSpec(
+                step_id="result", database=database, table=table, query=text, language=args.language
+            )
+            dag = FederatedQuery(steps=[step], dry_run=args.dry_run)
+    if dag is not None and (args.max_rows is not None or args.allow_truncation):
+        dag = msgspec.structs.replace(
+            dag,
+            max_rows=args.max_rows if args.max_rows is not None else dag.max_rows,
+            allow_truncation=args.allow_truncation or dag.allow_truncation,
+        )
 
     async def go() -> int:
         async with open_service(config) as session:
             try:
                 if dag is not None:
                     progress = Progress(sys.stderr)
-                    result = await session.federated(dag, on_progress=progress)
+                    # -o asked for the whole answer: the export bound, and no silent cut
+                    result = await session.federated(
+                        dag, on_progress=progress, export=bool(args.output)
+                    )
                     progress.done()
                 else:
                     result = await session.simple(
-                        args.database,
-                        args.table,
-                        args.query,
+                        database,
+                        table or "",
+                        text or "",
                         language=args.language,
                         dry_run=args.dry_run,
                     )
-            except SafetyBlocked as exc:
-                b = exc.block
-                print(f"blocked by {b.stage}: {b.reason}", file=sys.stderr)
-                if b.suggestion:
-                    print(f"suggestion: {b.suggestion}", file=sys.stderr)
-                return EXIT_BLOCKED
-            except SluiceError as exc:
-                print(f"error: {exc.message}", file=sys.stderr)
-                if exc.suggestion:
-                    print(f"suggestion: {exc.suggestion}", file=sys.stderr)
-                return EXIT_ERROR
+            except Exception as exc:
+                code = report_failure(
+                    exc,
+                    sys.stderr,
+                    json_out=sys.stdout if args.format == "json" else None,
+                    request_id=session.last_request_id,
+                )
+                if code is None:
+                    raise
+                return code
             if not isinstance(result, QuerySuccess):
                 sys.stdout.write(ENCODER.encode(result).decode() + "\n")
                 return EXIT_OK
             for w in result.safety.warnings:
                 print(f"warning: {w}", file=sys.stderr)
             if args.output:
-                return write_output(session, result, args.output)
+                return write_output(session, result, args.output, out_format)
             if args.format == "json":
                 sys.stdout.write(ENCODER.encode(result).decode() + "\n")
                 return EXIT_OK
@@ -156,80 +230,39 @@ def cmd_query(args: argparse.Namespace) -> int:
     return anyio.run(go)
 
 
-class Progress:
-    """Progress of long work on stderr: nothing for the first second, then per step its rows
-    so far (at most once a second) and when it finishes."""
-
-    QUIET_MS = 1000.0
-
-    def __init__(self, out: Any) -> None:
-        self.out = out
-        self.last: dict[str, float] = {}
-
-    def __call__(self, event: Any) -> None:
-        if event.at_ms < self.QUIET_MS or event.event in ("started", "native_query"):
-            return
-        now = event.at_ms
-        if event.event == "batch" and now - self.last.get(event.step_id, -1e9) < 1000.0:
-            return
-        self.last[event.step_id] = now
-        print(
-            f"  {event.step_id}: {event.event:<12} {event.rows:>12,} rows "
-            f"{event.batches:>6} batches  {event.at_ms / 1000:8.2f}s",
-            file=self.out,
-        )
-
-    def done(self) -> None:
-        self.out.flush()
-
-
-def write_output(session: Any, result: Any, target: str) -> int:
-    """The whole stored result (not only the inline rows) to a file, by its extension."""
+def write_output(session: Any, result: Any, target: str, fmt: str | None) -> int:
+    """The whole stored result (not only the inline rows) to a file, in its format."""
     from engine.export import format_for, iter_chunks
 
-    if result.metadata.result_pages is None and not result.metadata.steps:
-        print("-o needs a federated query (-f dag.yaml)", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        fmt = format_for(target)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     source = session.service.store.file(result.request_id)
     with open(target, "wb") as out:
-        for chunk in iter_chunks(source, fmt):
+        for chunk in iter_chunks(source, fmt or format_for(target)):
             out.write(chunk)
     print(f"wrote {result.data.row_count:,} rows to {target}", file=sys.stderr)
     return EXIT_OK
 
 
-def write_rows(columns: Sequence[str], rows: list[dict[str, Any]], fmt: str, out: Any) -> None:
-    from api.envelopes import ENCODER
+def cmd_shell(args: argparse.Namespace) -> int:
+    from api.local import open_service
+    from engine.config import load_config
+    from sluice.cli_shell import run_shell
 
-    def text(v: Any) -> str:
-        if v is None:
-            return "" if fmt == "csv" else "NULL"
-        if isinstance(v, str):
-            return v
-        return ENCODER.encode(v).decode().strip('"')
+    path, _ = resolve_config_path(args.config)
+    config = load_config(path)
 
-    if fmt == "csv":
-        w = csv.writer(out)
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([text(r[c]) for c in columns])
-        return
-    cells = [[text(r[c]) for c in columns] for r in rows]
-    widths = [
-        min(60, max([len(c)] + [len(row[i]) for row in cells])) for i, c in enumerate(columns)
-    ]
-    buf = io.StringIO()
-    buf.write(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + "\n")
-    buf.write("-+-".join("-" * w for w in widths) + "\n")
-    for row in cells:
-        buf.write(" | ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)) + "\n")
-    buf.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
-    out.write(buf.getvalue())
+    async def go() -> int:
+        async with open_service(config) as session:
+            return await run_shell(session, args.database)
+
+    return anyio.run(go)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from sluice.cli_complete import bash_script, zsh_script
+
+    parser = build_parser()
+    sys.stdout.write(bash_script(parser) if args.shell == "bash" else zsh_script(parser))
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -320,21 +353,36 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sluice")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+CONFIG_HELP = "sluice.yaml to use (default: ./sluice.yaml, else the embedded demo)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sluice", description="federated queries, safely")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"sluice {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="serve the HTTP API (the embedded demo without a config)")
-    s.add_argument("--config", help="sluice.yaml (default: ./sluice.yaml, else the demo)")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--config", help=CONFIG_HELP)
+    s.add_argument("--host", help="address to bind (default server.host, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port to bind (default server.port, 8787)")
+    s.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default 1; see README)"
+    )
     s.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="allow binding off loopback without bearer tokens",
     )
-    s.add_argument("--access-log", action="store_true")
+    s.add_argument("--access-log", action="store_true", help="log every HTTP request")
     s.add_argument(
         "--max-concurrent-runs",
         type=int,
@@ -358,41 +406,94 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
-    q = sub.add_parser("query", help="run a query (or -f dag.yaml) in-process")
-    q.add_argument("query", nargs="?")
-    q.add_argument("--config")
+    q = sub.add_parser(
+        "query",
+        help="run a query (or -f dag.yaml) in-process",
+        description="Run one query, or a federated query file, through the safety pipeline.",
+        epilog='examples:  sluice query "SELECT count(*) FROM orders"   '
+        "echo 'SELECT 1 FROM t' | sluice query -d db -   "
+        "sluice query -f dag.yaml -o out.parquet",
+    )
+    q.add_argument(
+        "query", nargs="?", help="the query text; - reads it from stdin (or use --sql-file)"
+    )
+    q.add_argument("--config", help=CONFIG_HELP)
+    q.add_argument(
+        "--sql-file", "-F", metavar="PATH", help="read the query from a file (- for stdin)"
+    )
     q.add_argument("--file", "-f", help="a federated query (steps + merge) in YAML or JSON")
-    q.add_argument("--output", "-o", help="write the whole result: .parquet, .csv or .ndjson")
-    q.add_argument("--database", "-d")
-    q.add_argument("--table", "-t")
-    q.add_argument("--language")
-    q.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    q.add_argument("--dry-run", action="store_true")
+    q.add_argument(
+        "--output",
+        "-o",
+        help="write the whole result to a file: .parquet, .csv or .ndjson "
+        "(checked before anything runs)",
+    )
+    q.add_argument(
+        "--max-rows",
+        type=int,
+        help="rows per step of -o or -f (default with -o: safety.max_export_rows, its bound; "
+        "else safety.max_rows_per_query)",
+    )
+    q.add_argument(
+        "--allow-truncation",
+        action="store_true",
+        help="with -o, write the first --max-rows rows of a step that has more instead of failing",
+    )
+    q.add_argument(
+        "--database", "-d", help="the database to query (optional when only one is configured)"
+    )
+    q.add_argument(
+        "--table", "-t", help="the table the query is about (optional when the SQL names one)"
+    )
+    q.add_argument("--language", help="sql, mql, ... (default: what the database speaks)")
+    q.add_argument(
+        "--format", choices=FORMATS, default="table", help="how rows are printed (default table)"
+    )
+    q.add_argument(
+        "--dry-run", action="store_true", help="check and show the rewritten query; run nothing"
+    )
     q.set_defaults(func=cmd_query)
 
+    sh = sub.add_parser(
+        "shell", help="explore the configured databases interactively (with history)"
+    )
+    sh.add_argument("--config", help=CONFIG_HELP)
+    sh.add_argument("--database", "-d", help="the database to start in (default: the first)")
+    sh.set_defaults(func=cmd_shell)
+
     v = sub.add_parser("validate", help="check a sluice.yaml; exits 1 with line-numbered errors")
-    v.add_argument("path", nargs="?")
+    v.add_argument("path", nargs="?", help="the file to check (default ./sluice.yaml)")
     v.set_defaults(func=cmd_validate)
 
     d = sub.add_parser("doctor", help="probe every configured database")
-    d.add_argument("--config")
+    d.add_argument("--config", help=CONFIG_HELP)
     d.set_defaults(func=cmd_doctor)
 
     i = sub.add_parser("init", help="write an annotated sluice.yaml template")
-    i.add_argument("path", nargs="?")
-    i.add_argument("--force", action="store_true")
+    i.add_argument("path", nargs="?", help="where to write it (default ./sluice.yaml)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing file")
     i.set_defaults(func=cmd_init)
 
     a = sub.add_parser("audit", help="read the audit log")
-    asub = a.add_subparsers(dest="audit_command", required=True)
+    asub = a.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     t = asub.add_parser("tail", help="print the audit log readably")
-    t.add_argument("--config")
-    t.add_argument("--file")
-    t.add_argument("--follow", "-f", action="store_true")
+    t.add_argument("--config", help=CONFIG_HELP)
+    t.add_argument("--file", help="the audit log (default: server.audit_log of the config)")
+    t.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
     t.set_defaults(func=cmd_audit_tail)
+
+    c = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description='Enable with:  eval "$(sluice completion bash)"  (or zsh, in ~/.zshrc)',
+    )
+    c.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
+    c.set_defaults(func=cmd_completion)
+    from sluice.cli_mcp import add_mcp_commands
     from sluice.cli_runs import add_run_commands
 
     add_run_commands(sub)
+    add_mcp_commands(sub)
     return p
 
 
@@ -405,6 +506,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        stdout_closed()
+        return EXIT_PIPE
+    except BaseExceptionGroup as group:  # raised inside a task group (the in-process session)
+        if group.subgroup(BrokenPipeError) is None:
+            raise
+        stdout_closed()
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

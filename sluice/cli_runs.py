@@ -1,6 +1,7 @@
 """`sluice run submit|list|show|cancel|logs|result`: the run control plane from the shell,
-through api/client.py against a running `sluice serve` (--url, default $SLUICE_URL or
-http://127.0.0.1:8787; --token or $SLUICE_TOKEN). Progress goes to stderr, data to stdout."""
+through api/client.py against a running `sluice serve`. The server is --url, else $SLUICE_URL,
+else server.host/port of --config or ./sluice.yaml, else http://127.0.0.1:8787; the token is
+--token or $SLUICE_TOKEN. Progress goes to stderr, data to stdout."""
 
 from __future__ import annotations
 
@@ -16,9 +17,32 @@ EXIT_OK, EXIT_ERROR = 0, 1
 TERMINAL = ("completed", "failed", "cancelled")
 
 
+DEFAULT_URL = "http://127.0.0.1:8787"
+
+
+def server_url(args: argparse.Namespace) -> str:
+    """--url, $SLUICE_URL, the config's server.host/port, or the default."""
+    if args.url:
+        return str(args.url)
+    if os.environ.get("SLUICE_URL"):
+        return os.environ["SLUICE_URL"]
+    path = args.config or ("sluice.yaml" if Path("sluice.yaml").exists() else None)
+    if path is None:
+        return DEFAULT_URL
+    from engine.config import load_config
+
+    server = load_config(path).server
+    # a server bound to every interface is reached on loopback from here
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+    host = wildcard.get(server.host, server.host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{server.port}"
+
+
 def _client(args: argparse.Namespace) -> Any:
     from api.client import Client
 
+    args.url = server_url(args)
     return Client(args.url, token=args.token)
 
 
@@ -35,10 +59,18 @@ def _dump(value: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
 
-def _failure(exc: Exception) -> int:
+def _failure(exc: Exception, url: str | None = None) -> int:
+    import httpx
+
     from api.client import ApiFailure
 
-    if isinstance(exc, ApiFailure):
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        _err(
+            f"error: cannot connect to the sluice server at {url}: {exc}\n"
+            "start it with `sluice serve`, or point at it with --url, $SLUICE_URL or "
+            "server.host/port in sluice.yaml"
+        )
+    elif isinstance(exc, ApiFailure):
         _err(f"error: {exc.message} ({exc.status} {exc.code})")
         details = exc.body.get("error", {}).get("details") if isinstance(exc.body, dict) else None
         if details:
@@ -95,7 +127,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 _err(f"wrote {args.output}")
             return EXIT_OK
         except (ApiFailure, httpx.HTTPError) as exc:
-            return _failure(exc)
+            return _failure(exc, args.url)
 
 
 def follow(client: Any, run_id: str, *, quiet: bool = False) -> str:
@@ -123,10 +155,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         try:
             page = c.runs(status=args.status, name=args.name, limit=args.limit, cursor=args.cursor)
         except (ApiFailure, httpx.HTTPError) as exc:
-            return _failure(exc)
+            return _failure(exc, args.url)
     if args.json:
         _dump(page)
         return EXIT_OK
+    _out(f"{'RUN_ID':<26}  {'STATUS':<9}  {'SUBMITTED':<24}  {'ELAPSED':>8}  {'RECORDS':>10}  NAME")
     for r in page["runs"]:
         elapsed = "" if r["elapsed_secs"] is None else f"{r['elapsed_secs']:.1f}s"
         _out(
@@ -165,18 +198,29 @@ def _one(args: argparse.Namespace, verb: str) -> int:
                     elif ev.event == "end":
                         _err(f"end: {ev.data.get('status')}")
         except (ApiFailure, httpx.HTTPError) as exc:
-            return _failure(exc)
+            return _failure(exc, args.url)
     return EXIT_OK
 
 
 def add_run_commands(subparsers: Any) -> None:
     """Register `sluice run ...` on the main parser's subparsers."""
     run = subparsers.add_parser("run", help="submit and manage runs on a sluice server")
-    sub = run.add_subparsers(dest="run_command", required=True)
+    sub = run.add_subparsers(dest="run_command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--url", default=os.environ.get("SLUICE_URL", "http://127.0.0.1:8787"))
-        p.add_argument("--token", default=os.environ.get("SLUICE_TOKEN"))
+        p.add_argument(
+            "--url",
+            help="the server (default $SLUICE_URL, else server.host/port of the config, "
+            f"else {DEFAULT_URL})",
+        )
+        p.add_argument(
+            "--config", help="sluice.yaml naming the server (default ./sluice.yaml if present)"
+        )
+        p.add_argument(
+            "--token",
+            default=os.environ.get("SLUICE_TOKEN"),
+            help="bearer token (default $SLUICE_TOKEN)",
+        )
 
     s = sub.add_parser("submit", help="submit a federated query file as a run")
     common(s)
@@ -185,22 +229,26 @@ def add_run_commands(subparsers: Any) -> None:
     s.add_argument(
         "-o", "--output", help="write the result: .parquet, .csv or .ndjson (implies --wait)"
     )
-    s.add_argument("--name")
-    s.add_argument("--label", action="append", metavar="KEY=VALUE")
-    s.add_argument("--timeout", type=float, help="timeout_secs")
-    s.add_argument("--idempotency-key")
-    s.add_argument("--doctor-first", action="store_true")
+    s.add_argument("--name", help="a name to find the run by (run list --name)")
+    s.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
+    s.add_argument("--timeout", type=float, help="seconds the run may take (timeout_secs)")
+    s.add_argument(
+        "--idempotency-key", help="a retried submit with the same key returns the same run"
+    )
+    s.add_argument(
+        "--doctor-first", action="store_true", help="probe the databases before queueing"
+    )
     s.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     s.add_argument("--json", action="store_true", help="print the final record as JSON")
     s.set_defaults(func=cmd_submit)
 
     ls = sub.add_parser("list", help="list runs, newest first")
     common(ls)
-    ls.add_argument("--status")
-    ls.add_argument("--name")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--cursor")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--status", help="only these statuses, comma-separated (queued,running,...)")
+    ls.add_argument("--name", help="only runs with this name")
+    ls.add_argument("--limit", type=int, default=50, help="runs per page (default 50)")
+    ls.add_argument("--cursor", help="the page after this cursor (printed as `more: ...`)")
+    ls.add_argument("--json", action="store_true", help="print the page as JSON")
     ls.set_defaults(func=cmd_list)
 
     for verb, text in (
@@ -212,9 +260,11 @@ def add_run_commands(subparsers: Any) -> None:
     ):
         p = sub.add_parser(verb, help=text)
         common(p)
-        p.add_argument("run_id")
+        p.add_argument("run_id", help="the run's id (from run submit or run list)")
         if verb == "logs":
             p.add_argument("--after", type=int, help="resume after this event id")
         if verb == "result":
-            p.add_argument("-o", "--output", required=True)
+            p.add_argument(
+                "-o", "--output", required=True, help="the file: .parquet, .csv or .ndjson"
+            )
         p.set_defaults(func=lambda a, v=verb: _one(a, v))

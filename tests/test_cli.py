@@ -55,7 +55,8 @@ def test_query_prints_a_table_csv_and_json(tmp_path: Path) -> None:
     )
     r = sluice("query", "-d", "lite", "-t", "t", "SELECT id, name FROM t ORDER BY id", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["id | name", "---+-----", "1  | one ", "2  | NULL", "(2 rows)"]
+    # numbers right-aligned, like psql
+    assert r.stdout.splitlines() == ["id | name", "---+-----", " 1 | one", " 2 | NULL", "(2 rows)"]
     r = sluice(
         "query",
         "-d",

@@ -95,6 +95,8 @@ class Language(ABC):
     """One query language. Instances are stateless and shared; caching is per text."""
 
     name: ClassVar[str]
+    # Body shapes a client can copy, one per entry; MCP tool descriptions list them.
+    examples: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def analyse(self, text: str, dialect: str) -> Analysis:

@@ -328,6 +328,15 @@ class MqlLanguage(Language):
     """MongoDB query bodies (the JSON shape in the module docstring)."""
 
     name: ClassVar[str] = "mql"
+    examples: ClassVar[tuple[str, ...]] = (
+        '{"operation": "find", "filter": {"status": "paid"}, "projection": {"_id": 0, "id": 1, '
+        '"total": 1}, "sort": [["total", -1]], "limit": 20}',
+        '{"operation": "aggregate", "pipeline": [{"$match": {"status": "paid"}}, {"$group": '
+        '{"_id": "$customer", "n": {"$sum": 1}}}]}',
+        '{"operation": "count", "filter": {"status": "paid"}}',
+        '{"operation": "updateOne", "filter": {"id": 42}, "update": {"$set": {"status": '
+        '"shipped"}}}',
+    )
 
     def analyse(self, text: str, dialect: str) -> MqlAnalysis:
         return analyse_mql(text)

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 class SqlLanguage(Language):
     name: ClassVar[str] = "sql"
+    examples: ClassVar[tuple[str, ...]] = (
+        "SELECT id, name FROM users WHERE created_at >= '2025-01-01' ORDER BY id LIMIT 100",
+        "SELECT status, count(*) AS n FROM orders GROUP BY status",
+        "UPDATE orders SET status = 'shipped' WHERE id = 42",
+    )
 
     def analyse(self, text: str, dialect: str) -> SqlAnalysis:
         hit = match(dialect, text)  # differs from a checked text only in inert literals?

@@ -74,8 +74,7 @@ def _encoded(tmp_path: Path, config: Config, entry: dict) -> bytes:
     try:
         return log._encode(entry)
     finally:
-        log._send.close()
-        log._receive.close()
+        log.close()
 
 
 @pytest.mark.parametrize("entry", ENTRIES)

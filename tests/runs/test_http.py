@@ -658,3 +658,72 @@ def test_client_queries(server: RunServer) -> None:
         with pytest.raises(ApiFailure) as info:
             c.query("pg", "run_items", "DELETE FROM run_items")
         assert info.value.status == 403 and info.value.code == "RBAC_GATE"
+
+
+def test_block_scalar_queries_run(server: RunServer) -> None:
+    """`query: >` and `query: |` (how multi-line SQL is written) are plain strings."""
+    dag = (
+        "steps:\n  - step_id: items\n    database: pg\n    table: run_items\n    query: >\n"
+        "      SELECT id, kind\n      FROM run_items\n      WHERE id <= 0x0A\n"
+        "merge: |\n  SELECT count(*) AS n\n  FROM items\n"
+    ).replace("0x0A", "10")
+    with server.client() as c:
+        run_id = c.submit_run(dag, name="folded")["run_id"]
+        record = wait_for(c, run_id, "completed", "failed")
+        assert record["status"] == "completed", record
+        assert list(c.result_rows(run_id)) == [{"n": 10}]
+
+
+def test_runs_fail_on_truncation_unless_allowed(server: RunServer) -> None:
+    """A run asked for the whole answer: a step cut at its cap fails the run (no silent
+    partial result) unless the config sets allow_truncation; max_rows lowers the cap."""
+    capped = DAG_YAML + "max_rows: 100\n"
+    with server.client() as c:
+        run_id = c.submit_run(capped, name="capped")["run_id"]
+        record = wait_for(c, run_id, "completed", "failed")
+        assert record["status"] == "failed", record
+        assert record["error"]["code"] == "result_truncated"
+        assert "more than 100 rows" in record["error"]["message"]
+        allowed = c.submit_run(capped + "allow_truncation: true\n", name="allowed")["run_id"]
+        record = wait_for(c, allowed, "completed", "failed")
+        assert record["status"] == "completed", record
+        assert record["records_written"] == 100
+        # the default bound (safety.max_export_rows) is far above the inline cap
+        whole = c.submit_run(DAG_YAML, name="whole")["run_id"]
+        assert wait_for(c, whole, "completed", "failed")["records_written"] == 250
+    with server.http() as h:
+        too_many = DAG_YAML + "max_rows: 100000000\n"
+        body = assert_error_envelope(h.post("/v1/runs", json={"config": too_many}), 422)
+        assert "max_rows must be from 1 to 10,000,000" in body["error"]["message"]
+
+
+def test_results_download_in_every_format(server: RunServer) -> None:
+    import pyarrow as pa
+
+    with server.client() as c:
+        run_id = c.submit_run(DAG_YAML, name="formats")["run_id"]
+        assert wait_for(c, run_id, "completed", "failed")["status"] == "completed"
+    with server.http() as h:
+        page = h.get(f"/v1/results/{run_id}", params={"size": 2}).json()
+        assert page["rows"][0] == {"id": 1, "kind": 1, "label": "item 1"}
+        got = {}
+        for fmt in ("parquet", "csv", "ndjson", "arrow"):
+            r = h.get(f"/v1/results/{run_id}", params={"format": fmt})
+            assert r.status_code == 200, r.text
+            assert f'filename="{run_id}.{fmt}"' in r.headers["content-disposition"]
+            got[fmt] = r
+        assert got["parquet"].headers["content-type"] == "application/vnd.apache.parquet"
+        assert pq.read_table(io.BytesIO(got["parquet"].content)).num_rows == 250
+        assert got["csv"].text.splitlines()[1] == '1,1,"item 1"'
+        assert json.loads(got["ndjson"].text.splitlines()[-1])["id"] == 250
+        stream = pa.ipc.open_stream(got["arrow"].content).read_all()
+        assert stream.num_rows == 250 and stream.column_names == ["id", "kind", "label"]
+        assert got["arrow"].headers["content-type"] == "application/vnd.apache.arrow.stream"
+        run_arrow = h.get(f"/v1/runs/{run_id}/result", params={"format": "arrow"})
+        assert run_arrow.content == got["arrow"].content
+        bad = h.get(f"/v1/results/{run_id}", params={"format": "xlsx"})
+        assert (
+            "use one of parquet, csv, ndjson, arrow"
+            in assert_error_envelope(bad, 400)["error"]["suggestion"]
+        )
+        assert_error_envelope(h.get("/v1/results/nope", params={"format": "csv"}), 404)
