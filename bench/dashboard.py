@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     with (results.RESULTS_DIR / f"{RUNNER}.jsonl").open("a") as f:
         for p in points:
             rec = {**asdict(p), "git": results.git_sha(), "versions": results.versions()}
+            rec["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             f.write(json.dumps(rec, sort_keys=True) + "\n")
     text = table(points, raw)
     print(text)

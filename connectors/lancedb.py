@@ -29,6 +29,7 @@ import datetime as dt
 import importlib
 import json
 import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -85,6 +86,7 @@ DEFAULT_TIMEOUT_S = 30.0
 CLIENT_GRACE_S = 1.0
 DEFAULT_METRIC = "cosine"
 MAX_TABLES = 10_000
+CONSISTENCY = dt.timedelta(seconds=1)
 # LanceDB's distance type names -> ours
 _METRICS = {"cosine": "cosine", "dot": "dot", "l2": "l2"}
 
@@ -276,6 +278,7 @@ class LanceDBConnector:
         self.config = config
         self._db: AsyncConnection | None = None
         self._tables: dict[str, AsyncTable] = {}
+        self._layouts: dict[str, tuple[float, Layout]] = {}
         self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
 
     @property
@@ -295,9 +298,10 @@ class LanceDBConnector:
                 self.config.name, f"{path} is not a folder", suggestion="create it, or fix `path`"
             )
         try:
-            # the folder is shared with other writers: every read sees their latest commit
-            # (LanceDB's default never looks again once a table is open)
-            self._db = await lancedb.connect_async(path, read_consistency_interval=dt.timedelta(0))
+            # the folder is shared with other writers: reads see their commits within
+            # CONSISTENCY (LanceDB's default never looks again once a table is open; looking
+            # on every read costs a manifest check per query), writes always look first
+            self._db = await lancedb.connect_async(path, read_consistency_interval=CONSISTENCY)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConnectorUnavailable(self.config.name, f"cannot open {path}: {exc}") from exc
 
@@ -352,7 +356,18 @@ class LanceDBConnector:
                 break
         return names[:MAX_TABLES]
 
-    async def _layout(self, table: AsyncTable) -> Layout:
+    async def _layout(self, table: AsyncTable, *, fresh: bool = False) -> Layout:
+        """The table's shape, cached for CONSISTENCY (a schema and an index listing are two
+        round trips to the store; a search is often cheaper than both)."""
+        now = time.monotonic()
+        cached = self._layouts.get(table.name)
+        if cached is not None and not fresh and now - cached[0] < CONSISTENCY.total_seconds():
+            return cached[1]
+        layout = await self._read_layout(table)
+        self._layouts[table.name] = (now, layout)
+        return layout
+
+    async def _read_layout(self, table: AsyncTable) -> Layout:
         schema = await table.schema()
         layout = Layout(schema, DEFAULT_METRIC)
         for index in await table.list_indices():
@@ -500,10 +515,13 @@ class LanceDBConnector:
             return 0
         if intent == "drop_collection":
             self._tables.pop(collection, None)
+            self._layouts.pop(collection, None)
             await db.drop_table(collection)
             return 0
         table = await self._table(collection)
-        layout = await self._layout(table)
+        # a write starts from the newest commit, never a stale one
+        await table.checkout_latest()  # type: ignore[no-untyped-call]
+        layout = await self._layout(table, fresh=True)
         if intent == "upsert":
             check_points(query, layout.dimension)
             data = _points_table(query, layout)

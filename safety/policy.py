@@ -29,7 +29,7 @@ Which entry applies to a table (names compared case-insensitively):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from safety.config import DatabasePolicy, TablePolicy
@@ -37,6 +37,7 @@ from safety.config import DatabasePolicy, TablePolicy
 if TYPE_CHECKING:
     from safety.config import CheckConfig, Level, PermissionSet
 
+_MEMO_ENTRIES = 1024  # grants remembered per database policy
 # The extra class an unbounded DELETE/UPDATE needs on top of its own.
 UNBOUNDED = "UNBOUNDED"
 # A target that may be any table of the database (an unlabeled graph pattern, a metadata
@@ -80,9 +81,23 @@ class DatabaseGrants:
     present: bool
     tables: dict[str, tuple[str, Level, frozenset[str]]]  # lower name -> (key, level, denies)
     default_schemas: tuple[str, ...]
+    # answers so far (a lookup per table and column use is on every request's path);
+    # bounded: names come from queries
+    _memo: dict[tuple[str, str, str], TableGrant] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def lookup(self, name: str, schema: str = "", catalog: str = "") -> TableGrant:
         """The grant for a table as written in the query (schema/catalog may be empty)."""
+        key = (name, schema, catalog)
+        grant = self._memo.get(key)
+        if grant is None:
+            grant = self._lookup(name, schema, catalog)
+            if len(self._memo) < _MEMO_ENTRIES:
+                self._memo[key] = grant
+        return grant
+
+    def _lookup(self, name: str, schema: str, catalog: str) -> TableGrant:
         tables_path = f"{self.prefix}.tables"
         if name == EVERY_TABLE and not schema and not catalog:
             return self._every_table(tables_path)

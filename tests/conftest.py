@@ -7,10 +7,12 @@ PASSWORD.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from tests import es_server
 from tests.servers import MySQLServer, PgServer, fresh_mysql, fresh_pg
 
 
@@ -32,3 +34,21 @@ def mysql_server() -> Iterator[MySQLServer]:
     """A fresh MariaDB database for this test session, dropped at the end."""
     with fresh_mysql() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def es_url() -> Iterator[str]:
+    """Base URL of an Elasticsearch 7.9.2 started for this session (only when a test asks for
+    it), stopped at the end; SLUICE_TEST_ES_URL names an external one instead."""
+    override = os.environ.get("SLUICE_TEST_ES_URL")
+    if override:
+        yield override.rstrip("/")
+        return
+    try:
+        server = es_server.start()
+    except es_server.EsStartError as exc:
+        pytest.fail(f"the Elasticsearch test server did not start: {exc}", pytrace=False)
+    try:
+        yield server.url
+    finally:
+        es_server.stop(server)

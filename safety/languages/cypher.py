@@ -42,6 +42,11 @@ def _ref(label: str) -> TableRef:
 
 class CypherLanguage(Language):
     name: ClassVar[str] = "cypher"
+    examples: ClassVar[tuple[str, ...]] = (
+        "MATCH (p:Person)-[:KNOWS]->(f:Person) WHERE p.age > 30 RETURN p.name, f.name",
+        "MATCH (c:Customer) RETURN c.city AS city, count(*) AS n ORDER BY n DESC LIMIT 10",
+        "MATCH (p:Person {id: 7}) SET p.active = true",
+    )
 
     def analyse(self, text: str, dialect: str) -> CypherAnalysis:
         return analyse_cypher(text)

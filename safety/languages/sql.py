@@ -32,7 +32,7 @@ class SqlLanguage(Language):
     def analyse(self, text: str, dialect: str) -> SqlAnalysis:
         hit = match(dialect, text)  # differs from a checked text only in inert literals?
         if hit is not None:
-            return dataclasses.replace(hit.analysis, template=hit)
+            return hit.bound_analysis()
         return analyse_sql(dialect, text)
 
     def declared(self, table: str) -> TableRef:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
-from sqlglot import TokenType, exp
+from sqlglot import Tokenizer, TokenType, exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 
@@ -94,17 +94,36 @@ class Template:
     renders: dict[int | None, _Render | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
+    """One text matched to a template. A repeated text gets the same Hit back (match keeps
+    the last few), so its analysis and rewrite are built once."""
+
     template: Template
     literals: tuple[Literal, ...]
+    _bound: SqlAnalysis | None = None
+    _rewrites: dict[int | None, Rewrite] = field(default_factory=dict)
 
     @property
     def analysis(self) -> SqlAnalysis:
         return self.template.analysis
 
+    def bound_analysis(self) -> SqlAnalysis:
+        """The template's analysis carrying this hit (the rewrite renders it)."""
+        if self._bound is None:
+            self._bound = dataclasses.replace(self.template.analysis, template=self)
+        return self._bound
+
     def rewrite(self, fetch: int | None) -> Rewrite | None:
         """The rewrite for this text, or None when this fetch has no render yet."""
+        done = self._rewrites.get(fetch)
+        if done is None:
+            done = self._render(fetch)
+            if done is not None and len(self._rewrites) < 4:
+                self._rewrites[fetch] = done
+        return done
+
+    def _render(self, fetch: int | None) -> Rewrite | None:
         render = self.template.renders.get(fetch)
         if render is None:
             return None
@@ -134,6 +153,8 @@ class _Shape:
 Literal = tuple[str, str, str, int, int]  # (kind, token text, source text, start, end + 1)
 
 _shapes: OrderedDict[tuple[Any, ...], _Shape] = OrderedDict()
+_hits: OrderedDict[tuple[str, str], Hit] = OrderedDict()  # (dialect, text) -> its hit
+HITS_KEPT = 256
 _lock = threading.Lock()
 
 
@@ -141,6 +162,11 @@ def match(dialect: str, text: str) -> Hit | None:
     """The template this text shares with a checked one, if any."""
     if len(text) > CACHE_MAX_CHARS:
         return None
+    with _lock:
+        hit = _hits.get((dialect, text))
+        if hit is not None:
+            _hits.move_to_end((dialect, text))
+            return hit
     shaped = _shape_of(dialect, text)
     if shaped is None:
         return None
@@ -154,7 +180,12 @@ def match(dialect: str, text: str) -> Hit | None:
     for t in templates:
         pinned = tuple(lit[2] for lit, inert in zip(literals, t.inert, strict=True) if not inert)
         if pinned == t.pinned:
-            return Hit(t, literals)
+            hit = Hit(t, literals)
+            with _lock:
+                _hits[(dialect, text)] = hit
+                while len(_hits) > HITS_KEPT:
+                    _hits.popitem(last=False)
+            return hit
     return None
 
 
@@ -223,6 +254,7 @@ def add_render(hit: Hit, fetch: int | None) -> Rewrite | None:
 def clear() -> None:
     with _lock:
         _shapes.clear()
+        _hits.clear()
 
 
 # -- internals -------------------------------------------------------------------------------
@@ -233,7 +265,7 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
     """(key, literals): the token stream with int and string literals replaced by their kind,
     and those literals. None: no template for this text."""
     try:
-        tokens = _dialect(dialect).tokenize(text)
+        tokens = _tokenizer(dialect).tokenize(text)
     except (SqlglotError, RecursionError):
         return None
     key: list[Any] = [dialect]
@@ -256,9 +288,20 @@ def _shape_of(dialect: str, text: str) -> tuple[tuple[Any, ...], tuple[Literal, 
     return tuple(key), tuple(literals)
 
 
-@functools.cache
-def _dialect(name: str) -> Dialect:
-    return Dialect.get_or_raise(name)
+_local = threading.local()
+
+
+def _tokenizer(dialect: str) -> Tokenizer:
+    """One tokenizer per dialect and thread, reused (building one costs as much as using it;
+    a tokenizer holds state while it runs, so threads do not share one)."""
+    cache: dict[str, Tokenizer] | None = getattr(_local, "tokenizers", None)
+    if cache is None:
+        cache = _local.tokenizers = {}
+    tok = cache.get(dialect)
+    if tok is None:
+        d = Dialect.get_or_raise(dialect)
+        tok = cache[dialect] = d.tokenizer_class(dialect=d)
+    return tok
 
 
 def _sentinel(kind: str, i: int) -> str:
@@ -396,9 +439,17 @@ def _split(sql: str, sentinels: dict[str, int]) -> tuple[tuple[str, ...], tuple[
 
 
 def _inline(dialect: str, literal: Literal) -> str:
-    if literal[0] == _STRING:
-        return exp.Literal.string(literal[1]).sql(dialect=dialect)
-    return literal[1]
+    if literal[0] != _STRING:
+        return literal[1]
+    if len(literal[1]) <= 256:
+        return _string_sql(dialect, literal[1])
+    return exp.Literal.string(literal[1]).sql(dialect=dialect)
+
+
+@functools.lru_cache(maxsize=1024)
+def _string_sql(dialect: str, value: str) -> str:
+    """A string literal as the dialect's generator writes it (quoting and escapes)."""
+    return exp.Literal.string(value).sql(dialect=dialect)
 
 
 def _join(pieces: tuple[str, ...], slots: tuple[int, ...], values: list[str]) -> str:

@@ -85,6 +85,15 @@ class VectorLanguage(Language):
     """Vector-store intents (the JSON shape in connectors/vector_query.py)."""
 
     name: ClassVar[str] = "vector"
+    examples: ClassVar[tuple[str, ...]] = (
+        '{"intent": "near_text", "text": "waterproof hiking boots", "limit": 5}',
+        '{"intent": "search", "vector": [0.12, -0.03, 0.4], "filter": {"category": "outdoor"}, '
+        '"limit": 10}',
+        '{"intent": "scroll", "filter": {"price": {"$lt": 50}}, "limit": 100}',
+        '{"intent": "count", "filter": {"category": "tea"}}',
+        '{"intent": "upsert", "points": [{"id": 21, "vector": [0.1, 0.2, 0.3], "payload": '
+        '{"name": "Tent"}}]}',
+    )
 
     def analyse(self, text: str, dialect: str) -> VectorAnalysis:
         return analyse_vector(text)

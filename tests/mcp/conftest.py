@@ -174,6 +174,16 @@ def inspector() -> Path:
     if binary.exists():
         return binary
     npm = shutil.which("npm")
+    if npm is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        # a clean CI machine (root, Debian): Node.js and npm from apt
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "nodejs", "npm"],
+            capture_output=True,
+            timeout=900,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        npm = shutil.which("npm")
     if npm is None:
         pytest.fail("npm is not installed: the MCP Inspector tests need Node.js and npm")
     NPM_PREFIX.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,7 @@ def inspect(inspector: Path, env: Env, *args: str) -> dict:
     return decoded
 
 
+@pytest.mark.timeout(900)  # the first run npm-installs the Inspector
 def test_the_inspector_lists_the_tools_and_calls_one(inspector: Path, mcp_env: Env):
     listed = inspect(inspector, mcp_env, "--method", "tools/list")
     names = [t["name"] for t in listed["tools"]]

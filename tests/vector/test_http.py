@@ -547,3 +547,33 @@ def test_catalog_shows_dimension_and_metric(env: Env) -> None:
     assert fields["vector"]["data_type"] == f"FLOAT[{DIM}]"
     assert "cosine" in fields["vector"]["description"]
     assert fields["id"]["is_primary"] and fields["price"]["data_type"] == "DOUBLE"
+
+
+@pytest.mark.parametrize("db", ["lance", "pgv", "qdr"])
+def test_hybrid_ranks_by_the_blended_vector(env: Env, db: str) -> None:
+    """alpha * sim(vector) + (1 - alpha) * sim(text): the given vector is 'coffee', the text
+    'boots'; numpy ranks by the same weighted sum of cosines."""
+    coffee = embedder().embed(["coffee grinder"])[0].astype(np.float64)
+    boots = embedder().embed(["boots"])[0].astype(np.float64)
+    m = env.vectors.astype(np.float64)
+    for alpha in (0.2, 0.8):
+        body = {
+            "intent": "hybrid",
+            "text": "boots",
+            "vector": coffee.tolist(),
+            "alpha": alpha,
+            "limit": 4,
+            "with_payload": False,
+        }
+        got = [r["id"] for r in _dicts(env.rows(db, "products", body))]
+        blended = alpha * (m @ coffee) + (1 - alpha) * (m @ boots)
+        assert got == [int(i) + 1 for i in np.argsort(-blended)[:4]]
+
+
+def test_search_effort_is_set_for_the_query(env: Env) -> None:
+    """ef and probes run in the read's own transaction (pgvector SET LOCAL), and the answer is
+    still the exact one (no index: a sequential scan)."""
+    body = {"intent": "near_text", "text": "rain", "limit": 4, "ef": 64, "probes": 3}
+    for db in ("pgv", "lance", "qdr"):
+        got = [r["id"] for r in _dicts(env.rows(db, "products", body))]
+        assert got == nearest(env, "rain", 4), db
