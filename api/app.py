@@ -91,6 +91,7 @@ def build_app(
                 audit.close()  # the writer drains every queued entry, then returns
                 tg.cancel_scope.cancel()
         finally:
+            metrics.METRICS.process_exited()
             await service.catalog.close()
             service.close()
 

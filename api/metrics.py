@@ -2,21 +2,37 @@
 process or a test never collide), the ASGI middleware that records every request, and small
 functions the query path calls (`query_finished`, `safety_blocked`).
 
+Several workers (`sluice serve --workers N`) share one view: `serve` points
+PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers start, every worker writes its
+counters there (prometheus-client's multiprocess mode) and any worker's scrape adds them all
+up, so a scrape sees every request whichever worker answers it. Process metrics (RSS, CPU,
+open fds) are reported per worker with a `pid` label.
+
 Every label value is bounded: routes are templates (`/v1/runs/{id}`), an unknown route is
 `<unmatched>`, methods outside the HTTP verbs are `OTHER`, databases are configured names.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.version import VERSION
 from engine.runs import RunHooks
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -42,6 +58,55 @@ DURATION_BUCKETS = (
     float("inf"),
 )
 RUN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The shared folder of multiprocess mode, when this process runs in it."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class _Processes(Collector):
+    """RSS, CPU seconds and open file descriptors of this process, or of every live worker
+    in multiprocess mode (their pids are in the shared folder's file names), from /proc."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        rss = GaugeMetricFamily(
+            "process_resident_memory_bytes", "Resident memory size in bytes", labels=["pid"]
+        )
+        cpu = CounterMetricFamily(
+            "process_cpu_seconds", "User and system CPU time in seconds", labels=["pid"]
+        )
+        fds = GaugeMetricFamily("process_open_fds", "Open file descriptors", labels=["pid"])
+        for pid in self._pids():
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                with open(f"/proc/{pid}/statm", "rb") as f:
+                    pages = int(f.read().split()[1])
+                nfds = len(os.listdir(f"/proc/{pid}/fd"))
+            except (OSError, ValueError, IndexError):
+                continue  # a worker that exited, or no /proc here
+            ticks = os.sysconf("SC_CLK_TCK")
+            label = [str(pid)]
+            rss.add_metric(label, float(pages * os.sysconf("SC_PAGE_SIZE")))
+            cpu.add_metric(label, (int(fields[11]) + int(fields[12])) / ticks)
+            fds.add_metric(label, float(nfds))
+        yield rss
+        yield cpu
+        yield fds
+
+    @staticmethod
+    def _pids() -> list[int]:
+        folder = multiprocess_dir()
+        pids = {os.getpid()}
+        if folder is not None:
+            for name in os.listdir(folder):
+                stem = name.rsplit(".", 1)[0]
+                tail = stem.rsplit("_", 1)[-1]
+                if tail.isdigit():
+                    pids.add(int(tail))
+        return sorted(pids)
 
 
 class _Sources(Collector):
@@ -107,7 +172,17 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "sluice_http_requests_in_flight", "HTTP requests in progress", registry=r
+            "sluice_http_requests_in_flight",
+            "HTTP requests in progress",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.query_seconds = Histogram(
+            "sluice_query_duration_seconds",
+            "Query duration (pipeline, database and merge) per database",
+            ["database"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.queries = Counter(
             "sluice_queries",
@@ -121,9 +196,17 @@ class Metrics:
         self.blocks = Counter(
             "sluice_safety_blocks", "Requests blocked, by pipeline stage", ["stage"], registry=r
         )
-        self.runs_queued = Gauge("sluice_runs_queued", "Runs waiting in the queue", registry=r)
+        self.runs_queued = Gauge(
+            "sluice_runs_queued",
+            "Runs waiting in the queue",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.runs_running = Gauge(
-            "sluice_runs_running", "Runs executing in this process", registry=r
+            "sluice_runs_running",
+            "Runs executing (all workers)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.runs_finished = Counter(
             "sluice_runs_finished", "Runs finished, by status", ["status", "reason"], registry=r
@@ -143,13 +226,37 @@ class Metrics:
             "Audit entries lost to a full writer queue (must stay 0)",
             registry=r,
         )
+        self.build = Gauge(
+            "sluice_build_info",
+            "Always 1; the labels say which sluice runs",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.build.labels(VERSION, platform.python_version()).set(1)
         self.sources = _Sources()
         r.register(self.sources)
+        self.processes = _Processes()
+        r.register(self.processes)
         # labelled children of queries/rows by (database, language, outcome)
         self.query_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        folder = multiprocess_dir()
+        if folder is None:
+            return generate_latest(self.registry)
+        # every worker's series from the shared folder, plus this worker's live gauges
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=folder)  # type: ignore[no-untyped-call]
+        merged.register(self.sources)
+        merged.register(self.processes)
+        return generate_latest(merged)
+
+    @staticmethod
+    def process_exited() -> None:
+        """At a worker's shutdown: its live gauges (in flight, runs) stop counting."""
+        if multiprocess_dir() is not None:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 METRICS = Metrics()
@@ -176,6 +283,11 @@ def query_finished(
     children[0].inc()
     if rows:
         children[1].inc(rows)
+
+
+def query_seconds(database: str, seconds: float, metrics: Metrics = METRICS) -> None:
+    """Once per request and database it touched: the request's whole duration."""
+    metrics.query_seconds.labels(database).observe(seconds)
 
 
 def safety_blocked(stage: str, metrics: Metrics = METRICS) -> None:

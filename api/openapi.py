@@ -42,6 +42,42 @@ def _errors(e: Endpoint) -> list[int]:
     return sorted({*e.errors, *extra})
 
 
+def _param_schema(default: Any) -> dict[str, Any]:
+    """A query parameter's schema, typed by its default (an integer page, a string filter)."""
+    if isinstance(default, bool):
+        return {"type": "boolean", "default": default}
+    if isinstance(default, int):
+        return {"type": "integer", "default": default}
+    if isinstance(default, float):
+        return {"type": "number", "default": default}
+    if isinstance(default, str):
+        return {"type": "string", "default": default}
+    return {"type": "string"}
+
+
+def _any_items(node: Any) -> None:
+    """`list[Any]` comes out of msgspec as an array without `items`; say "any" explicitly
+    (`items: {}`) so client generators accept it."""
+    if isinstance(node, dict):
+        if node.get("type") == "array" and "items" not in node and "prefixItems" not in node:
+            node["items"] = {}
+        for value in node.values():
+            _any_items(value)
+    elif isinstance(node, list):
+        for value in node:
+            _any_items(value)
+
+
+def _operation_id(e: Endpoint, taken: set[str]) -> str:
+    """The handler's name (`run_logs`, `simple_query`), made unique with the method."""
+    name = getattr(e.handler, "__name__", "") or e.path.strip("/").replace("/", "_")
+    name = name.strip("_") or "op"
+    if name in taken:
+        name = f"{e.method.lower()}_{name}"
+    taken.add(name)
+    return name
+
+
 def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
     types: list[Any] = [ErrorEnvelope, QueryBlocked]
     for e in endpoints:
@@ -51,16 +87,22 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
         types, ref_template="#/components/schemas/{name}"
     )
     ref = dict(zip(types, schemas, strict=True))
+    _any_items(components)
     paths: dict[str, dict[str, Any]] = {}
+    taken: set[str] = set()
     for e in endpoints:
-        op: dict[str, Any] = {"summary": e.summary, "responses": {}}
+        op: dict[str, Any] = {
+            "operationId": _operation_id(e, taken),
+            "summary": e.summary,
+            "responses": {},
+        }
         params = [
             {
                 "name": n,
                 "in": "query",
                 "required": False,
                 "description": d,
-                "schema": {"type": "integer", "default": default},
+                "schema": _param_schema(default),
             }
             for n, d, default in e.query
         ]
@@ -84,7 +126,14 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
             ok["content"] = {"application/json": {"schema": ref[e.response]}}
         for status in (e.status, *e.also):
             op["responses"][str(status)] = ok
-        for code in _errors(e):
+        errors = set(_errors(e))
+        if e.path in OPEN_PATHS:
+            op["security"] = []  # probes, metrics and this document never need a token
+        else:
+            errors |= {401, 429}  # with auth.tokens: a missing/wrong token, a rate limit
+        if e.body is not None:
+            errors |= {400, 413}  # a body that does not decode, or is over the limit
+        for code in sorted(errors):
             schema = ref[ErrorEnvelope]
             if code == 403 and 403 in e.errors:  # blocked by safety, or a refused Origin
                 schema = {"anyOf": [ref[QueryBlocked], ref[ErrorEnvelope]]}
@@ -98,5 +147,16 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "sluice", "version": VERSION},
         "paths": paths,
-        "components": {"schemas": components},
+        "security": [{"bearerAuth": []}],
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from auth.tokens in sluice.yaml (none configured: "
+                    "no token needed, loopback only)",
+                }
+            },
+        },
     }

@@ -3,16 +3,21 @@ the config path in SLUICE_CONFIG, so state shared across workers lives in the st
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
 import msgspec
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 from starlette.types import ASGIApp
 
+from api.metrics import MULTIPROC_ENV
 from engine.config import Config, load_config
 
 log = logging.getLogger("sluice.server")
@@ -83,6 +88,31 @@ def serve(
     config = load_config(config_path)
     check_bind(config, host, insecure_no_auth)
     os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    if workers > 1:
+        with shared_metrics():
+            return _serve(config, host, port, workers, access_log, server)
+    return _serve(config, host, port, workers, access_log, server)
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[None]:
+    """Workers count into one folder (prometheus-client multiprocess mode), so a scrape of
+    any worker sees all of them; set before the workers start, removed after they stop."""
+    if os.environ.get(MULTIPROC_ENV):  # the operator chose a folder: use it as it is
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="sluice-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(
+    config: Config, host: str, port: int, workers: int, access_log: bool, server: str
+) -> int:
     if server == "uvicorn":
         return _serve_uvicorn(host, port, workers, access_log)
     if server == "granian":

@@ -76,6 +76,25 @@ class SafetyBlocked(SluiceError):
         self.block = block
 
 
+class QueryInvalid(SluiceError):
+    """Raised when a query is not one its language can read (a syntax error): the client's
+    mistake, answered 400 with the parser's message, never a 403 safety refusal."""
+
+    code = "invalid_query"
+    status = 400
+
+    def __init__(self, block: RequestBlock) -> None:
+        super().__init__(block.reason, suggestion=block.suggestion)
+        self.block = block
+        self.details = {"step_id": block.step_id} if block.step_id else None
+
+
+def blocked(block: RequestBlock) -> SluiceError:
+    """The error for a request the pipeline stopped: a syntax error is the client's (400),
+    anything else a safety refusal (403)."""
+    return QueryInvalid(block) if block.invalid else SafetyBlocked(block)
+
+
 class AuditSink(Protocol):
     def record(self, entry: dict[str, Any]) -> None: ...
 
@@ -160,7 +179,7 @@ class QueryService:
         started: float,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise SafetyBlocked(outcome.block)
+            raise blocked(outcome.block)
         step = outcome.steps[0]
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if req.dry_run:
@@ -322,7 +341,7 @@ class QueryService:
         result_id: str | None,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
-            raise SafetyBlocked(outcome.block)
+            raise blocked(outcome.block)
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:
@@ -390,6 +409,9 @@ class QueryService:
             outcome = "timeout"
         else:
             outcome = "error"
+        seconds = audit["latency_ms"] / 1000
+        for database in {step["database"] for step in audit["steps"]}:
+            metrics.query_seconds(database, seconds)
         for step in audit["steps"]:
             metrics.query_finished(
                 step["database"], step["language"] or "", outcome, rows.get(step["step_id"], 0)

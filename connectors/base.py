@@ -99,14 +99,25 @@ class Statement:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+class StatSource(msgspec.Struct, frozen=True):
+    """Where a catalog figure comes from, and whether it is exact or an estimate."""
+
+    source: str  # e.g. "pg_stats.n_distinct", "MIN()/MAX() query", "first 100,000 rows"
+    exact: bool
+
+
 class Distribution(msgspec.Struct):
-    """Per-field statistics, from the database's own statistics where it keeps them."""
+    """Per-field statistics, from the database's own statistics where it keeps them.
+    `sources` names, per figure (distinct_count, null_fraction, sample_values, min_value,
+    max_value), where it comes from and whether it is exact; values are formatted as query
+    results are (ISO-8601 timestamps)."""
 
     distinct_count: int | None = None
     null_fraction: float | None = None
     sample_values: list[Any] = msgspec.field(default_factory=list)
     min_value: Any = None
     max_value: Any = None
+    sources: dict[str, StatSource] = msgspec.field(default_factory=dict)
 
 
 class FieldInfo(msgspec.Struct):
@@ -124,6 +135,7 @@ class TableInfo(msgspec.Struct):
     fields: list[FieldInfo]
     row_count_estimate: int | None = None
     description: str = ""
+    row_count_source: StatSource | None = None
 
 
 class PoolStats(msgspec.Struct, frozen=True):

@@ -10,9 +10,9 @@ from typing import Any
 
 import duckdb
 
-from connectors.base import FieldInfo, TableInfo
+from connectors.base import Distribution, FieldInfo, StatSource, TableInfo
 from connectors.sampled_stats import quote, sampled_distributions
-from connectors.types_map import duckdb_type
+from connectors.types_map import duckdb_type, temporal_text
 
 SPELLING = (
     "approx_count_distinct({c})",
@@ -59,7 +59,9 @@ def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:
     for schema, table, estimate, comment in tables:
         cols = columns.get((schema, table), [])
         qualified = f"{quote(schema)}.{quote(table)}"
-        dists = sampled_distributions(cur.execute, qualified, [c[2] for c in cols], SPELLING)
+        dists = sampled_distributions(
+            cur.execute, qualified, [c[2] for c in cols], SPELLING, distinct_exact=False
+        )
         k = keys.get((schema, table), {})
         fields = [
             FieldInfo(
@@ -69,15 +71,32 @@ def discover_duckdb(cur: duckdb.DuckDBPyConnection) -> list[TableInfo]:
                 is_primary=c[2] in k.get("pk", ()),
                 is_foreign_key=c[2] in k.get("fk", ()),
                 description=c[5],
-                distribution=dists.get(c[2]),
+                distribution=_as_results(dists.get(c[2]), duckdb_type(c[3])),
             )
             for c in cols
         ]
+        rows_from = StatSource("duckdb_tables().estimated_size", exact=False)
         if estimate is None:
             counted = cur.execute(f"SELECT count(*) FROM {qualified}").fetchone()
             estimate = int(counted[0]) if counted else None
+            rows_from = StatSource("count(*)", exact=True)
         name = table if schema == "main" else f"{schema}.{table}"
         out.append(
-            TableInfo(name=name, fields=fields, row_count_estimate=estimate, description=comment)
+            TableInfo(
+                name=name,
+                fields=fields,
+                row_count_estimate=estimate,
+                description=comment,
+                row_count_source=rows_from if estimate is not None else None,
+            )
         )
     return out
+
+
+def _as_results(dist: Distribution | None, logical: str) -> Distribution | None:
+    """Temporal values come back as VARCHAR (SPELLING): format them as query results."""
+    if dist is not None:
+        dist.min_value = temporal_text(dist.min_value, logical)
+        dist.max_value = temporal_text(dist.max_value, logical)
+        dist.sample_values = [temporal_text(v, logical) for v in dist.sample_values]
+    return dist

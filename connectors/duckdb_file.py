@@ -24,13 +24,22 @@ import pyarrow.compute as pc
 from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
 from connectors.config import DatabaseConfig, FileSettings
 from connectors.duckdb_discovery import discover_duckdb
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 from connectors.sql_link import apply_link
 from connectors.threads import call_interruptible, next_batch
 from connectors.types_map import duckdb_type, unique_names
 
 # the file is somebody's data, not a sandbox for us: no extension downloads from a query
 _CONFIG = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+
+
+_REJECTED = (
+    duckdb.ParserException,
+    duckdb.BinderException,
+    duckdb.CatalogException,
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+)
 
 
 class _ReadWriteLock:
@@ -136,6 +145,8 @@ class DuckDBConnector:
                 yield
             except duckdb.InterruptException as exc:
                 raise QueryTimedOut(db, statement.timeout) from exc
+            except _REJECTED as exc:  # the statement is at fault (400), DuckDB's message kept
+                raise QueryRejected(db, str(exc)) from exc
             except duckdb.Error as exc:
                 raise QueryFailed(db, str(exc)) from exc
         if scope.cancelled_caught:

@@ -60,6 +60,38 @@ class QueryFailed(ConnectorError):
     code = "query_failed"
 
 
+# SQLSTATE classes (SQL standard) that say the statement itself is wrong: data exception,
+# integrity constraint, syntax error or access rule (unknown column/table/function), feature
+# not supported. Anything else (resources, operator intervention, internal) is the server's.
+_REJECTED_CLASSES = frozenset({"22", "23", "42", "0A"})
+
+
+def statement_at_fault(sqlstate: object) -> bool:
+    return isinstance(sqlstate, str) and sqlstate[:2] in _REJECTED_CLASSES
+
+
+class QueryRejected(QueryFailed):
+    """Raised when the database refused the statement itself (a syntax error, an unknown
+    column or table, a type mismatch, a constraint): the query is wrong, not the server, so
+    it is a 400 that keeps the database's own message, detail and hint."""
+
+    code = "query_rejected"
+    status = 400
+
+    def __init__(
+        self,
+        database: str,
+        message: str,
+        *,
+        detail: str | None = None,
+        hint: str | None = None,
+        sqlstate: str | None = None,
+    ) -> None:
+        super().__init__(database, message, suggestion=hint or "fix the query and send it again")
+        found = {"detail": detail, "hint": hint, "sqlstate": sqlstate}
+        self.details = {k: v for k, v in found.items() if v} or None
+
+
 class QueryTimedOut(ConnectorError):
     """Raised when a statement ran past its timeout and was stopped on the server."""
 

@@ -26,7 +26,8 @@ Reads (`stream`):
   whole `_id` fielddata into the heap), so the connector pages with scroll; a body's own
   `search_after` is sent as written. A `composite` aggregation is paged by its `after_key`.
 - `_count` -> one row `count`; `GET _doc/<id>` -> zero or one hit row; `_mget` -> the found
-  documents as hit rows; `_mapping` / `_field_caps` -> one row per field (`field`, `type`).
+  documents as hit rows; `_msearch` -> every search's hits, `_search` (its 0-based position)
+  first; `_mapping` / `_field_caps` -> one row per field (`field`, `type`).
 
 Writes (`execute_write`, or `stream` with readonly=False -> one row `rows_affected`): index
 (`PUT|POST _doc[/<id>]`, `_create/<id>`), `_update/<id>`, `DELETE _doc/<id>`, `_bulk` (a
@@ -364,6 +365,24 @@ class ElasticsearchConnector:
                 yield self._shape(
                     shaper, hit_docs(found, score=False)[: _cap(statement)], statement, ["_id"]
                 )
+            case "_msearch":
+                res = await self.call(
+                    "POST",
+                    req.url_path(),
+                    statement,
+                    body=req.body,
+                    params=req.params,
+                    ndjson=True,
+                )
+                docs = []
+                for i, one in enumerate(res.get("responses", [])):
+                    if "error" in one:
+                        raise QueryFailed(self.config.name, f"_msearch search {i}: {_short(one)}")
+                    if one.get("timed_out"):
+                        raise QueryTimedOut(self.config.name, statement.timeout)
+                    for doc in hit_docs(one.get("hits", {}).get("hits", []), score=False):
+                        docs.append({"_search": i, **doc})
+                yield self._shape(shaper, docs[: _cap(statement)], statement, ["_search", "_id"])
             case "_mapping" | "_field_caps":
                 fields = await es_discovery.fields_of(self, req.index or "", statement)
                 docs = [{"field": f.name, "type": f.data_type} for f in fields]

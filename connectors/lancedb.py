@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -87,6 +88,7 @@ CLIENT_GRACE_S = 1.0
 DEFAULT_METRIC = "cosine"
 MAX_TABLES = 10_000
 CONSISTENCY = dt.timedelta(seconds=1)
+METRIC_KEY = "sluice.metric"
 # LanceDB's distance type names -> ours
 _METRICS = {"cosine": "cosine", "dot": "dot", "l2": "l2"}
 
@@ -369,7 +371,9 @@ class LanceDBConnector:
 
     async def _read_layout(self, table: AsyncTable) -> Layout:
         schema = await table.schema()
-        layout = Layout(schema, DEFAULT_METRIC)
+        # a table made by create_collection keeps its metric in the schema's metadata
+        stored = (schema.metadata or {}).get(METRIC_KEY.encode(), b"").decode()
+        layout = Layout(schema, _METRICS.get(stored, DEFAULT_METRIC))
         for index in await table.list_indices():
             details = getattr(index, "index_details", None) or {}
             distance = str(details.get("metric_type", "")).lower()
@@ -447,7 +451,7 @@ class LanceDBConnector:
                 check_dimension(query, vec, layout.dimension)
                 q: Any = (
                     table.query()
-                    .nearest_to(list(vec))
+                    .nearest_to(np.asarray(vec, dtype=np.float32))
                     .column(layout.vector)
                     .distance_type(layout.metric)
                     .limit(limit or DEFAULT_LIMIT)
@@ -509,7 +513,8 @@ class LanceDBConnector:
                 [
                     pa.field(ID, pa.int64(), nullable=False),
                     pa.field("vector", pa.list_(pa.float32(), query.dimension), nullable=False),
-                ]
+                ],
+                metadata={METRIC_KEY: str(query.metric)},
             )
             await db.create_table(collection, schema=schema, exist_ok=False)
             return 0

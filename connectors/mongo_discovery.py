@@ -16,7 +16,7 @@ import anyio
 from bson import ObjectId
 from pymongo.errors import OperationFailure
 
-from connectors.base import Distribution, FieldInfo, TableInfo
+from connectors.base import Distribution, FieldInfo, StatSource, TableInfo
 from connectors.mongo_flatten import convert_column, jsonable, kind_of, resolve, text
 from connectors.types_map import json_safe
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 MAX_COLLECTIONS = 500
 SAMPLE_SIZE = 200
 SAMPLE_VALUES = 5
+FIGURES = ("distinct_count", "null_fraction", "sample_values", "min_value", "max_value")
 CONCURRENCY = 8
 # types whose values order meaningfully for min/max
 _ORDERED = frozenset({"BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMPTZ", "DECIMAL(38,10)", "BOOLEAN"})
@@ -47,7 +48,12 @@ async def discover(
             coll = db[name]
             count = await coll.estimated_document_count()
             docs = await sample(db, name)
-            tables[name] = TableInfo(name, infer_fields(docs), row_count_estimate=count)
+            tables[name] = TableInfo(
+                name,
+                infer_fields(docs),
+                row_count_estimate=count,
+                row_count_source=StatSource("estimated_document_count()", exact=False),
+            )
             oid_fields[name] = objectid_fields(docs)
 
     async with anyio.create_task_group() as tg:
@@ -96,6 +102,13 @@ def _field(name: str, values: list[Any]) -> FieldInfo:
         distinct_count=len(distinct),
         null_fraction=round((len(values) - len(present)) / len(values), 4) if values else None,
         sample_values=[json_safe(jsonable(v)) for v in list(distinct.values())[:SAMPLE_VALUES]],
+        # computed within a sample of documents: estimates of the collection
+        sources={
+            figure: StatSource(
+                f"a sample of {len(values)} documents", exact=figure == "sample_values"
+            )
+            for figure in FIGURES
+        },
     )
     if typ in _ORDERED and converted:
         dist.min_value = json_safe(min(converted))

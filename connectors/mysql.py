@@ -27,7 +27,7 @@ from asyncmy.errors import MySQLError
 from connectors.arrow_rows import rows_to_arrow
 from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
 from connectors.config import DatabaseConfig, ServerSettings
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 from connectors.mysql_discovery import discover_mysql
 from connectors.sql_link import apply_link
 from connectors.types_map import decimal_type, unique_names
@@ -145,6 +145,8 @@ class MySQLConnector:
                     raise QueryTimedOut(db, statement.timeout) from exc
                 if code in UNREACHABLE:
                     raise ConnectorUnavailable(db, _message(exc)) from exc
+                if code in REJECTED:
+                    raise QueryRejected(db, _message(exc), sqlstate=f"ER {code}") from exc
                 raise QueryFailed(db, _message(exc)) from exc
             except OSError as exc:
                 raise ConnectorUnavailable(db, f"connection lost: {exc}") from exc
@@ -258,6 +260,14 @@ def _with_timeout(statement: Statement) -> str:
 def _args(statement: Statement) -> tuple[Any, ...] | None:
     # no args: the driver must not %-format the text (a literal % stays as written)
     return tuple(statement.params) if statement.params else None
+
+
+# server error codes that say the statement is wrong (400), not the server: bad field,
+# parse error, no such table, ambiguous column, no such function, bad value, NULL into NOT
+# NULL, duplicate key, wrong GROUP BY use, data too long, division by zero (strict)
+REJECTED = frozenset(
+    {1054, 1064, 1146, 1052, 1305, 1366, 1048, 1062, 1055, 1111, 1140, 1406, 1365, 1630}
+)
 
 
 def _message(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base import Distribution, FieldInfo, TableInfo
+from connectors.base import Distribution, FieldInfo, StatSource, TableInfo
 from connectors.types_map import json_safe, json_safe_list, mysql_info_schema_type
 
 MAX_TABLES = 500
@@ -75,6 +75,15 @@ async def discover_mysql(conn: Any) -> list[TableInfo]:
                     sample_values=samples,
                     min_value=lo,
                     max_value=hi,
+                    sources={
+                        # InnoDB estimates cardinality from a few random index pages
+                        "distinct_count": StatSource(
+                            "information_schema.statistics.cardinality", exact=False
+                        ),
+                        "sample_values": StatSource("SELECT DISTINCT ... LIMIT 5", exact=True),
+                        "min_value": StatSource("MIN() over the index", exact=True),
+                        "max_value": StatSource("MAX() over the index", exact=True),
+                    },
                 )
             fields.append(
                 FieldInfo(
@@ -89,7 +98,13 @@ async def discover_mysql(conn: Any) -> list[TableInfo]:
             )
         out.append(
             TableInfo(
-                name=name, fields=fields, row_count_estimate=table_rows, description=comment or ""
+                name=name,
+                fields=fields,
+                row_count_estimate=table_rows,
+                description=comment or "",
+                row_count_source=None
+                if table_rows is None
+                else StatSource("information_schema.tables.table_rows", exact=False),
             )
         )
     return out

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import Batch, Column, Statement
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import (
+    ConnectorUnavailable,
+    QueryFailed,
+    QueryRejected,
+    QueryTimedOut,
+    statement_at_fault,
+)
 from connectors.threads import call_interruptible, next_batch
 from connectors.types_map import pg_type, unique_names
 
@@ -85,6 +91,10 @@ def _errors(database: str, statement: Statement, deadline: float) -> Iterator[No
                 raise QueryTimedOut(database, statement.timeout) from exc
             if isinstance(exc, adbc_driver_manager.OperationalError) and "connect" in str(exc):
                 raise ConnectorUnavailable(database, adbc_message(exc)) from exc
+            if statement_at_fault(getattr(exc, "sqlstate", None)):
+                raise QueryRejected(
+                    database, adbc_message(exc), sqlstate=getattr(exc, "sqlstate", None)
+                ) from exc
             raise QueryFailed(database, adbc_message(exc)) from exc
         except OSError as exc:  # errors while reading the Arrow stream surface as OSError
             if "statement timeout" in str(exc):

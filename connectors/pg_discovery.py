@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base import Distribution, FieldInfo, TableInfo
-from connectors.types_map import json_safe, pg_type
+from connectors.base import Distribution, FieldInfo, StatSource, TableInfo
+from connectors.types_map import json_safe, pg_type, temporal_text
 
 MAX_TABLES = 500
 SMALL_TABLE_PAGES = 128  # 1 MiB: counting it exactly is cheaper than guessing
@@ -74,10 +74,12 @@ async def discover(conn: Any) -> list[TableInfo]:
         schema, rel = t["nspname"], t["relname"]
         reltuples = t["reltuples"]
         rows: int | None = int(reltuples) if reltuples and reltuples > 0 else None
+        rows_from = StatSource("pg_class.reltuples", exact=False) if rows is not None else None
         if rows is None and t["relpages"] <= SMALL_TABLE_PAGES:
             quoted = f"{_quote(schema)}.{_quote(rel)}"
             try:
                 rows = await conn.fetchval(f"SELECT count(*) FROM {quoted}")
+                rows_from = StatSource("count(*)", exact=True)
             except Exception:
                 rows = None
         fields = []
@@ -98,7 +100,11 @@ async def discover(conn: Any) -> list[TableInfo]:
         name = rel if schema == "public" else f"{schema}.{rel}"
         out.append(
             TableInfo(
-                name=name, fields=fields, row_count_estimate=rows, description=t["description"]
+                name=name,
+                fields=fields,
+                row_count_estimate=rows,
+                description=t["description"],
+                row_count_source=rows_from,
             )
         )
     return out
@@ -116,12 +122,23 @@ def _distribution(stat: Any, logical: str, reltuples: float) -> Distribution:
     mcv = [_typed(v, logical) for v in (stat["mcv"] or [])]
     hist = [_typed(v, logical) for v in (stat["hist"] or [])]
     bounds = hist or sorted_or_none(mcv)
+    samples_from = "pg_stats.most_common_vals" if mcv else "pg_stats.histogram_bounds"
+    bounds_from = "pg_stats.histogram_bounds" if hist else "pg_stats.most_common_vals"
+    # ANALYZE samples the table: every pg_stats figure is an estimate (a minimum from the
+    # histogram is the smallest value the sample saw, not the table's)
     return Distribution(
         distinct_count=distinct,
         null_fraction=stat["null_frac"],
         sample_values=mcv[:5] if mcv else hist[:5],
         min_value=bounds[0] if bounds else None,
         max_value=bounds[-1] if bounds else None,
+        sources={
+            "distinct_count": StatSource("pg_stats.n_distinct", exact=False),
+            "null_fraction": StatSource("pg_stats.null_frac", exact=False),
+            "sample_values": StatSource(samples_from, exact=False),
+            "min_value": StatSource(bounds_from, exact=False),
+            "max_value": StatSource(bounds_from, exact=False),
+        },
     )
 
 
@@ -145,7 +162,7 @@ def _typed(text: str | None, logical: str) -> Any:
             return text in {"t", "true"}
     except ValueError:
         return text
-    return json_safe(text)
+    return json_safe(temporal_text(text, logical))
 
 
 def _quote(ident: str) -> str:

@@ -33,7 +33,13 @@ import asyncpg
 from connectors import pg_discovery
 from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
 from connectors.config import DatabaseConfig, ServerSettings
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import (
+    ConnectorUnavailable,
+    QueryFailed,
+    QueryRejected,
+    QueryTimedOut,
+    statement_at_fault,
+)
 from connectors.pg_arrow import AdbcPool, arrow_batches
 from connectors.sql_link import apply_link
 from connectors.types_map import pg_type, unique_names
@@ -265,7 +271,7 @@ class PostgresConnector:
                     raise QueryTimedOut(db, statement.timeout) from exc
                 raise QueryFailed(db, _message(exc)) from exc
             except asyncpg.PostgresError as exc:
-                raise QueryFailed(db, _message(exc)) from exc
+                raise failure(db, exc) from exc
             except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                 raise QueryFailed(db, str(exc)) from exc
             except (OSError, ConnectionError) as exc:
@@ -379,6 +385,21 @@ async def _rollback(conn: Any) -> None:
 def _set_timeout(seconds: float, *, local: bool) -> str:
     scope = "LOCAL " if local else ""
     return f"SET {scope}statement_timeout = {max(1, int(seconds * 1000))}"
+
+
+def failure(db: str, exc: Any) -> QueryFailed:
+    """The connector error for a PostgreSQL error: QueryRejected (400, message, detail and
+    HINT kept) when the statement is at fault, else QueryFailed."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if statement_at_fault(sqlstate):
+        return QueryRejected(
+            db,
+            getattr(exc, "message", None) or str(exc),
+            detail=getattr(exc, "detail", None),
+            hint=getattr(exc, "hint", None),
+            sqlstate=sqlstate,
+        )
+    return QueryFailed(db, _message(exc))
 
 
 def _message(exc: asyncpg.PostgresError) -> str:

@@ -30,7 +30,7 @@ import anyio
 from connectors.arrow_rows import rows_to_arrow, value_type
 from connectors.base import Batch, Column, LinkFilter, PoolStats, Statement, TableInfo
 from connectors.config import DatabaseConfig, FileSettings
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 from connectors.sql_link import apply_link
 from connectors.sqlite_discovery import discover_sqlite
 from connectors.threads import call_interruptible
@@ -114,6 +114,23 @@ for _name, _fn in _CONVERTERS.items():
     sqlite3.register_converter(_name, _fn)
 sqlite3.register_adapter(Decimal, str)
 sqlite3.register_adapter(uuid.UUID, str)
+
+
+# SQLite's messages for a statement at fault (400), as opposed to the file's ("locked",
+# "disk I/O error", "readonly database")
+_REJECTED_PREFIXES = (
+    "no such column",
+    "no such table",
+    "no such function",
+    "syntax error",
+    "near ",
+    "ambiguous column",
+    "misuse of",
+    "wrong number of arguments",
+    "incomplete input",
+    "unrecognized token",
+    "sub-select returns",
+)
 
 
 class SQLiteSettings(FileSettings, tag="sqlite", frozen=True):
@@ -229,7 +246,11 @@ class SQLiteConnector:
             except sqlite3.OperationalError as exc:
                 if str(exc) == "interrupted" and anyio.current_time() >= deadline:
                     raise QueryTimedOut(db, statement.timeout) from exc
+                if str(exc).startswith(_REJECTED_PREFIXES):
+                    raise QueryRejected(db, str(exc)) from exc
                 raise QueryFailed(db, str(exc)) from exc
+            except sqlite3.IntegrityError as exc:
+                raise QueryRejected(db, str(exc)) from exc
             except (sqlite3.Error, ValueError, OverflowError) as exc:
                 raise QueryFailed(db, str(exc)) from exc
         if scope.cancelled_caught:

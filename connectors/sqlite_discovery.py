@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from connectors.base import FieldInfo, TableInfo
+from connectors.base import FieldInfo, StatSource, TableInfo
 from connectors.sampled_stats import quote, sampled_distributions
 from connectors.types_map import sqlite_type
 
@@ -42,5 +42,12 @@ def discover_sqlite(conn: sqlite3.Connection) -> list[TableInfo]:
             )
             for col in info
         ]
-        out.append(TableInfo(name=name, fields=fields, row_count_estimate=rows))
+        out.append(
+            TableInfo(
+                name=name,
+                fields=fields,
+                row_count_estimate=rows,
+                row_count_source=StatSource("count(*)", exact=True),
+            )
+        )
     return out

@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 UNCONSTRAINED_DECIMAL = "DECIMAL(38,10)"
 MAX_DECIMAL_PRECISION = 38
 
@@ -252,14 +254,16 @@ def unique_names(names: Iterable[str]) -> list[str]:
     return out
 
 
+_AS_RESULTS = msgspec.json.Encoder(decimal_format="number")  # api.envelopes.ENCODER's format
+
+
 def json_safe(value: Any) -> Any:
-    """A statistics value msgspec can encode as plain JSON (bytes as base64, others as text)."""
+    """A statistics value msgspec can encode as plain JSON, formatted as query results are
+    (ISO-8601 timestamps with `Z` for UTC, decimals as numbers); bytes as base64."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
+    if isinstance(value, decimal.Decimal | dt.datetime | dt.date | dt.time):
+        return msgspec.json.decode(_AS_RESULTS.encode(value))
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, uuid.UUID):
@@ -271,6 +275,22 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     return str(value)
+
+
+def temporal_text(value: Any, logical: str) -> Any:
+    """A DATE/TIMESTAMP[TZ] statistic a database gave as text (pg_stats, DuckDB's VARCHAR)
+    formatted as query results are: `2024-05-06 07:08:09+00` -> `2024-05-06T07:08:09Z`.
+    Anything else, or text that does not parse, is returned as it came."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if logical.startswith("TIMESTAMP"):
+            return json_safe(dt.datetime.fromisoformat(value))
+        if logical == "DATE":
+            return json_safe(dt.date.fromisoformat(value))
+    except ValueError:
+        return value
+    return value
 
 
 def json_safe_list(values: Sequence[Any] | None, limit: int = 5) -> list[Any]:

@@ -11,9 +11,9 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from ruamel.yaml import YAML
@@ -127,13 +127,21 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _Problems:
+    """Every problem found, reported sorted by line (then path) whatever order found them."""
+
     def __init__(self, path: str) -> None:
         self.path = path
-        self.items: list[str] = []
+        self._found: list[tuple[int, str, str]] = []
 
     def add(self, line: int | None, key: str, message: str) -> None:
-        where = f"line {line}: " if line is not None else ""
-        self.items.append(f"{where}{key}: {message}")
+        self._found.append((line or 0, key, message))
+
+    @property
+    def items(self) -> list[str]:
+        return [
+            f"line {line}: {key}: {message}" if line else f"{key}: {message}"
+            for line, key, message in sorted(self._found, key=lambda p: (p[0], p[1]))
+        ]
 
 
 def _line_of(node: Any, key: Any) -> int | None:
@@ -185,65 +193,72 @@ def _interpolate(node: Any, problems: _Problems, env: Mapping[str, str], where: 
     return node
 
 
-def _allowed_fields(tp: Any) -> list[str]:
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return allowed_keys(tp)
+def _locate(node: Any, tp: Any, path: str, line: int | None) -> list[tuple[int | None, str, str]]:
+    """Every problem of `node` as the type `tp`, each at its exact path and line: the
+    document is walked next to the type (struct fields, dict keys, list items), so nothing
+    is recovered from msgspec's message text, and one run reports them all."""
+    try:
+        msgspec.convert(node, tp)
+        return []
+    except msgspec.ValidationError as err:
+        message = str(err).rsplit(" - at `", 1)[0]
+    base = _unannotated(tp)
+    origin = typing.get_origin(base)
+    args = typing.get_args(base)
+    found: list[tuple[int | None, str, str]] = []
+    if isinstance(base, type) and issubclass(base, msgspec.Struct) and isinstance(node, dict):
+        hints = typing.get_type_hints(base, include_extras=True)
+        fields = {f.encode_name: f.name for f in msgspec.structs.fields(base)}
+        tag_field = base.__struct_config__.tag_field
+        for key in node:
+            where = f"{path}.{key}" if path else str(key)
+            at = _line_of(node, key) or line
+            if key == tag_field:
+                continue
+            if key not in fields:
+                allowed = ", ".join(allowed_keys(base))
+                found.append((at, where, f"unknown key {key!r}; allowed keys: {allowed}"))
+                continue
+            found += _locate(node[key], hints[fields[key]], where, at)
+    elif origin is dict and len(args) == 2 and isinstance(node, dict):
+        for key in node:
+            where = f"{path}.{key}" if path else str(key)
+            found += _locate(node[key], args[1], where, _line_of(node, key) or line)
+    elif origin is list and args and isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _locate(item, args[0], f"{path}[{i}]", _line_of(node, i) or line)
+    elif origin in (typing.Union, types.UnionType) and isinstance(node, dict):
+        structs = [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
+        if len(structs) == 1:  # `R` or `{level: R, deny_columns: [...]}`: a mapping is the struct
+            found += _locate(node, structs[0], path, line)
+    if found:
+        return found
+    if "Invalid enum value" in message:
+        choices = _choices(base)
+        if choices:
+            message = f"{message}; allowed: {', '.join(choices)}"
+    return [(line, path or "(top level)", message)]
+
+
+def _unannotated(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _choices(tp: Any) -> list[str]:
+    """The values a Literal (or a union holding one) allows."""
+    if typing.get_origin(tp) is Literal:
+        return [str(a) for a in typing.get_args(tp)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [c for a in typing.get_args(tp) for c in _choices(_unannotated(a))]
     return []
 
 
-def _explain(
-    err: msgspec.ValidationError, doc: Any, tp: Any, prefix: str
-) -> tuple[int | None, str, str]:
-    """Turn msgspec's `... - at `$.a[0].b`` into (line, key path, message with what is allowed)."""
-    text = str(err)
-    msg, _, path = text.rpartition(" - at `")
-    if not _:
-        msg, path = text, "$"
-    path = path.rstrip("`")
-    tokens = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path[1:])
-    node, line, cur_tp = doc, None, tp
-    keys: list[str] = [prefix] if prefix else []
-    for name, index in tokens:
-        key: Any = int(index) if index else name
-        line = _line_of(node, key) or line
-        keys.append(f"[{key}]" if index else str(key))
-        try:
-            node = node[key]
-        except (KeyError, IndexError, TypeError):
-            node = None
-        cur_tp = _field_type(cur_tp, key)
-    m = re.search(r"unknown field `([^`]+)`", msg)
-    if m:
-        bad = m.group(1)
-        line = _line_of(node, bad) or line
-        keys.append(bad)
-        allowed = _allowed_fields(cur_tp)
-        msg = f"unknown key {bad!r}; allowed keys: {', '.join(allowed)}" if allowed else msg
-    key_path = ".".join(keys).replace(".[", "[")
-    return line, key_path or "(top level)", msg
-
-
-def _field_type(tp: Any, key: Any) -> Any:
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        hints = typing.get_type_hints(tp, include_extras=True)
-        return _strip(hints.get(str(key)))
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is list and args:
-        return _strip(args[0])
-    if origin is dict and len(args) == 2:
-        return _strip(args[1])
-    return None
-
-
-def _strip(tp: Any) -> Any:
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and args:
-        structs = [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
-        return structs[0] if structs else args[0]
-    return tp
+def problems_of(node: Any, tp: Any, prefix: str = "") -> list[str]:
+    """`node`'s problems as `tp`, formatted `line N: path: message` and sorted by line."""
+    found = sorted(_locate(node, tp, prefix, None), key=lambda p: (p[0] or 0, p[1]))
+    return [f"line {line}: {key}: {msg}" if line else f"{key}: {msg}" for line, key, msg in found]
 
 
 def load_config_text(
@@ -285,9 +300,9 @@ def load_config_text(
             continue
         try:
             values[section] = msgspec.convert(doc[section], tp)
-        except msgspec.ValidationError as err:
-            line, key, msg = _explain(err, doc[section], tp, section)
-            problems.add(line or _line_of(doc, section), key, msg)
+        except msgspec.ValidationError:
+            for line, key, msg in _locate(doc[section], tp, section, _line_of(doc, section)):
+                problems.add(line, key, msg)
     if "auth" in values:
         raw_tokens = doc["auth"].get("tokens") if isinstance(doc["auth"], CommentedMap) else None
         for i, token in enumerate(values["auth"].tokens):
@@ -355,10 +370,66 @@ def _database(item: Any, i: int, raw_dbs: Any, problems: _Problems) -> DatabaseC
         return None
     try:
         return msgspec.convert(item, struct)
-    except msgspec.ValidationError as err:
-        line, key, msg = _explain(err, item, struct, f"databases[{i}]")
-        problems.add(line or _line_of(raw_dbs, i), key, msg)
+    except msgspec.ValidationError:
+        for line, key, msg in _locate(item, struct, f"databases[{i}]", _line_of(raw_dbs, i)):
+            problems.add(line, key, msg)
         return None
+
+
+def grant_warnings(
+    config: Config, doc: Any = None, discovered: Mapping[str, Iterable[str]] | None = None
+) -> list[str]:
+    """Grants that name nothing: a database that is not configured, or (given what
+    discovery found per database, as `sluice doctor` does) a table that is not there.
+    Formatted `line N: path: message` (lines from the raw `doc`), sorted."""
+    names = [db.name for db in config.databases]
+    sets = [(["default"], config.permissions.default)]
+    sets += [(["principals", p], s) for p, s in config.permissions.principals.items()]
+    found: list[tuple[int, str, str]] = []
+    for where, permission_set in sets:
+        for db_name, policy in permission_set.items():
+            keys = ["permissions", *where, db_name]
+            if db_name not in names:
+                close = difflib.get_close_matches(db_name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                found.append(
+                    (
+                        _line_at(doc, keys),
+                        ".".join(keys),
+                        f"grants on database {db_name!r}, which is not configured{hint}",
+                    )
+                )
+                continue
+            tables = None if discovered is None else discovered.get(db_name)
+            if tables is None:
+                continue
+            known = {t.lower() for t in tables} | {t.lower().rsplit(".", 1)[-1] for t in tables}
+            for table in policy.tables:
+                if table.lower() in known:
+                    continue
+                close = difflib.get_close_matches(table, sorted(tables), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                found.append(
+                    (
+                        _line_at(doc, [*keys, "tables", table]),
+                        ".".join([*keys, "tables", table]),
+                        f"grants on table {table!r}, which {db_name!r} does not have{hint}",
+                    )
+                )
+    return [
+        f"line {line}: {path}: {msg}" if line else f"{path}: {msg}"
+        for line, path, msg in sorted(found, key=lambda f: (f[0], f[1]))
+    ]
+
+
+def _line_at(doc: Any, keys: list[str]) -> int:
+    """The line of the last key along `keys` in a round-trip YAML document (0: unknown)."""
+    line = 0
+    node = doc
+    for key in keys:
+        line = _line_of(node, key) or line
+        node = node.get(key) if isinstance(node, dict) else None
+    return line
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

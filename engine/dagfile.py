@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from engine.config import _explain
+from engine.config import problems_of
 from engine.errors import ConfigError
 from engine.ir import FederatedQuery
 from engine.yaml_doc import load_yaml
@@ -76,9 +76,7 @@ def to_query(doc: Any, source: str = "dag.yaml") -> FederatedQuery:
     try:
         return msgspec.convert(doc, FederatedQuery)
     except msgspec.ValidationError as err:
-        line, key, msg = _explain(err, doc, FederatedQuery, "")
-        where = f"line {line}: " if line is not None else ""
-        raise DagInvalid(source, [f"{where}{key}: {msg}"]) from err
+        raise DagInvalid(source, problems_of(doc, FederatedQuery)) from err
 
 
 def load_dag_text(text: str, source: str = "dag.yaml", fmt: str = "yaml") -> FederatedQuery:

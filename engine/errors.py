@@ -135,12 +135,15 @@ class StepFailed(SluiceError):
         self.step_id = step_id
         self.database = database
         self.cause = cause
-        # a step's failure keeps its cause's server-side status: timeout 504, unreachable 503
-        self.status = max(500, cause.status if isinstance(cause, SluiceError) else 500)
+        # a step's failure keeps its cause's status: a rejected statement 400, timeout 504,
+        # unreachable 503; anything else is the server's 500
+        status = cause.status if isinstance(cause, SluiceError) else 500
+        self.status = status if status == 400 else max(500, status)
         self.details = {
             "step_id": step_id,
             "database": database,
             "cause": getattr(cause, "code", type(cause).__name__),
+            **(getattr(cause, "details", None) or {}),
         }
 
 

@@ -22,12 +22,14 @@ class AstChecker:
     def check(self, step: StepContext) -> Verdict:
         a = step.analysis
         if a.error is not None:
-            return Block(a.error, a.suggestion, "builtin")
+            return Block(a.error, a.suggestion, "builtin", invalid=getattr(a, "invalid", False))
         if a.structural:
             reason, suggestion = a.structural[0]
             return Block(reason, suggestion, "builtin")
         problem = step.language.target_problem(a, step)
         if problem is not None:
+            # a body acting on another table than the declared one stays a refusal (403): the
+            # grant checked is the declared table's (the hostile corpora rely on it)
             reason, suggestion = problem
             return Block(reason, suggestion, "builtin")
         declared = step.declared()

@@ -63,7 +63,7 @@ def check(
                             policy=policy,
                         )
                     )
-                case Block(reason=reason, suggestion=suggestion, policy=policy):
+                case Block(reason=reason, suggestion=suggestion, policy=policy, invalid=invalid):
                     outcome.verdicts.append(
                         t.StageVerdict(
                             stage=stage.name,
@@ -73,7 +73,7 @@ def check(
                             policy=policy,
                         )
                     )
-                    block = Block(reason, suggestion, policy)
+                    block = Block(reason, suggestion, policy, invalid=invalid)
                     if (
                         federated
                         and stage.name == "RBAC_GATE"
@@ -99,7 +99,11 @@ def _block(stage: t.StageName, ctx: StepContext, block: Block) -> t.RequestBlock
     if ctx.step.step_id and len(ctx.request.steps) > 1:
         reason = f"step {ctx.step.step_id}: {reason}"
     return t.RequestBlock(
-        stage=stage, reason=reason, suggestion=block.suggestion, step_id=ctx.step.step_id
+        stage=stage,
+        reason=reason,
+        suggestion=block.suggestion,
+        step_id=ctx.step.step_id,
+        invalid=block.invalid,
     )
 
 

@@ -32,6 +32,7 @@ class Block(msgspec.Struct, tag=True, frozen=True):
     reason: str
     suggestion: str | None = None
     policy: str | None = None
+    invalid: bool = False  # not a refusal: the text is not a query (a 400, not a 403)
 
 
 Verdict = Allow | Warn | Block

@@ -77,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from engine.config import load_config
+    from engine.config import grant_warnings, load_config
     from engine.errors import ConfigError
 
     path = args.path or "sluice.yaml"
@@ -86,8 +86,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
+    for warning in grant_warnings(config, _raw(path)):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok ({len(config.databases)} database(s))")
     return EXIT_OK
+
+
+def _raw(path: str) -> Any:
+    """The config as a round-trip YAML document (for the lines of warnings)."""
+    from engine.yaml_doc import load_yaml
+
+    return load_yaml(Path(path).read_text(encoding="utf-8"))
 
 
 def report_failure(
@@ -268,13 +277,14 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from connectors import registry
     from connectors.errors import SluiceError
-    from engine.config import load_config
+    from engine.config import grant_warnings, load_config
 
     path, _ = resolve_config_path(args.config)
     config = load_config(path)
 
     async def probe() -> int:
         failed = 0
+        discovered: dict[str, list[str]] = {}
         for db in config.databases:
             connector = registry.create(db)
             try:
@@ -282,12 +292,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                     await connector.open()
                     await connector.ping()
                     tables = await connector.discover()
+                discovered[db.name] = [t.name for t in tables]
                 print(f"ok    {db.name} ({db.type}): {len(tables)} table(s)")
             except (SluiceError, TimeoutError) as exc:
                 failed += 1
                 print(f"FAIL  {db.name} ({db.type}): {exc or 'timed out'}")
             finally:
                 await connector.close()
+        # grants that name a database or table that is neither configured nor discovered
+        for warning in grant_warnings(config, _raw(path), discovered):
+            print(f"warn  {warning}")
         return EXIT_ERROR if failed else EXIT_OK
 
     return anyio.run(probe)

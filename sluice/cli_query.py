@@ -44,14 +44,17 @@ def query_text(positional: str | None, sql_file: str | None, stdin: TextIO) -> s
 
 def tables_named(text: str, db_type: str) -> list[str]:
     """The distinct tables a query reads or writes, as its database's language sees them
-    (CTE names and table functions are not tables); [] when it does not parse or its
-    language does not name tables in the text (MQL names its collection outside it)."""
+    (CTE names and table functions are not tables); [] when its language does not name
+    tables in the text (MQL names its collection outside it). A syntax error is raised as
+    CliInputError in the parser's words."""
     from connectors import registry
     from safety.languages import registry as languages
 
     connector = registry.get(db_type)
     language = languages.get(connector.language)
     analysis = language.analyse(text, connector.dialect)
+    if analysis.error is not None and getattr(analysis, "invalid", False):
+        raise CliInputError(analysis.error)  # a syntax error says so, not "which table?"
     if analysis.error is not None:
         return []
     names: list[str] = []

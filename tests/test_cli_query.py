@@ -69,6 +69,8 @@ def test_table_and_database_inferred_numbers_right_aligned(lite: Path) -> None:
     assert r.returncode == 1 and "names 2 tables (t, u)" in r.stderr and "-t TABLE" in r.stderr
     r = sluice("query", "-t", "t", "SELECT t.id FROM t JOIN u ON u.id = t.id", cwd=lite)
     assert r.returncode == 0, r.stderr
+    r = sluice("query", "SELEC id FROM t", cwd=lite)  # a syntax error is named as such
+    assert r.returncode == 1 and "SQL syntax error at line 1" in r.stderr, r.stderr
 
 
 def test_query_from_stdin_and_from_a_file(lite: Path) -> None:

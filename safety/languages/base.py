@@ -34,6 +34,9 @@ class Analysis(Protocol):
     @property
     def suggestion(self) -> str | None: ...
 
+    # optional: `invalid` True says `error` is the text's own (it does not parse), answered
+    # as a 400 naming the problem rather than a 403 refusal (read with getattr, default False)
+
     @property
     def operation(self) -> Operation:
         """The step's operation class: SELECT, INSERT, UPDATE, DELETE or DDL."""

@@ -114,6 +114,7 @@ _INDEX_OPS: dict[tuple[str, str], Operation] = {
     **{(m, "_search"): "SELECT" for m in ("GET", "POST")},
     **{(m, "_count"): "SELECT" for m in ("GET", "POST")},
     **{(m, "_mget"): "SELECT" for m in ("GET", "POST")},
+    **{(m, "_msearch"): "SELECT" for m in ("GET", "POST")},
     **{(m, "_field_caps"): "SELECT" for m in ("GET", "POST")},
     ("GET", "_doc"): "SELECT",
     ("HEAD", "_doc"): "SELECT",
@@ -149,6 +150,8 @@ _BODY_OPS: dict[tuple[str, str], Operation] = {
     ("PUT", "_bulk"): "INSERT",
     ("POST", "_mget"): "SELECT",
     ("GET", "_mget"): "SELECT",
+    ("POST", "_msearch"): "SELECT",
+    ("GET", "_msearch"): "SELECT",
     ("POST", "_reindex"): "DDL",
     ("POST", "_aliases"): "DDL",
 }
@@ -194,7 +197,9 @@ _UNIT_S = {
     "h": 3600.0,
     "d": 86400.0,
 }
-_ROW_ENDPOINTS = frozenset({"_search", "_mget"})
+_ROW_ENDPOINTS = frozenset({"_search", "_mget", "_msearch"})
+# what an _msearch header may say
+_MSEARCH_HEADER = frozenset({"index", "preference", "routing", "search_type", "request_cache"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +306,8 @@ def analyse_es(text: str) -> EsAnalysis:
                 if _SEVERITY[line_op] > _SEVERITY[worst]:
                     worst = line_op
             op = worst
+        case "_msearch":
+            targets = _msearch_targets(body, own, structural)
         case "_mget":
             if req.index is None or (isinstance(body, dict) and body.get("docs")):
                 targets = _mget_targets(body, own, structural)
@@ -443,6 +450,51 @@ def _mget_targets(
     return list(dict.fromkeys(out))
 
 
+def _msearch_targets(
+    body: Any, own: str | None, structural: list[Finding]
+) -> list[tuple[str | None, Operation]]:
+    """Each header's index (or the path's) is a read target; bodies are search bodies."""
+    if not isinstance(body, list) or not body or len(body) % 2:
+        structural.append(
+            (
+                "an _msearch body is a list of header and search body pairs",
+                '[{"index": "<table>"}, {"query": {...}}, ...]',
+            )
+        )
+        return []
+    out: list[tuple[str | None, Operation]] = []
+    for i in range(0, len(body), 2):
+        header, search = body[i], body[i + 1]
+        if not isinstance(header, dict) or not isinstance(search, dict):
+            structural.append((f"_msearch line {i} or {i + 1} is not an object", None))
+            return out
+        unknown = sorted(set(header) - _MSEARCH_HEADER)
+        if unknown:
+            structural.append(
+                (
+                    f"unknown _msearch header key {unknown[0]!r} (line {i})",
+                    f"allowed: {', '.join(sorted(_MSEARCH_HEADER))}",
+                )
+            )
+        bad = sorted(set(search) - SEARCH_KEYS - CODE_SEARCH_KEYS)
+        if bad:
+            structural.append((f"unknown search body key {bad[0]!r} (line {i + 1})", None))
+        if "aggs" in search or "aggregations" in search:
+            structural.append(
+                (
+                    f"aggregations in _msearch (line {i + 1}) are not run",
+                    "send each aggregation as a step of its own",
+                )
+            )
+        _check_window(search, structural)
+        index = header.get("index", own)
+        if not isinstance(index, str) or not _valid_index(index, structural, f"line {i}"):
+            structural.append((f"_msearch line {i} names no index", None))
+            continue
+        out.append((None if index == own else index, "SELECT"))
+    return list(dict.fromkeys(out))
+
+
 def _reindex_targets(
     body: Any, structural: list[Finding], blocks: list[Finding]
 ) -> list[tuple[str | None, Operation]]:
@@ -537,6 +589,20 @@ def _lookup(index: Any, lookups: list[str], structural: list[Finding], where: st
 
 
 def _fields(req: EsRequest) -> tuple[tuple[str, ...], frozenset[str], bool]:
+    if req.endpoint == "_msearch" and isinstance(req.body, list):
+        # each search on its own: the union of fields, the exclusions every search makes
+        parts = [
+            _fields(EsRequest("POST", req.index, "_search", body=b))
+            for b in req.body[1::2]
+            if isinstance(b, dict)
+        ]
+        found = tuple(dict.fromkeys(f for p in parts for f in p[0]))
+        excluded = frozenset.intersection(*(p[1] for p in parts)) if parts else frozenset()
+        return found, excluded, any(p[2] for p in parts)
+    return _fields_one(req)
+
+
+def _fields_one(req: EsRequest) -> tuple[tuple[str, ...], frozenset[str], bool]:
     """Top-level field names the body names (over-approximated: every key and every
     `field`/`fields` value), the fields `_source` excludes, and whether whole documents
     come back."""
@@ -618,22 +684,32 @@ def rewrite_es(text: str, cap: int | None, timeout_ms: int) -> str:
     analysis = analyse_es(text)
     req = analysis.request
     assert req is not None
-    if req.endpoint not in ("_search", "_count") or not isinstance(req.body or {}, dict):
+    if req.endpoint == "_msearch" and isinstance(req.body, list):
+        lines = [
+            _guard_search(line, cap, timeout_ms) if i % 2 and isinstance(line, dict) else line
+            for i, line in enumerate(req.body)
+        ]
+        return req.with_body(lines).to_text()
+    if req.endpoint != "_search" or not isinstance(req.body or {}, dict):
         return text
-    body = dict(req.body or {})
-    if req.endpoint == "_search":
-        given = parse_time(body.get("timeout"))
-        if given is None or given * 1000 > timeout_ms:
-            body["timeout"] = f"{timeout_ms}ms"
-        if cap is not None:
-            fetch = cap + 1
-            size = body.get("size")
-            if size is None or size > fetch:
-                body["size"] = fetch
-            for key in ("aggs", "aggregations"):
-                if isinstance(body.get(key), dict):
-                    body[key] = _cap_buckets(body[key], fetch)
-    return req.with_body(body).to_text()
+    return req.with_body(_guard_search(dict(req.body or {}), cap, timeout_ms)).to_text()
+
+
+def _guard_search(body: dict[str, Any], cap: int | None, timeout_ms: int) -> dict[str, Any]:
+    """One search body with its timeout, its size at cap + 1 and its bucket sizes capped."""
+    body = dict(body)
+    given = parse_time(body.get("timeout"))
+    if given is None or given * 1000 > timeout_ms:
+        body["timeout"] = f"{timeout_ms}ms"
+    if cap is not None:
+        fetch = cap + 1
+        size = body.get("size")
+        if size is None or size > fetch:
+            body["size"] = fetch
+        for key in ("aggs", "aggregations"):
+            if isinstance(body.get(key), dict):
+                body[key] = _cap_buckets(body[key], fetch)
+    return body
 
 
 def _cap_buckets(aggs: dict[str, Any], fetch: int) -> dict[str, Any]:
@@ -670,6 +746,16 @@ class EsDslLanguage(Language):
     """Elasticsearch / OpenSearch query DSL bodies (see the module docstring)."""
 
     name: ClassVar[str] = "es_dsl"
+    examples: ClassVar[tuple[str, ...]] = (
+        '{"query": {"bool": {"filter": [{"term": {"status": "open"}}, {"range": {"total": '
+        '{"gte": 100}}}]}}, "_source": ["customer_id", "total"], "sort": [{"total": "desc"}], '
+        '"size": 50}',
+        '{"query": {"range": {"at": {"gte": "2024-01-01"}}}, "aggs": {"by_status": {"terms": '
+        '{"field": "status"}}}}',
+        '{"method": "POST", "path": "/orders/_count", "body": {"query": {"term": {"status": '
+        '"open"}}}}',
+        '{"method": "GET", "path": "/orders/_doc/o-1001"}',
+    )
 
     def analyse(self, text: str, dialect: str) -> EsAnalysis:
         return analyse_es(text)

@@ -47,6 +47,8 @@ class SqlAnalysis:
     # set on a text that shares a checked text's template (sql_template.Hit): the rewrite
     # renders the template with this text's literals instead of generating SQL
     template: Any = None
+    # the error is the text's (it does not parse): a 400 naming the problem, not a refusal
+    invalid: bool = False
 
     @property
     def tree(self) -> exp.Expression | None:
@@ -76,7 +78,7 @@ def analyse_sql(dialect: str, text: str) -> SqlAnalysis:
 
 def _analyse(dialect: str, parsed: Parsed) -> SqlAnalysis:
     if parsed.error is not None:
-        return _failed(parsed, parsed.error, "fix the SQL; sluice parses it with sqlglot")
+        return _failed(parsed, parsed.error, "fix the SQL and send it again", invalid=True)
     if len(parsed.statements) != 1:
         return _failed(
             parsed,
@@ -120,8 +122,11 @@ def _analyse(dialect: str, parsed: Parsed) -> SqlAnalysis:
     )
 
 
-def _failed(parsed: Parsed, error: str, suggestion: str | None) -> SqlAnalysis:
+def _failed(
+    parsed: Parsed, error: str, suggestion: str | None, *, invalid: bool = False
+) -> SqlAnalysis:
     return SqlAnalysis(
+        invalid=invalid,
         parsed=parsed,
         error=error,
         suggestion=suggestion,

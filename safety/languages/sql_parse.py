@@ -100,5 +100,35 @@ def _parse_error(dialect: str, body: str, err: ParseError) -> str:
     where = ""
     if detail.get("line") is not None:
         where = f" at line {detail['line']}, column {detail['col']}"
-    message = detail.get("description") or str(err).splitlines()[0]
-    return f"SQL does not parse as {dialect}{where}: {message}"
+    message = _readable(detail.get("description") or str(err).splitlines()[0])
+    near = (detail.get("highlight") or "").strip()
+    context = f" near {near!r}" if near else ""
+    return f"SQL syntax error{where}{context}: {message}"
+
+
+_MISSING = re.compile(r"Required keyword: '(\w+)' missing for <class '[\w.]*?(\w+)'>")
+
+
+def _readable(description: str) -> str:
+    """sqlglot's description without its internals ("Required keyword: 'expression' missing
+    for <class 'sqlglot.expressions.core.Mul'>" -> "incomplete Mul expression")."""
+    m = _MISSING.search(description)
+    if m is not None:
+        what = _NODES.get(m.group(2), "an expression")
+        return f"{what} is incomplete (an operand or keyword is missing before this point)"
+    return re.sub(r"<class '[^']*'>", "the statement", description)
+
+
+_NODES = {
+    "Mul": "a multiplication (*)",
+    "Div": "a division (/)",
+    "Add": "an addition (+)",
+    "Sub": "a subtraction (-)",
+    "Where": "the WHERE clause",
+    "Having": "the HAVING clause",
+    "EQ": "a comparison (=)",
+    "And": "an AND",
+    "Or": "an OR",
+    "Select": "the SELECT",
+    "From": "the FROM clause",
+}

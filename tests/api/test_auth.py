@@ -192,7 +192,11 @@ def test_writes_follow_the_grant_and_report_rows_affected(auth_server: Server) -
         WRITER_TOKEN,
         "INSERT INTO people (id, name) VALUES (101, 'x'), (1, 'duplicate')",
     )
-    assert_error_envelope(r, 500, "query_failed")
+    # a constraint the statement violates is the client's mistake: 400, SQLite's words
+    assert (
+        "UNIQUE constraint failed"
+        in assert_error_envelope(r, 400, "query_rejected")["error"]["message"]
+    )
     assert count_people(auth_server) == before
     r = query(auth_server, OWNER_TOKEN, "DELETE FROM people WHERE id > 1000")
     assert r.status_code == 200 and r.json()["data"]["rows_affected"] == 0

@@ -70,7 +70,14 @@ def test_databases_pagination_and_unreachable(server: Server) -> None:
     lite = first["databases"][2]
     assert lite["type"] == "sqlite"
     (people,) = lite["tables"]
-    assert set(people) == {"name", "fields", "row_count_estimate", "description"}
+    assert set(people) == {
+        "name",
+        "fields",
+        "row_count_estimate",
+        "description",
+        "row_count_source",
+    }
+    assert people["row_count_source"] == {"source": "count(*)", "exact": True}
     assert [f["name"] for f in people["fields"]] == ["id", "name", "age", "city"]
 
 
@@ -88,7 +95,14 @@ def test_table_detail_with_distribution(server: Server) -> None:
         r = c.get("/v1/databases/pg/tables/items")
     assert r.status_code == 200
     table = r.json()
-    assert set(table) == {"name", "fields", "row_count_estimate", "description"}
+    assert set(table) == {
+        "name",
+        "fields",
+        "row_count_estimate",
+        "description",
+        "row_count_source",
+    }
+    assert table["row_count_source"] == {"source": "pg_class.reltuples", "exact": False}
     assert table["name"] == "items" and table["row_count_estimate"] == 500
     fields = {f["name"]: f for f in table["fields"]}
     assert list(fields) == [
@@ -118,7 +132,11 @@ def test_table_detail_with_distribution(server: Server) -> None:
         "sample_values",
         "min_value",
         "max_value",
+        "sources",
     }
+    # every figure says where it comes from: here pg_stats, estimates all
+    assert dist["sources"]["distinct_count"] == {"source": "pg_stats.n_distinct", "exact": False}
+    assert {s["exact"] for s in dist["sources"].values()} == {False}
     assert dist["distinct_count"] == 500 and dist["null_fraction"] == 0.0
     assert dist["min_value"] == 1 and dist["max_value"] == 500
 
@@ -292,14 +310,14 @@ def test_bad_input(server: Server) -> None:
     )
 
 
-def test_database_error_is_500_with_the_databases_message(server: Server) -> None:
+def test_a_rejected_statement_is_400_with_the_databases_message(server: Server) -> None:
     body = assert_error_envelope(
         post(
             server,
             {"database": "pg", "table": "items", "query": "SELECT no_such_column FROM items"},
         ),
-        500,
-        "query_failed",
+        400,
+        "query_rejected",
     )
     assert "no_such_column" in body["error"]["message"]
     # the pool is clean: the next request works

@@ -149,7 +149,7 @@ def test_merge_that_reads_a_file_is_blocked(server: Server) -> None:
     assert "read_csv" in err["error"]["message"].lower()
 
 
-def test_failing_step_is_500_naming_it(server: Server) -> None:
+def test_a_step_the_database_rejects_is_400_naming_it(server: Server) -> None:
     body = {
         "steps": [
             LINKED["steps"][0],
@@ -157,8 +157,9 @@ def test_failing_step_is_500_naming_it(server: Server) -> None:
         ],
         "merge": LINKED["merge"],
     }
-    err = assert_error_envelope(post(server, body), 500, "step_failed")
+    err = assert_error_envelope(post(server, body), 400, "step_failed")
     assert "step 'o'" in err["error"]["message"] and "nope" in err["error"]["message"]
+    assert err["error"]["details"]["cause"] == "query_rejected"
 
 
 def test_partial_strips_denied_step_and_its_dependants(server: Server) -> None:

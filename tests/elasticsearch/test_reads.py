@@ -4,6 +4,7 @@ client gets from Elasticsearch for the same request."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import anyio
@@ -380,3 +381,29 @@ async def test_empty_result_has_the_mapping_columns(
 async def test_no_size_and_no_cap_reads_every_hit(conn: ElasticsearchConnector, big: str) -> None:
     batches = await collect(conn, stmt({"query": {"match_all": {}}}, big, bulk=True))
     assert sum(len(b) for b in batches) == BIG
+
+
+async def test_msearch_rows_match_the_raw_answer(
+    conn: ElasticsearchConnector, raw: Raw, orders: str
+) -> None:
+    lines = [
+        {},
+        {"query": {"term": {"sku": "s1"}}, "sort": ["n"], "_source": ["n"]},
+        {"index": orders},
+        {"query": {"range": {"n": {"lt": 3}}}, "sort": ["n"], "_source": ["n"]},
+    ]
+    got = records(
+        await collect(
+            conn, stmt({"method": "POST", "path": f"/{orders}/_msearch", "body": lines}, orders)
+        )
+    )
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    res = raw.http.post(
+        f"/{orders}/_msearch", content=body, headers={"Content-Type": "application/x-ndjson"}
+    ).json()
+    want = [
+        {"_search": i, "_id": h["_id"], "n": h["_source"]["n"]}
+        for i, r in enumerate(res["responses"])
+        for h in r["hits"]["hits"]
+    ]
+    assert got == want and {r["_search"] for r in got} == {0, 1}

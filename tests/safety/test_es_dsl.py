@@ -81,6 +81,14 @@ def access(body: Any, table: str = "orders") -> list[tuple[str, str]]:
             [("orders", "SELECT"), ("lookup", "SELECT")],
         ),
         (
+            {
+                "method": "POST",
+                "path": "/orders/_msearch",
+                "body": [{}, {"query": {"match_all": {}}}, {"index": "items"}, {"size": 1}],
+            },
+            [("orders", "SELECT"), ("items", "SELECT")],
+        ),
+        (
             {"query": {"more_like_this": {"like": [{"_index": "other", "_id": "1"}, "text"]}}},
             [("orders", "SELECT"), ("other", "SELECT")],
         ),
@@ -191,3 +199,18 @@ def test_link_is_anded_into_the_original_query() -> None:
     big = link_query(None, "k", list(range(70_000)))
     should = big["bool"]["filter"][0]["bool"]["should"]
     assert [len(c["terms"]["k"]) for c in should] == [65_536, 70_000 - 65_536]
+
+
+def test_msearch_guards_every_search() -> None:
+    env = {
+        "method": "POST",
+        "path": "/o/_msearch",
+        "body": [{}, {"size": 500}, {"index": "o"}, {"query": {"term": {"a": 1}}}],
+    }
+    out = json.loads(rewrite_es(json.dumps(env), 10, 1000))
+    assert out["body"][0] == {} and out["body"][2] == {"index": "o"}
+    assert [b["size"] for b in out["body"][1::2]] == [11, 11]
+    assert all(b["timeout"] == "1000ms" for b in out["body"][1::2])
+    for bad in ([{}], [{"bogus": 1}, {}], [{}, {"aggs": {}}], [{}, {"script_fields": {}}]):
+        a = analyse_es(json.dumps({"method": "POST", "path": "/o/_msearch", "body": bad}))
+        assert a.structural or a.injection_blocks, bad

@@ -251,3 +251,27 @@ def _json(obj: object) -> str:
     import json
 
     return json.dumps(obj)
+
+
+async def test_create_search_and_drop_a_collection(backend: Backend) -> None:
+    """Collection changes (the A level's intents): created with its dimension and metric, the
+    metric is discovered back, and a dropped collection is gone."""
+    await backend.write({"intent": "create_collection", "dimension": 4, "metric": "dot"}, "fresh")
+    points = [
+        {"id": 1, "vector": [1.0, 0.0, 0.0, 0.0]},
+        {"id": 2, "vector": [0.5, 0.5, 0.0, 0.0]},
+        {"id": 3, "vector": [0.0, 0.0, 3.0, 0.0]},
+    ]
+    assert await backend.write({"intent": "upsert", "points": points}, "fresh") == 3
+    rows = await backend.rows(
+        {"intent": "search", "vector": [1.0, 0.0, 1.0, 0.0], "limit": 3}, table="fresh"
+    )
+    assert [r["id"] for r in rows] == [3, 1, 2]
+    # dot: the inner products, not cosines (which would rank 1 first)
+    assert [round(r["score"], 4) for r in rows] == [3.0, 1.0, 0.5]
+    tables = {t.name: t for t in await backend.connector.discover()}
+    assert "dot" in tables["fresh"].description
+    with pytest.raises(QueryFailed):  # created once only
+        await backend.write({"intent": "create_collection", "dimension": 4}, "fresh")
+    await backend.write({"intent": "drop_collection"}, "fresh")
+    assert "fresh" not in {t.name for t in await backend.connector.discover()}
