@@ -26,11 +26,12 @@ from api.openapi import build_openapi
 from api.ops_routes import OPS_ENDPOINTS
 from api.responses import MsgspecResponse
 from api.routes import ENDPOINTS, Endpoint, routes
-from api.runs_routes import RUN_ENDPOINTS, build_run_manager
-from api.service import audit_log_for, build_service
+from api.run_execution import build_run_manager
+from api.runs_routes import RUN_ENDPOINTS
+from api.service import QueryService
 from engine.config import Config
 from engine.offload import responsive_loop
-from engine.results import ResultStore
+from engine.runtime import Runtime
 
 log = logging.getLogger("sluice.api")
 
@@ -67,33 +68,23 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        audit = audit_log_for(config)
-        service = build_service(config, audit=audit)
-        app.state.service = service
-        app.state.catalog = service.catalog
-        runs = app.state.runs = build_run_manager(config, service)
-        metrics.bind(service.catalog, service.store)
+        runtime_ = Runtime(config, on_audit_drop=metrics.audit_dropped)
         responsive_loop()
         try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(audit.serve)
-                await tg.start(
-                    lambda task_status: service.catalog.serve(
-                        startup_wait=startup_wait, task_status=task_status
-                    )
-                )
-                tg.start_soon(_evict_results, service.store)
-                await tg.start(runs.serve)
-                heap.settle()
-                async with mcp.running():
-                    yield
-                await runs.drain()  # before cancelling: running runs get their grace period
-                audit.close()  # the writer drains every queued entry, then returns
-                tg.cancel_scope.cancel()
+            async with runtime_.running(startup_wait=startup_wait) as runtime:
+                service = app.state.service = QueryService(runtime)
+                app.state.catalog = runtime.catalog
+                runs = app.state.runs = build_run_manager(config, service)
+                metrics.bind(runtime.catalog, runtime.store)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(runs.serve)
+                    heap.settle()
+                    async with mcp.running():
+                        yield
+                    await runs.drain()  # before cancelling: running runs get their grace period
+                    tg.cancel_scope.cancel()
         finally:
             metrics.METRICS.process_exited()
-            await service.catalog.close()
-            service.close()
 
     app = Starlette(
         routes=[*routes(endpoints), mcp.route],
@@ -115,10 +106,3 @@ def create_app(
     config: Config, *, startup_wait: float | None = None, endpoints: list[Endpoint] | None = None
 ) -> ASGIApp:
     return build_app(config, startup_wait=startup_wait, endpoints=endpoints)[0]
-
-
-async def _evict_results(store: ResultStore, every: float = 15.0) -> None:
-    """Expired results are deleted in the background, not only when the store is full."""
-    while True:
-        await anyio.sleep(every)
-        await anyio.to_thread.run_sync(store.evict)

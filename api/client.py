@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from engine.run_store import TERMINAL
+
 _JSON = msgspec.json.Decoder()
 
 
@@ -233,7 +235,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = self.run(run_id)
-            if record["status"] in ("completed", "failed", "cancelled"):
+            if record["status"] in TERMINAL:
                 return record
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {record['status']}")

@@ -9,38 +9,23 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import anyio
-
+from api import metrics
 from api.envelopes import DryRunResponse, QuerySuccess, SimpleQueryRequest
 from api.middleware import new_request_id
-from api.service import QueryService, RequestContext, audit_log_for, build_service
+from api.service import QueryService, RequestContext
 from engine.config import Config
 from engine.federated import StepProgress
 from engine.ir import FederatedQuery
+from engine.runtime import Runtime
 
 
 @contextlib.asynccontextmanager
 async def open_service(
     config: Config, *, startup_wait: float | None = None, principal: str | None = None
 ) -> AsyncIterator[LocalSession]:
-    audit = audit_log_for(config)
-    service = build_service(config, audit=audit)
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(audit.serve)
-            await tg.start(
-                lambda task_status: service.catalog.serve(
-                    startup_wait=startup_wait, task_status=task_status
-                )
-            )
-            try:
-                yield LocalSession(service, principal)
-            finally:
-                audit.close()  # the writer drains the queue before the task group ends
-                tg.cancel_scope.cancel()
-    finally:
-        await service.catalog.close()
-        service.close()
+    runtime_ = Runtime(config, on_audit_drop=metrics.audit_dropped)
+    async with runtime_.running(startup_wait=startup_wait) as runtime:
+        yield LocalSession(QueryService(runtime), principal)
 
 
 class LocalSession:

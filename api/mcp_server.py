@@ -261,7 +261,7 @@ async def serve_stdio(config: Config, *, principal: str | None = None) -> None:
     from mcp.server.stdio import stdio_server
 
     from api.local import open_service
-    from api.runs_routes import build_run_manager
+    from api.run_execution import build_run_manager
 
     async with open_service(config, principal=principal) as session:
         service = session.service

@@ -18,8 +18,9 @@ import msgspec
 from api import envelopes as env
 from api.envelopes import ENCODER, Body
 from api.routes import Viewer, database_page, describe_table, read_results
+from api.run_admission import submit
 from api.run_envelopes import RunAccepted, RunSubmit, rfc3339, view
-from api.runs_routes import owned_run, submit
+from api.runs_routes import owned_run
 from connectors import registry as connectors
 from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery

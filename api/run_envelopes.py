@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from api.envelopes import Body
-from engine.run_store import RunRecord, client_key
+from engine.run_store import (
+    RunRecord,
+    RunStatus,
+    StepState,
+    client_key,
+)
 
-if TYPE_CHECKING:
-    pass
-
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+STATUSES: tuple[str, ...] = tuple(RunStatus)
 
 
 # -- bodies and envelopes ---------------------------------------------------------------------
@@ -34,13 +36,6 @@ class RunAccepted(msgspec.Struct, kw_only=True):
     submitted_at: str
 
 
-class StepView(msgspec.Struct, kw_only=True):
-    step_id: str
-    state: str
-    rows: int
-    latency_ms: float | None
-
-
 class RunErrorView(msgspec.Struct, kw_only=True):
     code: str
     message: str
@@ -57,7 +52,7 @@ class RunView(msgspec.Struct, kw_only=True):
     finished_at: str | None
     elapsed_secs: float | None
     records_written: int
-    steps: list[StepView]
+    steps: list[StepState]  # the stored step states, as they are
     error: RunErrorView | None
     idempotency_key: str | None
     doctor_report: list[dict[str, Any]] | None
@@ -94,15 +89,12 @@ def view(run: RunRecord) -> RunView:
         finished_at=rfc3339(run.finished_at),
         elapsed_secs=elapsed,
         records_written=run.records_written,
-        steps=[
-            StepView(step_id=s.step_id, state=s.state, rows=s.rows, latency_ms=s.latency_ms)
-            for s in run.steps
-        ],
+        steps=list(run.steps),
         error=None
         if run.error is None
         else RunErrorView(code=run.error.code, message=run.error.message, reason=run.error.reason),
         idempotency_key=None if run.idempotency_key is None else client_key(run.idempotency_key),
         doctor_report=run.doctor_report,
         timeout_secs=run.timeout_secs,
-        result=f"/v1/results/{run.run_id}" if run.status == "completed" else None,
+        result=f"/v1/results/{run.run_id}" if run.status == RunStatus.COMPLETED else None,
     )

@@ -1,17 +1,15 @@
-"""The run control plane (reference/runs-api.txt).
+"""The run control plane's HTTP handlers (reference/runs-api.txt).
 
-`RUN_ENDPOINTS` (/v1/runs...) is the Endpoint list for the route table. A submit is
-checked synchronously (400 parse errors with their line, 422 validation and safety
-verdicts, 422 doctor report), then queued in the RunManager at `app.state.runs`, which
-executes it through `QueryService.federated` with the run id as the result id, so
-`/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it.
+`RUN_ENDPOINTS` (/v1/runs...) is the Endpoint list for the route table. The runs code is
+split by concern: admission of a submitted run (api/run_admission.py: parsing, validation,
+safety verdicts, database pings, answered synchronously), execution (api/run_execution.py:
+a run goes through `QueryService.federated` with the run id as the result id, so
+`/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it), queueing and
+lifecycle (engine/runs.py) and durability (engine/run_store.py).
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +18,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import metrics as m
 from api.downloads import FORMAT_HELP, download, format_param
-from api.envelopes import QuerySuccess
 from api.errors import ApiError
 from api.routes import (
     Endpoint,
@@ -32,11 +28,10 @@ from api.routes import (
     reader_of,
     request_context,
 )
+from api.run_admission import parse_config, submit, to_query
 from api.sse import sse_response
 from connectors.errors import SluiceError
 from engine.bounds import check_nesting, parse_bounded
-from engine.dagfile import DagInvalid, DagParseError, parse_dag
-from engine.dagfile import to_query as dag_to_query
 from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery
 from engine.offload import off_loop
@@ -44,21 +39,14 @@ from engine.results import Reader
 from engine.run_store import (
     RunRecord,
     encode_cursor,
-    open_store,
-    scoped_key,
 )
 from engine.runs import (
     RunManager,
     RunNotFound,
-    RunOutcome,
-    RunProgress,
-    run_digest,
 )
 
 if TYPE_CHECKING:
-    from api.service import QueryService, RequestContext
-    from engine.catalog import Catalog
-    from engine.config import Config
+    from api.service import QueryService
 
 from api.run_envelopes import (
     _BODY_FIELDS,
@@ -71,116 +59,9 @@ from api.run_envelopes import (
     rfc3339,
     view,
 )
-
-
-# -- config parsing ---------------------------------------------------------------------------
-def parse_config(text: str | dict[str, Any], fmt: str) -> Any:
-    """The config body as plain data; 400 naming the line and column of a parse error."""
-    if isinstance(text, dict):
-        return text
-    try:
-        return parse_dag(text, fmt, "config")
-    except DagParseError as exc:
-        raise ApiError(
-            400,
-            exc.code,
-            exc.problems[0].replace("not valid", "config is not valid"),
-            details={"format": exc.format, "line": exc.line, "column": exc.column},
-        ) from None
-
-
-def to_query(data: Any) -> FederatedQuery:
-    """The federated query; 422 naming the line and path of a validation error."""
-    try:
-        query = dag_to_query(data, "config")
-    except DagInvalid as exc:
-        raise ApiError(
-            422,
-            exc.code,
-            f"invalid federated query: {exc.problems[0]}",
-            suggestion="the config has the /v1/query body: steps and merge",
-        ) from None
-    if query.dry_run:
-        raise ApiError(
-            422,
-            "invalid_config",
-            "a run cannot be a dry run",
-            suggestion="use POST /v1/query with dry_run to see the plan",
-        )
-    return query
-
-
-def canonical(query: FederatedQuery) -> str:
-    return msgspec.json.encode(msgspec.to_builtins(query), order="sorted").decode()
-
-
-def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
-    """Validation and safety, synchronously: each refusal is a 422 with details."""
-    try:
-        outcome, _ = service.check_federated(query, ctx, export=True)
-    except SluiceError as exc:
-        details = dict(exc.details or {})
-        step_id = getattr(exc, "step_id", None)
-        if step_id:
-            details.setdefault("step_id", step_id)
-        raise ApiError(
-            422, exc.code, exc.message, suggestion=exc.suggestion, details=details or None
-        ) from None
-    block = outcome.block
-    if block is not None and block.invalid:  # a syntax error: not a safety refusal
-        raise ApiError(
-            422,
-            "invalid_query",
-            block.reason,
-            suggestion=block.suggestion,
-            details={"step_id": block.step_id},
-        )
-    if block is not None:
-        m.safety_blocked(block.stage)
-        raise ApiError(
-            422,
-            "blocked",
-            f"blocked by {block.stage}: {block.reason}",
-            suggestion=block.suggestion,
-            details={"stage": block.stage, "reason": block.reason, "step_id": block.step_id},
-        )
-
-
-async def doctor(catalog: Catalog, query: FederatedQuery) -> list[dict[str, Any]]:
-    """Ping every database the run uses; 422 with the report when one fails."""
-    report: list[dict[str, Any]] = []
-
-    async def probe(name: str) -> None:
-        state = catalog.get(name)
-        started = time.perf_counter()
-        entry: dict[str, Any] = {"database": name, "ok": False, "latency_ms": None, "error": None}
-        try:
-            if state is None:
-                raise ValueError("not configured")
-            with anyio.fail_after(state.config.connect_timeout_seconds + 5):
-                await state.connector.ping()
-            entry["ok"] = True
-        except TimeoutError:
-            entry["error"] = "ping timed out"
-        except Exception as exc:  # any failure is a finding of the report, not a 500
-            entry["error"] = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        entry["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        report.append(entry)
-
-    async with anyio.create_task_group() as tg:
-        for name in sorted({s.database for s in query.steps}):
-            tg.start_soon(probe, name)
-    report.sort(key=lambda e: e["database"])
-    if not all(e["ok"] for e in report):
-        failed = [e["database"] for e in report if not e["ok"]]
-        raise ApiError(
-            422,
-            "doctor_failed",
-            f"preflight failed for {', '.join(failed)}",
-            suggestion="fix the databases, or submit without doctor_first",
-            details={"report": report},
-        )
-    return report
+from engine.run_store import (
+    RunStatus,
+)
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -279,41 +160,6 @@ async def submit_run(request: Request) -> Response:
         media_type="application/json",
         headers={"Location": f"/v1/runs/{existing.run_id}"},
     )
-
-
-async def submit(
-    service: QueryService, runs: RunManager, body: RunSubmit, ctx: RequestContext
-) -> RunRecord:
-    """Parse, check (validation, safety, optional doctor) and queue a run, or replay the run
-    of a known idempotency key: the one submit path of REST and MCP."""
-    query = await config_query(service, body)
-    config = canonical(query)
-    digest = run_digest(
-        config,
-        name=body.name,
-        labels=body.labels,
-        timeout_secs=body.timeout_secs,
-        options={"doctor_first": body.doctor_first},
-    )
-    # keys are per principal: another's key never finds, conflicts with or names its run
-    key = None if body.idempotency_key is None else scoped_key(ctx.principal, body.idempotency_key)
-    # a replay is answered before any check or admission (never a 429 for a known run)
-    existing = await runs.replay(key, digest) if key else None
-    if existing is None:
-        check(service, query, ctx)
-        report = await doctor(service.catalog, query) if body.doctor_first else None
-        existing, _ = await runs.submit(
-            config,
-            name=body.name,
-            labels=body.labels,
-            timeout_secs=body.timeout_secs,
-            idempotency_key=key,
-            doctor_report=report,
-            principal=ctx.principal,
-            options={"doctor_first": body.doctor_first},
-            steps=[s.step_id for s in query.steps],
-        )
-    return existing
 
 
 def _time_param(request: Request, name: str) -> float | None:
@@ -425,7 +271,7 @@ async def run_result(request: Request) -> Response:
     record = await _get(request)
     fmt = format_param(request, "parquet")
     assert fmt is not None
-    if record.status != "completed":
+    if record.status != RunStatus.COMPLETED:
         raise ApiError(
             409,
             "run_not_completed",
@@ -506,87 +352,3 @@ RUN_ENDPOINTS: list[Endpoint] = [
         errors=(400, 404, 409),
     ),
 ]
-
-
-# -- wiring -----------------------------------------------------------------------------------
-def service_executor(
-    service: QueryService,
-) -> Callable[[RunRecord, RunProgress], Awaitable[RunOutcome]]:
-    """Execute a run through QueryService.federated, reporting step progress into the run
-    and storing the whole result under the run id."""
-    from api.service import RequestContext
-
-    async def execute(record: RunRecord, progress: RunProgress) -> RunOutcome:
-        query = msgspec.json.decode(record.config, type=FederatedQuery)
-        ctx = RequestContext(
-            request_id=f"req_{record.run_id[-12:]}", principal=record.principal, transport="run"
-        )
-        began: dict[str, float] = {}
-
-        def on_progress(p: Any) -> None:
-            if p.event == "started":
-                began[p.step_id] = p.at_ms
-            if p.event == "finished":
-                progress.step(
-                    p.step_id, "completed", p.rows, p.at_ms - began.get(p.step_id, p.at_ms)
-                )
-            else:
-                progress.step(p.step_id, "running", p.rows)
-
-        result = await service.federated(
-            query,
-            ctx,
-            on_progress=on_progress,
-            result_id=record.run_id,
-            export=True,
-            bound_whole_request=False,  # a run is bounded by its timeout_secs
-        )
-        assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
-        for meta in result.metadata.steps:
-            state = "completed" if meta.status == "ok" else meta.status
-            progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)
-        for warning in result.safety.warnings:
-            progress.log(f"warning: {warning}", "warning")
-        return RunOutcome(records_written=result.data.row_count, result_id=record.run_id)
-
-    return execute
-
-
-def build_run_manager(
-    config: Config,
-    service: QueryService,
-    *,
-    max_concurrent_runs: int | None = None,
-    max_queued_runs: int | None = None,
-    store_url: str | None = None,
-) -> RunManager:
-    """The manager for create_app's lifespan. Settings: explicit arguments, else the
-    SLUICE_MAX_CONCURRENT_RUNS / SLUICE_MAX_QUEUED_RUNS / SLUICE_RUN_STORE environment
-    (how `sluice serve` flags reach hypercorn workers), else config.server, else defaults."""
-    server = config.server
-
-    def setting(arg: Any, env: str, attr: str, default: Any, cast: Any = int) -> Any:
-        if arg is not None:
-            return arg
-        if os.environ.get(env):
-            return cast(os.environ[env])
-        return getattr(server, attr, None) or default
-
-    store = open_store(
-        setting(store_url, "SLUICE_RUN_STORE", "run_store", None, str), server.data_dir
-    )
-    return RunManager(
-        store,
-        service_executor(service),
-        max_concurrent_runs=setting(
-            max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS", "max_concurrent_runs", 4
-        ),
-        max_queued_runs=setting(max_queued_runs, "SLUICE_MAX_QUEUED_RUNS", "max_queued_runs", 100),
-        grace_secs=setting(None, "SLUICE_RUN_GRACE_SECS", "run_grace_seconds", 30.0, float),
-        key_ttl_secs=setting(
-            None, "SLUICE_IDEMPOTENCY_TTL_SECS", "idempotency_ttl_seconds", 86_400.0, float
-        ),
-        stale_secs=setting(None, "SLUICE_RUN_STALE_SECS", "run_stale_seconds", 15.0, float),
-        log_capacity=setting(None, "SLUICE_RUN_LOG_LINES", "run_log_lines", 1_000),
-        hooks=m.RunMetrics(),
-    )

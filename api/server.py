@@ -1,16 +1,21 @@
 """Serve the app with hypercorn (uvloop workers). Several workers each build the app from
-the config path in SLUICE_CONFIG, so state shared across workers lives in the stores."""
+the config path in SLUICE_CONFIG plus the `server` settings given on the command line
+(SLUICE_SERVER_SETTINGS, JSON): the environment is only how a worker process learns what the
+parent was told; below this bootstrap every setting is passed in. State shared across
+workers lives in the stores."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import msgspec
 from hypercorn.config import Config as HypercornConfig
@@ -18,12 +23,13 @@ from hypercorn.run import run
 from starlette.types import ASGIApp
 
 from api.metrics import MULTIPROC_ENV
-from engine.config import Config, load_config
+from engine.config import Config, ServerConfig, load_config
 
 log = logging.getLogger("sluice.server")
 
 CONFIG_ENV = "SLUICE_CONFIG"
 BIND_ENV = "SLUICE_BIND_HOST"
+SERVER_SETTINGS_ENV = "SLUICE_SERVER_SETTINGS"
 
 OFF_LOOPBACK_WARNING = (
     "warning: binding {host!r} exposes sluice off-loopback without bearer tokens.\n"
@@ -58,8 +64,17 @@ def check_bind(config: Config, host: str, insecure_no_auth: bool) -> None:
     print(OFF_LOOPBACK_WARNING.format(host=host), file=sys.stderr)  # noqa: T201
 
 
+def with_server_settings(config: Config, settings: Mapping[str, Any]) -> Config:
+    """The config with `server` settings replaced (flags of `sluice serve`), validated."""
+    if not settings:
+        return config
+    merged = {**msgspec.structs.asdict(config.server), **settings}
+    return msgspec.structs.replace(config, server=msgspec.convert(merged, ServerConfig))
+
+
 def app_from_env() -> ASGIApp:
-    """Hypercorn worker entry point: build the app from the config file in SLUICE_CONFIG."""
+    """Worker entry point: the app for the config file in SLUICE_CONFIG and the server
+    settings the parent process was given."""
     from api.app import create_app
 
     config = load_config(os.environ[CONFIG_ENV])
@@ -68,6 +83,8 @@ def app_from_env() -> ASGIApp:
         server = msgspec.structs.replace(config.server, host=bind)
         config = msgspec.structs.replace(config, server=server)
     return create_app(config)
+    settings = json.loads(os.environ.get(SERVER_SETTINGS_ENV) or "{}")
+    return create_app(with_server_settings(load_config(os.environ[CONFIG_ENV]), settings))
 
 
 SERVERS: tuple[str, ...] = ("hypercorn", "uvicorn", "granian")
@@ -82,12 +99,17 @@ def serve(
     insecure_no_auth: bool = False,
     access_log: bool = False,
     server: str = "hypercorn",
+    server_settings: Mapping[str, Any] | None = None,
 ) -> int:
     """Serve with hypercorn (the default), or uvicorn/granian where measured faster
-    (bench/ reports all three side by side)."""
-    config = load_config(config_path)
+    (bench/ reports all three side by side). `server_settings` override the config's
+    `server` section (e.g. {"max_concurrent_runs": 8})."""
+    settings = dict(server_settings or {})
+    config = with_server_settings(load_config(config_path), settings)
     check_bind(config, host, insecure_no_auth)
+    # only for worker processes (app_from_env); this process passes `config` itself
     os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    os.environ[SERVER_SETTINGS_ENV] = json.dumps(settings)
     if workers > 1:
         with shared_metrics():
             return _serve(config, host, port, workers, access_log, server)

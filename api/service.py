@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
@@ -35,6 +34,7 @@ from engine.errors import (
     UnknownDatabase,
     UnknownTable,
 )
+from engine.execute import Outcome
 from engine.federated import (
     OFF_LOOP_CHARS,
     FederatedResult,
@@ -48,6 +48,7 @@ from engine.offload import off_loop
 from engine.parse_pool import ParsePool
 from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult, run_simple
 from safety import pipeline
+from safety.audit import AuditBlock, AuditEntry, AuditStep
 from safety.catalog_view import database_visible, grants_for, tables_view
 from safety.languages import registry as languages
 from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
@@ -55,11 +56,9 @@ from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome,
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from engine.catalog import Catalog, DatabaseState
-    from engine.config import Config
-    from engine.results import ResultStore
-    from engine.sink import Sink
-    from safety.audit import AuditLog
+    from engine.catalog import DatabaseState
+    from engine.plan import Plan
+    from engine.runtime import Runtime
 
 T = TypeVar("T")
 REQUEST_GRACE_S = 1.0  # past a request's time bound, before it is stopped from here
@@ -96,7 +95,15 @@ def blocked(block: RequestBlock) -> SluiceError:
 
 
 class AuditSink(Protocol):
-    def record(self, entry: dict[str, Any]) -> None: ...
+    def record(self, entry: AuditEntry) -> None: ...
+
+
+@dataclass(slots=True)
+class Audited:
+    """A request's audit entry while it runs, and its rows per step (for the metrics)."""
+
+    entry: AuditEntry
+    rows_by_step: dict[str | None, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -120,21 +127,16 @@ class RequestContext:
 
 
 class QueryService:
-    def __init__(
-        self,
-        config: Config,
-        catalog: Catalog,
-        *,
-        sink: Sink,
-        store: ResultStore,
-        audit: AuditSink | None = None,
-    ) -> None:
-        self.config = config
-        self.catalog = catalog
-        self.sink = sink
-        self.store = store
-        self.audit = audit
-        self.answer_bytes = BytesInFlight(config.limits.max_bytes_in_flight)
+    """The request path over one running `engine.runtime.Runtime` (its catalog, sink,
+    result store and audit log)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.config = runtime.config
+        self.catalog = runtime.catalog
+        self.sink = runtime.sink
+        self.store = runtime.store
+        self.audit: AuditSink | None = runtime.audit
+        self.answer_bytes = BytesInFlight(self.config.limits.max_bytes_in_flight)
         self.parse_pool = ParsePool()  # large run configs are parsed in a child process
 
     # -- simple -----------------------------------------------------------------------------
@@ -175,7 +177,7 @@ class QueryService:
         ctx: RequestContext,
         state: DatabaseState,
         outcome: SafetyOutcome,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
     ) -> QuerySuccess | DryRunResponse:
         if outcome.block is not None:
@@ -205,15 +207,15 @@ class QueryService:
         state: DatabaseState,
         step: CheckedStep,
         report: SafetyReport,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
         budget: InlineBudget,
     ) -> QuerySuccess:
         result = await run_simple(step, state, budget=budget)
         report.warnings.extend(result.warnings)
-        audit["rows"] = len(result.rows) if result.rows_affected is None else None
-        audit["rows_affected"] = result.rows_affected
-        audit["rows_by_step"] = {None: len(result.rows)}
+        audit.entry.rows = len(result.rows) if result.rows_affected is None else None
+        audit.entry.rows_affected = result.rows_affected
+        audit.rows_by_step = {None: len(result.rows)}
         if len(result.rows) > OFF_LOOP_ROWS:
             data = await off_loop(to_data, result, True)
         else:
@@ -257,8 +259,9 @@ class QueryService:
 
     def check_federated(
         self, query: FederatedQuery, ctx: RequestContext, *, export: bool = False
-    ) -> tuple[SafetyOutcome, CheckRequest]:
-        """Validate the DAG (400s name the step) and run the safety pipeline; runs nothing."""
+    ) -> tuple[SafetyOutcome, CheckRequest, Plan]:
+        """Validate the DAG once (400s name the step; the merge is parsed here) and run the
+        safety pipeline once; runs nothing. The plan is what the engine then runs."""
         limits = self.config.limits
         check_steps(query, limits, self.config.safety.max_query_chars)
         plan = explain(query, self.catalog.names())
@@ -280,7 +283,7 @@ class QueryService:
                 )
             )
         request = ctx.check_request(inputs, max_rows)
-        return pipeline.check(request, self.config), request
+        return pipeline.check(request, self.config), request, plan
 
     async def federated(
         self,
@@ -299,13 +302,15 @@ class QueryService:
         `bound_whole_request` is False (a run has its own bound)."""
         started = time.perf_counter()
         if request_chars(query) > OFF_LOOP_CHARS:
-            outcome, request = await off_loop(
+            outcome, request, plan = await off_loop(
                 functools.partial(self.check_federated, query, ctx, export=export)
             )
         else:
-            outcome, request = self.check_federated(query, ctx, export=export)
+            outcome, request, plan = self.check_federated(query, ctx, export=export)
         audit = self._audit_entry(ctx, request, outcome)
-        work = self._federated_run(query, ctx, outcome, audit, started, on_progress, result_id)
+        work = self._federated_run(
+            query, plan, ctx, outcome, audit, started, on_progress, result_id
+        )
         if export and not query.allow_truncation:
             work = self._complete(work, query, ctx, request.max_rows or 0)
         seconds = None
@@ -324,7 +329,7 @@ class QueryService:
         stopped at its cap."""
         result = await work
         if isinstance(result, QuerySuccess):
-            cut = [m.step_id for m in result.metadata.steps if m.status == "truncated"]
+            cut = [m.step_id for m in result.metadata.steps if m.status == Outcome.TRUNCATED]
             if cut:
                 self.store.delete(result.request_id)
                 raise ResultTruncated(cut, cap, self.config.export_rows_for(ctx.principal))
@@ -333,9 +338,10 @@ class QueryService:
     async def _federated_run(
         self,
         query: FederatedQuery,
+        plan: Plan,
         ctx: RequestContext,
         outcome: SafetyOutcome,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
         on_progress: Callable[[StepProgress], None] | None,
         result_id: str | None,
@@ -345,12 +351,11 @@ class QueryService:
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:
-            plan = explain(query, self.catalog.names(), keep=list(checked))
             return DryRunResponse(
                 request_id=ctx.request_id,
                 status="dry_run",
                 safety=report,
-                plan=repr(plan),
+                plan=repr(plan.keep(list(checked))),
                 steps=[dry_run_step(s) for s in outcome.steps],
             )
         used = {s.database for s in outcome.steps}
@@ -371,36 +376,37 @@ class QueryService:
             on_progress=on_progress,
             limiters={n: st.limiter for n, st in states.items()},
             owner=ctx.principal,
+            plan=plan,
         )
         report.warnings.extend(result.warnings)
-        audit["rows"] = result.row_count
-        audit["steps_meta"] = msgspec.to_builtins(result.steps)
-        audit["rows_by_step"] = {m.step_id: m.rows_returned for m in result.steps}
+        audit.entry.rows = result.row_count
+        audit.entry.steps_meta = msgspec.to_builtins(result.steps)
+        audit.rows_by_step = {m.step_id: m.rows_returned for m in result.steps}
         return federated_success(ctx, report, result, started)
 
     async def _finishing(
         self,
-        audit: dict[str, Any],
+        audit: Audited,
         started: float,
         work: Awaitable[QuerySuccess | DryRunResponse],
     ) -> QuerySuccess | DryRunResponse:
         try:
             response = await work
         except BaseException as exc:
-            audit["error"] = f"{type(exc).__name__}: {exc}"
+            audit.entry.error = f"{type(exc).__name__}: {exc}"
             self._finish(audit, started, exc)
             raise
         self._finish(audit, started, None)
         return response
 
-    def _finish(self, audit: dict[str, Any], started: float, exc: BaseException | None) -> None:
+    def _finish(self, audit: Audited, started: float, exc: BaseException | None) -> None:
         """Every query ends here: one audit line and the query metrics, whatever happened."""
-        audit["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        rows = audit.pop("rows_by_step", {})
-        blocked = audit.get("blocked")
-        if blocked is not None:
+        entry = audit.entry
+        entry.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        rows = audit.rows_by_step
+        if entry.blocked is not None:
             outcome = "blocked"
-            metrics.safety_blocked(blocked["stage"])
+            metrics.safety_blocked(entry.blocked.stage)
         elif exc is None:
             outcome = "ok"
         elif isinstance(exc, QueryTimedOut | RequestTimedOut) or isinstance(
@@ -409,19 +415,15 @@ class QueryService:
             outcome = "timeout"
         else:
             outcome = "error"
-        seconds = audit["latency_ms"] / 1000
-        for database in {step["database"] for step in audit["steps"]}:
+        seconds = entry.latency_ms / 1000 if isinstance(entry.latency_ms, float) else 0.0
+        for database in {step.database for step in entry.steps}:
             metrics.query_seconds(database, seconds)
-        for step in audit["steps"]:
+        for step in entry.steps:
             metrics.query_finished(
-                step["database"], step["language"] or "", outcome, rows.get(step["step_id"], 0)
+                step.database, step.language or "", outcome, rows.get(step.step_id, 0)
             )
         if self.audit is not None:
-            self.audit.record(audit)
-
-    def close(self) -> None:
-        self.parse_pool.close()
-        self.sink.close()
+            self.audit.record(entry)
 
     def visible_databases(self, principal: str | None) -> list[str]:
         """Configured databases the principal's permission set names (for listings and
@@ -449,43 +451,36 @@ class QueryService:
 
     def _audit_entry(
         self, ctx: RequestContext, request: CheckRequest, outcome: SafetyOutcome
-    ) -> dict[str, Any]:
+    ) -> Audited:
         rewritten = {s.step_id: s.text for s in outcome.steps}
-        return {
-            "request_id": ctx.request_id,
-            "ts": time.time(),
-            "principal": ctx.principal,
-            "transport": ctx.transport,
-            "client": ctx.client,
-            "steps": [
-                {
-                    "step_id": s.step_id,
-                    "database": s.database,
-                    "table": s.table,
-                    "language": s.language or spoken_by(s.db_type),
-                    "query": s.query,
-                    "rewritten": rewritten.get(s.step_id),
-                }
+        block = outcome.block
+        entry = AuditEntry(
+            request_id=ctx.request_id,
+            ts=time.time(),
+            principal=ctx.principal,
+            transport=ctx.transport,
+            client=ctx.client,
+            steps=[
+                AuditStep(
+                    step_id=s.step_id,
+                    database=s.database,
+                    table=s.table,
+                    language=s.language or spoken_by(s.db_type),
+                    query=s.query,
+                    rewritten=rewritten.get(s.step_id),
+                )
                 for s in request.steps
             ],
-            "verdicts": [
-                {
-                    "stage": v.stage,
-                    "outcome": v.outcome,
-                    "step_id": v.step_id,
-                    "reason": v.reason,
-                    "policy": v.policy,
-                }
-                for v in outcome.verdicts
-            ],
-            "blocked": None
-            if outcome.block is None
-            else {"stage": outcome.block.stage, "reason": outcome.block.reason},
-            "warnings": list(outcome.warnings),
-        }
+            verdicts=list(outcome.verdicts),
+            blocked=None if block is None else AuditBlock(stage=block.stage, reason=block.reason),
+            warnings=list(outcome.warnings),
+        )
+        return Audited(entry)
 
 
-async def bounded(work: Awaitable[T], seconds: float | None) -> T:
+async def bounded(
+    work: Awaitable[T], seconds: float | None, setting: str = "query_timeout_seconds"
+) -> T:
     """`work` stopped (cancelled, so every native query and the merge are interrupted) once
     `seconds` have passed since it started: one bound over every phase of a request."""
     if seconds is None:
@@ -495,7 +490,7 @@ async def bounded(work: Awaitable[T], seconds: float | None) -> T:
         with anyio.fail_after(seconds + REQUEST_GRACE_S):
             return await work
     except TimeoutError:
-        raise RequestTimedOut(seconds) from None
+        raise RequestTimedOut(seconds, setting) from None
 
 
 def spoken_by(db_type: str) -> str | None:
@@ -508,21 +503,10 @@ def spoken_by(db_type: str) -> str | None:
 
 def check_language(language: str | None, database: str, db_type: str) -> None:
     """A requested language must be one we know and the one the database speaks."""
-    if language is None:
-        return
-    spoken = spoken_by(db_type)
-    if not languages.known(language):
-        raise InvalidRequest(
-            f"unknown language {language!r}",
-            suggestion=f"use one of {', '.join(languages.names())}, or omit it to infer it "
-            f"from the database ({database!r} speaks {spoken})",
-        )
-    if language != spoken:
-        raise InvalidRequest(
-            f"language {language!r} does not match database {database!r}, a {db_type} "
-            f"database that speaks {spoken}",
-            suggestion=f"send language {spoken!r} or omit it",
-        )
+    problem = languages.mismatch(language, spoken_by(db_type), database, db_type)
+    if problem is not None:
+        reason, suggestion = problem
+        raise InvalidRequest(reason, suggestion=suggestion)
 
 
 def dry_run_step(step: CheckedStep) -> DryRunStep:
@@ -578,36 +562,3 @@ def federated_success(
             result_pages=result.result_pages,
         ),
     )
-
-
-def build_service(config: Config, *, audit: AuditSink | None = None) -> QueryService:
-    """The service with its catalog, its process-wide DuckDB sink and its result store."""
-    from engine.catalog import Catalog
-    from engine.results import ResultStore
-    from engine.sink import Sink
-
-    catalog = Catalog(
-        config.databases,
-        ttl_seconds=config.server.discovery_ttl_seconds,
-        max_concurrent_queries=config.server.max_concurrent_queries_per_database,
-    )
-    store = ResultStore(
-        Path(config.server.data_dir) / "results",
-        ttl=config.server.result_ttl_seconds,
-        max_results=config.server.max_results,
-        max_bytes=config.server.max_result_bytes,
-    )
-    sink = Sink(
-        memory_limit=config.limits.merge_memory_limit,
-        temp_directory=str(Path(config.server.data_dir) / "merge_spill"),
-        max_temp_size=config.limits.merge_temp_limit,
-    )
-    return QueryService(config, catalog, sink=sink, store=store, audit=audit)
-
-
-def audit_log_for(config: Config) -> AuditLog:
-    """The audit log at server.audit_log (default: <data_dir>/audit.jsonl)."""
-    from safety.audit import AuditLog
-
-    path = config.server.audit_log or str(Path(config.server.data_dir) / "audit.jsonl")
-    return AuditLog(path, config=config, on_drop=metrics.audit_dropped)

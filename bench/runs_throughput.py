@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from datetime import datetime
@@ -32,12 +31,14 @@ def _ts(value: str | None) -> float | None:
 
 
 def measure(seconds: float, n_events: int, concurrent: int, queued: int) -> dict[str, Any]:
-    os.environ["SLUICE_MAX_CONCURRENT_RUNS"] = str(concurrent)
-    os.environ["SLUICE_MAX_QUEUED_RUNS"] = str(queued)
     config = json.dumps(bodies.join_body(n_events))
     submitted: list[str] = []
     throttled = 0
-    with serve() as sluice, httpx.Client(base_url=sluice.base_url, timeout=30) as http:
+    limits = ("--max-concurrent-runs", str(concurrent), "--max-queued-runs", str(queued))
+    with (
+        serve(extra_args=limits) as sluice,
+        httpx.Client(base_url=sluice.base_url, timeout=30) as http,
+    ):
         start = time.time()
         end = start + seconds
         while time.time() < end:

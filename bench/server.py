@@ -206,6 +206,7 @@ def serve(
     pg_only: bool = False,
     gc_log: Path | None = None,
     extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RunningSluice]:
     """`sluice serve` as a subprocess on a free loopback port; stopped on exit. `gc_log`:
     run it under bench/gc_probe.py, which writes its garbage collections' pauses there."""
@@ -245,6 +246,7 @@ def serve(
                 str(workers),
                 "--server",
                 server,
+                *extra_args,
             ],
             cwd=work,
             env=env,

@@ -10,6 +10,7 @@ $numberDecimal).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import re
@@ -279,13 +280,5 @@ def apply_link(
         body["pipeline"] = pipeline
     else:
         body["filter"] = {"$and": [q.filter, cond]} if q.filter else cond
-    return Statement(
-        text=dumps(body),
-        params=statement.params,
-        timeout=statement.timeout,
-        readonly=statement.readonly,
-        max_rows=statement.max_rows,
-        batch_size=statement.batch_size,
-        bulk=statement.bulk,
-        options=dict(statement.options),
-    )
+    # every other field carries over (a field added to Statement is never dropped here)
+    return dataclasses.replace(statement, text=dumps(body), options=dict(statement.options))

@@ -76,6 +76,7 @@ class LimitsConfig(Base, frozen=True):
     max_steps: PositiveInt = 64  # steps of one federated query or run
     max_dag_depth: PositiveInt = 16  # longest depends_on chain
     max_body_nesting: PositiveInt = 32  # nesting of a JSON body or a run config document
+    max_run_seconds: PositiveFloat = 6 * 3600.0  # a run without timeout_secs, at most
     parse_timeout_seconds: PositiveFloat = 5.0  # a large run config parsed at most this long
     merge_memory_limit: str | None = None  # DuckDB memory_limit, e.g. "4GB"; default half RAM
     merge_temp_limit: str = "10GB"  # DuckDB spill space at most (max_temp_directory_size)

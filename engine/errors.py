@@ -211,12 +211,11 @@ class RequestTimedOut(SluiceError):
     code = "request_timeout"
     status = 504
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, setting: str = "query_timeout_seconds") -> None:
         super().__init__(
-            f"the request ran past its bound of {seconds:g}s (query_timeout_seconds covers "
-            "the whole request, merge included) and was stopped",
-            suggestion="narrow the query (filters, LIMIT, a smaller merge) or raise "
-            "query_timeout_seconds",
+            f"the request ran past its bound of {seconds:g}s ({setting} covers the whole "
+            "request, merge included) and was stopped",
+            suggestion=f"narrow the query (filters, LIMIT, a smaller merge) or raise {setting}",
         )
         self.seconds = seconds
 

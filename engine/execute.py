@@ -22,6 +22,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import anyio
@@ -50,14 +51,34 @@ FULL_SCAN_AFTER = 200_000
 TIMEOUT_GRACE_S = 5.0  # the connector stops the statement on the server; this is a backstop
 
 
+class Outcome(StrEnum):
+    """How a step of a federated request ended (`metadata.steps[].status`)."""
+
+    PENDING = "pending"
+    OK = "ok"
+    TRUNCATED = "truncated"  # stopped at its row cap
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Strategy(StrEnum):
+    """How a step ran: a root, after its parents, filtered by a parent's link values, or
+    switched to one scan after FULL_SCAN_AFTER link values."""
+
+    ROOT = "root"
+    AFTER = "after"
+    LINK = "link"
+    LINK_SCAN = "link+scan"
+
+
 class StepMeta(msgspec.Struct, kw_only=True):
     """What `metadata.steps` reports for one step (times in milliseconds since the start)."""
 
     step_id: str
     database: str
     table: str
-    status: str = "pending"  # ok | truncated | failed | cancelled
-    strategy: str = "root"  # root | after | link | link+scan
+    status: Outcome = Outcome.PENDING
+    strategy: Strategy = Strategy.ROOT
     rows_returned: int = 0
     batches: int = 0
     native_queries: int = 0
@@ -139,7 +160,11 @@ class Execution:
                     step_id=sid,
                     database=db,
                     table=node.spec.table,
-                    strategy="link" if node.link else ("after" if node.parents else "root"),
+                    strategy=(
+                        Strategy.LINK
+                        if node.link
+                        else (Strategy.AFTER if node.parents else Strategy.ROOT)
+                    ),
                 ),
             )
         for run in self.runs.values():
@@ -187,19 +212,19 @@ class Execution:
                     await self._empty_table(run, send)
                 await send.send((run.step_id, None))
         except anyio.get_cancelled_exc_class():
-            run.meta.status = "cancelled"
+            run.meta.status = Outcome.CANCELLED
             raise
         except TimeoutError as exc:
-            run.meta.status = "failed"
+            run.meta.status = Outcome.FAILED
             timeout = QueryTimedOut(run.database, run.checked.timeout)
             raise StepError(run.step_id, run.database, timeout) from exc
         except Exception as exc:
-            run.meta.status = "failed"
+            run.meta.status = Outcome.FAILED
             cause = first_error(exc)
             if isinstance(cause, TimeoutError):
                 cause = QueryTimedOut(run.database, run.checked.timeout)
             raise StepError(run.step_id, run.database, cause) from exc
-        run.meta.status = "truncated" if run.meta.status == "truncated" else "ok"
+        run.meta.status = Outcome.TRUNCATED if run.meta.status == Outcome.TRUNCATED else Outcome.OK
         run.meta.latency_ms = round(self._ms() - (run.meta.started_ms or 0.0), 3)
         for feed in run.feeds:
             feed.close()
@@ -241,8 +266,8 @@ class Execution:
         if cap is not None and run.reserved + n > cap:
             n = max(0, cap - run.reserved)
             batch = _head(batch, n)
-            if run.meta.status != "truncated":
-                run.meta.status = "truncated"
+            if run.meta.status != Outcome.TRUNCATED:
+                run.meta.status = Outcome.TRUNCATED
                 run.warnings.append(
                     f"step {run.step_id} returned more than {cap} rows; result truncated to {cap}"
                 )
@@ -255,7 +280,7 @@ class Execution:
         run.meta.rows_returned += n
         run.meta.batches += 1
         self._progress(run, "batch")
-        if run.meta.status == "truncated" and run.stop is not None:
+        if run.meta.status == Outcome.TRUNCATED and run.stop is not None:
             run.stop.cancel()  # stop every native query of this step; the rows are kept
 
     def _bind_feed(self, run: StepRun, feed: LinkFeed) -> None:
@@ -307,7 +332,7 @@ class Execution:
         assert feed is not None and link is not None
         await self.runs[feed.parent].done.wait()
         rest = set(feed.drain())
-        run.meta.strategy = "link+scan"
+        run.meta.strategy = Strategy.LINK_SCAN
         run.meta.link_values += len(rest)
         if not rest:
             return

@@ -92,6 +92,7 @@ async def run_federated(
     full_scan_after: int | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     owner: str | None = None,
+    plan: Plan | None = None,
 ) -> FederatedResult:
     """Run a validated-and-checked federated query and store its result under request_id.
 
@@ -105,6 +106,7 @@ async def run_federated(
         batch_size: rows per connector batch (default: 10,000; tests use small ones).
         full_scan_after: distinct link values after which a child scans instead.
         owner: the principal the stored result belongs to (only it may page it).
+        plan: the plan `explain(query, ...)` already validated (not validated again).
 
     Raises:
         InvalidQuery / StepUnknownDatabase / MergeBlocked: the DAG or merge is invalid.
@@ -112,9 +114,18 @@ async def run_federated(
         MergeFailed: DuckDB rejected the merge (its message is kept).
     """
     started = time.perf_counter()
-    # stripped steps need no connector; their databases were validated by the caller
-    known = set(connectors) | {s.database for s in query.steps if s.step_id not in checked}
-    plan = await _plan(query, known, list(checked))
+    if plan is not None:
+        plan = plan.keep(list(checked))
+        merge_text = _merge_sql(plan)
+        if plan.dropped and merge_text is not None:
+            tree = plan.merge_tree if plan.merge_tree is not None else parse_merge(merge_text)
+            missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
+            if missing:
+                raise MergeReadsStripped(missing[0])
+    else:
+        # stripped steps need no connector; their databases were validated by the caller
+        known = set(connectors) | {s.database for s in query.steps if s.step_id not in checked}
+        plan = await _plan(query, known, list(checked))
     warnings = [
         f"step {sid} was dropped: it or a step it depends on was stripped by the safety policy"
         for sid in plan.dropped

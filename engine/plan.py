@@ -10,8 +10,10 @@ import graphlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from sqlglot import exp
+
 from engine.ir import FederatedQuery, StepSpec
-from engine.validate import Link, validate
+from engine.validate import Link, validate_query
 
 
 @dataclass(slots=True)
@@ -36,10 +38,34 @@ class Node:
 
 @dataclass(slots=True)
 class Plan:
+    """A validated DAG. `merge_tree` is the merge parsed and checked once (None: a lone
+    step's table is the result); `keep()` prunes stripped steps without validating again."""
+
     nodes: dict[str, Node]
     order: tuple[str, ...]  # a topological order (parents first)
     merge: str | None
     dropped: tuple[str, ...] = ()  # steps removed because they (or a parent) were stripped
+    merge_tree: exp.Expression | None = None
+
+    def keep(self, keep: Collection[str]) -> Plan:
+        """This plan without the steps not in `keep` and every step depending on one."""
+        gone: set[str] = set()
+        dropped = list(self.dropped)
+        for sid in self.order:  # parents come first, so a dropped parent is known here
+            node = self.nodes[sid]
+            if sid not in keep or any(p in gone for p in node.parents):
+                gone.add(sid)
+                dropped.append(sid)
+        order = tuple(sid for sid in self.order if sid not in gone)
+        nodes = {
+            sid: Node(spec=self.nodes[sid].spec, parents=self.nodes[sid].parents,
+                      link=self.nodes[sid].link)
+            for sid in order
+        }  # fmt: skip
+        for sid in order:
+            for parent in nodes[sid].parents:
+                nodes[parent].children.append(sid)
+        return Plan(nodes, order, self.merge, tuple(dropped), self.merge_tree)
 
     @property
     def dag(self) -> dict[str, set[str]]:
@@ -79,19 +105,11 @@ def build_plan(
 ) -> Plan:
     """Validate `query` and plan it. `keep` (step ids the safety pipeline let through):
     steps not in it are dropped together with every step that depends on them."""
-    links = validate(query, databases)
+    links, merge_tree = validate_query(query, databases)
     specs = {s.step_id: s for s in query.steps}
     order = tuple(
         graphlib.TopologicalSorter({s.step_id: s.depends_on for s in query.steps}).static_order()
     )
-    dropped: list[str] = []
-    if keep is not None:
-        gone: set[str] = set()
-        for sid in order:  # parents come first, so a dropped parent is known here
-            if sid not in keep or any(p in gone for p in specs[sid].depends_on):
-                gone.add(sid)
-                dropped.append(sid)
-        order = tuple(sid for sid in order if sid not in gone)
     nodes = {
         sid: Node(spec=specs[sid], parents=tuple(specs[sid].depends_on), link=links.get(sid))
         for sid in order
@@ -99,4 +117,5 @@ def build_plan(
     for sid in order:
         for parent in nodes[sid].parents:
             nodes[parent].children.append(sid)
-    return Plan(nodes=nodes, order=order, merge=query.merge, dropped=tuple(dropped))
+    plan = Plan(nodes=nodes, order=order, merge=query.merge, merge_tree=merge_tree)
+    return plan if keep is None else plan.keep(keep)

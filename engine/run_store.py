@@ -21,8 +21,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -30,14 +31,37 @@ import msgspec
 
 from connectors.errors import SluiceError
 
-RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+class RunStatus(StrEnum):
+    """A run's status, the one list of them (the API, the CLI and the client use it)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    """A run step's state (`truncated`: finished at its row cap)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    TRUNCATED = "truncated"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: frozenset[RunStatus] = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+)
 RESTART_MESSAGE = "the server stopped while this run was running; marked failed (server_restart)"
 
 
 class StepState(msgspec.Struct, kw_only=True):
     step_id: str
-    state: str = "pending"
+    state: StepStatus = StepStatus.PENDING
     rows: int = 0
     latency_ms: float | None = None
 
@@ -359,8 +383,8 @@ class RunStore(ABC):
             now = time.time()
             won = await self.update(
                 rows[0]["run_id"],
-                only_status=("queued",),
-                status="running",
+                only_status=(RunStatus.QUEUED,),
+                status=RunStatus.RUNNING,
                 started_at=now,
                 owner=owner,
                 heartbeat_at=now,

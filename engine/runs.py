@@ -33,8 +33,10 @@ from engine.run_store import (
     IdempotencyConflict,
     RunError,
     RunRecord,
+    RunStatus,
     RunStore,
     StepState,
+    StepStatus,
     StoredLog,
     new_run_id,
 )
@@ -110,8 +112,9 @@ class RunProgress:
         self._steps = {s.step_id: s for s in record.steps}
 
     def step(
-        self, step_id: str, state: str, rows: int = 0, latency_ms: float | None = None
+        self, step_id: str, state: StepStatus | str, rows: int = 0, latency_ms: float | None = None
     ) -> None:
+        state = StepStatus(state)
         current = self._steps.get(step_id)
         if current is None:
             current = self._steps[step_id] = StepState(step_id=step_id)
@@ -121,7 +124,9 @@ class RunProgress:
         if latency_ms is not None:
             current.latency_ms = round(latency_ms, 3)
         if changed:
-            extra = f", {rows} rows" if state not in ("pending", "running") else ""
+            extra = (
+                f", {rows} rows" if state not in (StepStatus.PENDING, StepStatus.RUNNING) else ""
+            )
             lat = f" in {current.latency_ms:.0f} ms" if latency_ms is not None else ""
             self.buffer.append(f"step {step_id}: {state}{extra}{lat}")
 
@@ -299,12 +304,12 @@ class RunManager:
                 return existing, False
         if not self.accepting:
             raise NotAccepting
-        queued = await self.store.count("queued")
+        queued = await self.store.count(RunStatus.QUEUED)
         if queued >= self.max_queued:
             raise QueueFull(queued, self.max_queued, await self.retry_after(queued))
         record = RunRecord(
             run_id=new_run_id(),
-            status="queued",
+            status=RunStatus.QUEUED,
             submitted_at=time.time(),
             config=config,
             payload_hash=digest,
@@ -389,20 +394,24 @@ class RunManager:
             code="cancelled", message="cancelled before it started", reason="cancelled"
         )
         if await self.store.update(
-            run_id, only_status=("queued",), status="cancelled", finished_at=now, error=error
+            run_id,
+            only_status=(RunStatus.QUEUED,),
+            status=RunStatus.CANCELLED,
+            finished_at=now,
+            error=error,
         ):
             buf = self.logs.open(run_id, await self.store.last_log_seq(run_id) + 1)
             buf.append("run cancelled while queued")
-            buf.end("cancelled")
+            buf.end(RunStatus.CANCELLED)
             await self._flush_logs()
-            self.hooks.finished("cancelled", "cancelled", None)
+            self.hooks.finished(RunStatus.CANCELLED, "cancelled", None)
             return await self.get(run_id), True
         live = self.live.get(run_id)  # the dispatcher may have claimed it meanwhile
         if live is not None:
             return await self.cancel(run_id)
         record = await self.get(run_id)
-        if record.status == "running":  # owned by another process sharing the store
-            await self.store.update(run_id, only_status=("running",), cancel_requested=True)
+        if record.status == RunStatus.RUNNING:  # owned by another process sharing the store
+            await self.store.update(run_id, only_status=(RunStatus.RUNNING,), cancel_requested=True)
             return record, True
         return record, False
 
@@ -449,7 +458,7 @@ class RunManager:
         record, buf = live.record, live.progress.buffer
         started = time.monotonic()
         # anything that unwinds us without an answer (the host cancelled) is a shutdown
-        status: str = "cancelled"
+        status = RunStatus.CANCELLED
         error: RunError | None = RunError(
             code="cancelled",
             reason="shutdown",
@@ -470,10 +479,10 @@ class RunManager:
                 with deadline:
                     outcome = await self.execute(record, live.progress)
                 record.records_written = outcome.records_written
-                status, error = "completed", None
+                status, error = RunStatus.COMPLETED, None
             if live.scope.cancelled_caught:
                 reason = live.cancel_reason or "cancelled"
-                status = "cancelled"
+                status = RunStatus.CANCELLED
                 error = RunError(
                     code="cancelled",
                     reason=reason,
@@ -482,20 +491,20 @@ class RunManager:
                     else "cancelled: the server shut down before the run finished",
                 )
         except TimeoutError:
-            status = "failed"
+            status = RunStatus.FAILED
             error = RunError(
                 code="run_timeout",
                 reason="timeout",
                 message=f"the run exceeded timeout_secs={record.timeout_secs:g}",
             )
         except SluiceError as exc:
-            status = "failed"
+            status = RunStatus.FAILED
             error = RunError(
                 code=exc.code, message=exc.message, reason=getattr(exc, "reason", None) or exc.code
             )
         except Exception as exc:
             log.exception("run %s failed", record.run_id)
-            status = "failed"
+            status = RunStatus.FAILED
             error = RunError(
                 code="internal_error",
                 reason="internal_error",
@@ -508,11 +517,11 @@ class RunManager:
     async def _finish(self, live: _Live, status: str, error: RunError | None, secs: float) -> None:
         record, buf = live.record, live.progress.buffer
         for step in record.steps:
-            if step.state in ("pending", "running"):
+            if step.state in (StepStatus.PENDING, StepStatus.RUNNING):
                 step.state = (
-                    "cancelled"
-                    if status == "cancelled"
-                    else ("failed" if status == "failed" else step.state)
+                    StepStatus.CANCELLED
+                    if status == RunStatus.CANCELLED
+                    else (StepStatus.FAILED if status == RunStatus.FAILED else step.state)
                 )
         finished = time.time()
         if error is not None:
@@ -550,8 +559,8 @@ class RunManager:
             )
             if not await self.store.update(
                 record.run_id,
-                only_status=("running",),
-                status="failed",
+                only_status=(RunStatus.RUNNING,),
+                status=RunStatus.FAILED,
                 error=error,
                 finished_at=time.time(),
             ):
@@ -563,7 +572,7 @@ class RunManager:
                 self.persisted_log_lines,
             )
             log.warning("run %s: %s", record.run_id, RESTART_MESSAGE)
-            self.hooks.finished("failed", "server_restart", None)
+            self.hooks.finished(RunStatus.FAILED, "server_restart", None)
 
     def _persist_line(self, run_id: str, line: LogLine) -> None:
         self._pending_logs.setdefault(run_id, []).append(
@@ -594,7 +603,7 @@ class RunManager:
                     r = live.record
                     await self.store.update(
                         r.run_id,
-                        only_status=("running",),
+                        only_status=(RunStatus.RUNNING,),
                         heartbeat_at=now,
                         steps=r.steps,
                         records_written=r.records_written,
@@ -603,7 +612,7 @@ class RunManager:
                     for r in await self.store.owned_running(self.owner):
                         if r.cancel_requested and r.run_id in self.live:
                             await self.cancel(r.run_id)
-                self._queued = await self.store.count("queued")
+                self._queued = await self.store.count(RunStatus.QUEUED)
                 self.hooks.gauges(self._queued, len(self.live))
                 if self._queued:
                     self._wake.set()

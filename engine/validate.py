@@ -12,6 +12,8 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from sqlglot import exp
+
 from engine.errors import InvalidQuery, StepUnknownDatabase
 from engine.ir import FederatedQuery, StepSpec
 from engine.merge import check_merge, parse_merge
@@ -32,7 +34,15 @@ class Link:
 
 
 def validate(query: FederatedQuery, databases: Collection[str]) -> dict[str, Link]:
-    """Check the DAG; return each linked step's resolved link, keyed by step_id.
+    """Check the DAG; return each linked step's resolved link, keyed by step_id."""
+    return validate_query(query, databases)[0]
+
+
+def validate_query(
+    query: FederatedQuery, databases: Collection[str]
+) -> tuple[dict[str, Link], exp.Expression | None]:
+    """Check the DAG and the merge; return each linked step's resolved link (keyed by
+    step_id) and the parsed, checked merge (None without one), parsed here once.
 
     Raises:
         InvalidQuery: naming the step (or the merge) at fault.
@@ -91,8 +101,7 @@ def validate(query: FederatedQuery, databases: Collection[str]) -> dict[str, Lin
         ) from err
 
     links = {s.step_id: link for s in steps if (link := _resolve_link(s, by_id)) is not None}
-    _check_merge(query, by_id)
-    return links
+    return links, _check_merge(query, by_id)
 
 
 def _resolve_link(step: StepSpec, by_id: dict[str, StepSpec]) -> Link | None:
@@ -141,12 +150,14 @@ def _resolve_link(step: StepSpec, by_id: dict[str, StepSpec]) -> Link | None:
     return Link(parent=parent, from_column=column, to_column=step.link_to)
 
 
-def _check_merge(query: FederatedQuery, by_id: dict[str, StepSpec]) -> None:
+def _check_merge(query: FederatedQuery, by_id: dict[str, StepSpec]) -> exp.Expression | None:
     if query.merge is None or not query.merge.strip():
         if len(by_id) > 1:
             raise InvalidQuery(
                 f"{len(by_id)} steps need a merge to say how to combine them",
                 suggestion="e.g. SELECT ... FROM s0 JOIN s1 ON ...",
             )
-        return
-    check_merge(parse_merge(query.merge), by_id)
+        return None
+    tree = parse_merge(query.merge)
+    check_merge(tree, by_id)
+    return tree

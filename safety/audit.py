@@ -29,6 +29,8 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from safety.types import StageName, StageVerdict
+
 _KEY_VALUE = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&;,]+)"
 )
@@ -63,6 +65,48 @@ def _fallback(value: Any) -> Any:
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=_fallback, decimal_format="number")
+
+
+class AuditStep(msgspec.Struct, kw_only=True):
+    """One step of an audited request: what was asked and the text that was to run."""
+
+    step_id: str | None
+    database: str
+    table: str
+    language: str | None
+    query: str
+    rewritten: str | None
+
+
+class AuditBlock(msgspec.Struct, kw_only=True):
+    stage: StageName
+    reason: str
+
+
+class AuditEntry(msgspec.Struct, kw_only=True):
+    """One audit line per request. The verdicts are known before anything runs; the fields
+    left UNSET (not written) are filled in as the request finishes: `rows` (and
+    `rows_affected` for a write, `steps_meta` for a federated request), `error` when it
+    failed, and `latency_ms` always."""
+
+    request_id: str
+    ts: float
+    principal: str | None
+    transport: str
+    client: str | None
+    steps: list[AuditStep]
+    verdicts: list[StageVerdict]
+    blocked: AuditBlock | None
+    warnings: list[str]
+    rows: int | None | msgspec.UnsetType = msgspec.UNSET
+    rows_affected: int | None | msgspec.UnsetType = msgspec.UNSET
+    steps_meta: list[Any] | msgspec.UnsetType = msgspec.UNSET
+    error: str | msgspec.UnsetType = msgspec.UNSET
+    latency_ms: float | msgspec.UnsetType = msgspec.UNSET
+
+
+# an entry, or one of the log's own notices (audit_dropped, audit_unencodable)
+Entry = AuditEntry | dict[str, Any]
 
 
 class HasSecrets(Protocol):
@@ -133,12 +177,12 @@ class AuditLog:
         # A deque, not a memory stream: an entry leaves it only in a synchronous take, so a
         # cancelled writer can never hold one it has not written (a stream's receive() can be
         # cancelled after the item was handed over, losing it).
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[Entry] = deque()
         self._max_pending = max_pending
         self._wake: anyio.Event | None = None  # made in serve(): an Event needs the loop
         self._closed = False
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: Entry) -> None:
         """Queue one entry; never blocks (a full or closed queue counts a drop)."""
         if self._closed or len(self._pending) >= self._max_pending:
             self.dropped += 1
@@ -180,13 +224,13 @@ class AuditLog:
             # the writer is going: later record() calls count as drops
             self._closed = True
             with anyio.CancelScope(shield=True):
-                rest: list[dict[str, Any]] = []
+                rest: list[Entry] = []
                 while self._pending or self._unreported:
                     rest.extend(self._take())
                 await anyio.to_thread.run_sync(self._finish, fh, rest)
 
-    def _take(self) -> list[dict[str, Any]]:
-        batch: list[dict[str, Any]] = []
+    def _take(self) -> list[Entry]:
+        batch: list[Entry] = []
         if self._unreported:
             batch.append(
                 {
@@ -202,7 +246,7 @@ class AuditLog:
             batch.append(self._pending.popleft())
         return batch
 
-    def _encode(self, entry: dict[str, Any]) -> bytes:
+    def _encode(self, entry: Entry) -> bytes:
         try:
             return self._encode_redacted(entry)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
@@ -214,7 +258,7 @@ class AuditLog:
             }
             return _ENCODER.encode(notice) + b"\n"
 
-    def _encode_redacted(self, entry: dict[str, Any]) -> bytes:
+    def _encode_redacted(self, entry: Entry) -> bytes:
         # Most entries hold nothing to redact: encode once and search the bytes, instead of
         # walking every value (redact() cost ~60 us per simple query, on the event loop).
         raw = _ENCODER.encode(entry)
@@ -224,17 +268,18 @@ class AuditLog:
             and not any(s in raw for s in self._secret_bytes)
         ):
             return raw + b"\n"
-        return _ENCODER.encode(redact(entry, self._secrets)) + b"\n"
+        plain = msgspec.to_builtins(entry) if isinstance(entry, AuditEntry) else entry
+        return _ENCODER.encode(redact(plain, self._secrets)) + b"\n"
 
     def _open(self) -> IO[bytes]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return self.path.open("ab")
 
-    def _write(self, fh: IO[bytes], entries: list[dict[str, Any]]) -> None:
+    def _write(self, fh: IO[bytes], entries: list[Entry]) -> None:
         fh.write(b"".join(self._encode(entry) for entry in entries))
         fh.flush()
 
-    def _finish(self, fh: IO[bytes], entries: list[dict[str, Any]]) -> None:
+    def _finish(self, fh: IO[bytes], entries: list[Entry]) -> None:
         try:
             if entries:
                 fh.write(b"".join(self._encode(entry) for entry in entries))

@@ -8,7 +8,7 @@ the language per text across requests; GUARDRAILS writes the emitted text, cap a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from connectors import registry as connectors
 from connectors.errors import UnknownConnector
@@ -33,12 +33,16 @@ def speaks(db_type: str) -> tuple[Language, str] | None:
 
 class StepContext:
     __slots__ = (
+        "_access",
         "_analysis",
+        "_declared",
+        "_grant_of",
         "_grants",
         "config",
         "db",
         "dialect",
         "lang",
+        "language",
         "link_text",
         "request",
         "row_cap",
@@ -55,10 +59,16 @@ class StepContext:
         self.step = step
         spoken = speaks(step.db_type)
         self.lang: Language | None = spoken[0] if spoken else None
+        # read by every stage after PROMPT_GUARD, which lets no step without a language on
+        self.language: Language = cast("Language", self.lang)
         self.dialect = spoken[1] if spoken else ""
         self.db: DatabaseConfig | None = config.database(step.database)
         self._analysis: Analysis | None = None
         self._grants: DatabaseGrants | None = None
+        # asked by several stages (and per column by the language): computed once per step
+        self._access: list[tuple[TableRef, Operation]] | None = None
+        self._declared: TableRef | None = None
+        self._grant_of: dict[TableRef, TableGrant] = {}
         # written by GUARDRAILS
         self.text: str | None = None
         self.row_cap: int | None = None
@@ -66,12 +76,6 @@ class StepContext:
         self.run_text: str | None = None  # `text` with parameters bound as `params`
         self.params: tuple[object, ...] = ()
         self.timeout: float = config.safety.query_timeout_seconds
-
-    @property
-    def language(self) -> Language:
-        """The database's language (PROMPT_GUARD blocks a step without one first)."""
-        assert self.lang is not None, "PROMPT_GUARD lets no step without a language through"
-        return self.lang
 
     @property
     def database(self) -> str:
@@ -106,14 +110,21 @@ class StepContext:
 
     def access(self) -> list[tuple[TableRef, Operation]]:
         """(table, operation) pairs the policy must grant."""
-        return self.language.access(self.analysis, self.step.table)
+        if self._access is None:
+            self._access = self.language.access(self.analysis, self.step.table)
+        return self._access
 
     def declared(self) -> TableRef:
         """The step's `table` as a reference (`public.users` keeps its schema)."""
-        return self.language.declared(self.step.table)
+        if self._declared is None:
+            self._declared = self.language.declared(self.step.table)
+        return self._declared
 
     def grant(self, ref: TableRef) -> TableGrant:
-        return self.grants.lookup(ref.name, ref.schema, ref.catalog)
+        found = self._grant_of.get(ref)
+        if found is None:
+            found = self._grant_of[ref] = self.grants.lookup(ref.name, ref.schema, ref.catalog)
+        return found
 
     def same_table(self, a: TableRef, b: TableRef) -> bool:
         """Same name, and same schema where both give one (the default schema matches none)."""

@@ -48,15 +48,9 @@ class PromptGuard:
                 "builtin",
             )
         spoken = step.language.name
-        if s.language is not None and s.language != spoken:
-            if not languages.known(s.language):
-                reason = f"unknown language {s.language!r}"
-            else:
-                reason = (
-                    f"language {s.language!r} does not match database {s.database!r}, "
-                    f"a {s.db_type} database that speaks {spoken}"
-                )
-            return Block(reason, f"send language {spoken!r} or omit it", "builtin")
+        problem = languages.mismatch(s.language, spoken, s.database, s.db_type)
+        if problem is not None:
+            return Block(*problem, "builtin")
         limit = config.server.body_limit_bytes
         if step.request.body_bytes > limit:
             return Block(

@@ -37,14 +37,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path, demo = resolve_config_path(args.config)
     config = load_config(path)
-    # the run manager reads these in every worker process (api/runs_routes.build_run_manager)
-    for flag, env in (
-        (args.max_concurrent_runs, "SLUICE_MAX_CONCURRENT_RUNS"),
-        (args.max_queued_runs, "SLUICE_MAX_QUEUED_RUNS"),
-        (args.run_store, "SLUICE_RUN_STORE"),
-    ):
-        if flag is not None:
-            os.environ[env] = str(flag)
+    # flags override the config's `server` settings (every worker gets them from serve())
+    flags = {
+        "max_concurrent_runs": args.max_concurrent_runs,
+        "max_queued_runs": args.max_queued_runs,
+        "run_store": args.run_store,
+    }
+    server_settings = {k: v for k, v in flags.items() if v is not None}
     host = args.host or config.server.host
     os.environ["SLUICE_BIND_HOST"] = host  # the app's Host allow-list follows the bind
     port = args.port if args.port is not None else config.server.port
@@ -68,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 insecure_no_auth=args.insecure_no_auth,
                 access_log=args.access_log,
                 server=args.server,
+                server_settings=server_settings,
             )
             or 0
         )

@@ -13,8 +13,10 @@ from typing import Any
 
 import msgspec
 
+from engine.run_store import RunStatus
+
 EXIT_OK, EXIT_ERROR = 0, 1
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = frozenset(RunStatus) - {RunStatus.QUEUED, RunStatus.RUNNING}
 
 
 DEFAULT_URL = "http://127.0.0.1:8787"
@@ -114,7 +116,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             record = c.run(run_id)
             if args.json:
                 _dump(record)
-            if status != "completed":
+            if status != RunStatus.COMPLETED:
                 err = record.get("error") or {}
                 _err(f"run {run_id} {status}: {err.get('message', '')}")
                 return EXIT_ERROR

@@ -77,10 +77,10 @@ async def test_in_process_api_drains_on_exit(tmp_path: Path) -> None:
 
 
 def test_a_drop_counts_in_the_metric(tmp_path: Path) -> None:
-    from api.service import audit_log_for
+    from engine.runtime import Runtime
 
     config = load_config(_config(tmp_path))
-    audit = audit_log_for(config)
+    audit = Runtime(config, on_audit_drop=metrics.audit_dropped).audit  # as the app wires it
     audit.close()
     before = metrics.METRICS.audit_dropped._value.get()
     audit.record({"request_id": "late"})

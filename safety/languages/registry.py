@@ -54,6 +54,27 @@ def known(name: str) -> bool:
     return name in _registered or name in _loaded or name in _points()
 
 
+def mismatch(
+    requested: str | None, spoken: str | None, database: str, db_type: str
+) -> tuple[str, str] | None:
+    """(reason, suggestion) when a step asks for a language its database does not speak:
+    the one check of a requested language (the API answers it with a 400 before the
+    pipeline; PROMPT_GUARD blocks on it for callers of the pipeline itself)."""
+    if requested is None or requested == spoken:
+        return None
+    if not known(requested):
+        return (
+            f"unknown language {requested!r}",
+            f"use one of {', '.join(names())}, or omit it to infer it from the database "
+            f"({database!r} speaks {spoken})",
+        )
+    return (
+        f"language {requested!r} does not match database {database!r}, a {db_type} "
+        f"database that speaks {spoken}",
+        f"send language {spoken!r} or omit it",
+    )
+
+
 def get(name: str) -> Language:
     """The language object; an unknown name raises UnknownLanguage with a "did you mean"."""
     found = _registered.get(name) or _loaded.get(name)

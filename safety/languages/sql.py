@@ -8,7 +8,7 @@ findings), sql_analysis (all of it cached per (dialect, text)) and sql_rewrite (
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 from safety.languages.base import Analysis, Language, Rewrite, StepView
 from safety.languages.sql_analysis import SqlAnalysis, analyse_sql
@@ -45,7 +45,7 @@ class SqlLanguage(Language):
 
     def access(self, analysis: Analysis, table: str) -> list[tuple[TableRef, Operation]]:
         assert isinstance(analysis, SqlAnalysis)
-        return [(ref, cast(Operation, op)) for ref, op in analysis.access]
+        return list(analysis.access)
 
     def unbounded_targets(
         self, analysis: Analysis, access: list[tuple[TableRef, Operation]], declared: TableRef

@@ -117,7 +117,7 @@ def _owner(node: exp.Expression) -> exp.Expression | None:
     return parent
 
 
-def table_access(tree: exp.Expression) -> list[tuple[TableRef, str]]:
+def table_access(tree: exp.Expression) -> list[tuple[TableRef, Operation]]:
     """(table, operation) for every table touched, deduplicated, in order of appearance.
 
     A DML target gets its write class (plus SELECT when RETURNING hands rows back; plus UPDATE

@@ -37,7 +37,7 @@ class SqlAnalysis:
     error: str | None  # parse error, several statements, or an unsupported statement kind
     suggestion: str | None
     operation: Operation
-    access: tuple[tuple[TableRef, str], ...]  # (table, SELECT/INSERT/UPDATE/DELETE/DDL)
+    access: tuple[tuple[TableRef, Operation], ...]  # (table, SELECT/INSERT/UPDATE/DELETE/DDL)
     main_tables: tuple[TableRef, ...]
     columns: tuple[ColumnUse, ...]
     unbounded: bool  # DELETE/UPDATE without a real WHERE

@@ -88,6 +88,7 @@ server:
   max_inline_bytes: 20000000
   max_concurrent_requests: 5
   max_concurrent_requests_per_principal: 3
+  max_run_seconds: 6
 {extra_limits}"""
 
 

@@ -170,3 +170,23 @@ def test_a_large_simple_answer_is_refused_with_the_paged_path(iso: Iso) -> None:
     error = r.json()["error"]
     assert error["code"] == "answer_too_large"
     assert "/v1/query" in error["suggestion"] and "/v1/results" in error["suggestion"]
+
+
+def test_a_run_without_timeout_stops_at_max_run_seconds(iso: Iso) -> None:
+    """limits.max_run_seconds is 6 s here: a run without timeout_secs is not unbounded."""
+    with iso.client("bob") as c:
+        started = time.monotonic()
+        r = c.post("/v1/runs", json={"config": cross_join(), "config_format": "json"})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        run: dict = {}
+        while time.monotonic() - started < 15:
+            run = c.get(f"/v1/runs/{run_id}").json()
+            if run["status"] in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.2)
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "request_timeout"
+    assert "limits.max_run_seconds" in run["error"]["message"]
+    assert time.monotonic() - started < 12
+    assert iso.busy_seconds(1.5) < 0.3

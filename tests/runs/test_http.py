@@ -79,7 +79,8 @@ class RunServer(Server):
         return httpx.Client(base_url=self.url, timeout=30)
 
 
-def config_text(pg: PgServer, data_dir: Path) -> str:
+def config_text(pg: PgServer, data_dir: Path, server: dict[str, object]) -> str:
+    settings = "".join(f"  {k}: {v}\n" for k, v in server.items())
     return f"""\
 databases:
   - name: pg
@@ -108,19 +109,20 @@ safety:
   query_timeout_seconds: 60
 server:
   data_dir: {data_dir}
-"""
+{settings}"""
 
 
 # small limits so the queue, the 429 and the drain are reached quickly
-RUN_LIMITS = {
-    "SLUICE_MAX_CONCURRENT_RUNS": "2",
-    "SLUICE_MAX_QUEUED_RUNS": "3",
-    "SLUICE_RUN_GRACE_SECS": "3",
+RUN_LIMITS: dict[str, object] = {
+    "max_concurrent_runs": 2,
+    "max_queued_runs": 3,
+    "run_grace_seconds": 3,
 }
 
 
-def start(pg: PgServer, folder: Path, **env: str) -> RunServer:
-    srv = start_server(config_text(pg, folder / "state"), folder, env={**RUN_LIMITS, **env})
+def start(pg: PgServer, folder: Path, **server: object) -> RunServer:
+    """A server whose config's `server` section has RUN_LIMITS updated with `server`."""
+    srv = start_server(config_text(pg, folder / "state", {**RUN_LIMITS, **server}), folder)
     deadline = time.monotonic() + 20  # ready once the database is reachable
     while httpx.get(f"{srv.url}/readyz").status_code != 200:
         if time.monotonic() >= deadline:
@@ -483,8 +485,8 @@ def test_openapi_documents_the_run_routes(server: RunServer) -> None:
 
 # -- process lifecycle ---------------------------------------------------------------------------
 def test_kill_9_then_restart(seeded_pg: PgServer, tmp_path: Path) -> None:
-    env = {"SLUICE_MAX_CONCURRENT_RUNS": "1"}
-    srv = start(seeded_pg, tmp_path, **env)
+    limits: dict[str, object] = {"max_concurrent_runs": 1}
+    srv = start(seeded_pg, tmp_path, **limits)
     with srv.client() as c:
         running = c.submit_run(slow_dag("crash"), config_format="json")["run_id"]
         wait_for(c, running, "running")
@@ -492,7 +494,7 @@ def test_kill_9_then_restart(seeded_pg: PgServer, tmp_path: Path) -> None:
         done = c.submit_run(slow_dag("crash-cancelled"), config_format="json")["run_id"]
         c.cancel(done)
     kill_tree(srv.process)
-    srv2 = start(seeded_pg, tmp_path, **env)
+    srv2 = start(seeded_pg, tmp_path, **limits)
     try:
         with srv2.client() as c:
             record = c.run(running)
@@ -523,7 +525,7 @@ def kill_tree(process: subprocess.Popen[bytes]) -> None:
 
 
 def test_sigterm_drains(seeded_pg: PgServer, tmp_path: Path) -> None:
-    srv = start(seeded_pg, tmp_path, SLUICE_RUN_GRACE_SECS="2")
+    srv = start(seeded_pg, tmp_path, run_grace_seconds=2)
     with srv.client() as c:
         slow = c.submit_run(slow_dag("drain"), config_format="json")["run_id"]
         wait_for(c, slow, "running")
@@ -570,9 +572,12 @@ def test_postgres_run_store(seeded_pg: PgServer, tmp_path: Path) -> None:
     survivor once its heartbeat is stale."""
     schema = "runs_http"
     seeded_pg.run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    env = {"SLUICE_RUN_STORE": f"{seeded_pg.dsn}?schema={schema}", "SLUICE_RUN_STALE_SECS": "2"}
-    a = start(seeded_pg, tmp_path / "a", **env)
-    b = start(seeded_pg, tmp_path / "b", **env)
+    shared: dict[str, object] = {
+        "run_store": f'"{seeded_pg.dsn}?schema={schema}"',
+        "run_stale_seconds": 2,
+    }
+    a = start(seeded_pg, tmp_path / "a", **shared)
+    b = start(seeded_pg, tmp_path / "b", **shared)
     try:
         with a.client() as ca, b.client() as cb:
             run_id = ca.submit_run(DAG_YAML, name="shared")["run_id"]

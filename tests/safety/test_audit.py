@@ -54,6 +54,18 @@ async def test_entries_are_written_and_flushed_on_cancel(tmp_path: Path) -> None
     assert [e["request_id"] for e in lines] == [f"req_{i:012x}" for i in range(250)]
 
 
+async def test_an_entry_the_writer_woke_for_survives_a_cancel_during_its_linger(
+    tmp_path: Path,
+) -> None:
+    audit = AuditLog(tmp_path / "a.jsonl", linger=5.0)  # the writer holds it while lingering
+    async with anyio.create_task_group() as tg:
+        await tg.start(audit.serve)
+        audit.record(_entry(1))
+        await anyio.sleep(0.1)  # the writer has taken it off the queue and lingers
+        tg.cancel_scope.cancel()
+    assert [e["request_id"] for e in _lines(tmp_path / "a.jsonl")] == [f"req_{1:012x}"]
+
+
 async def test_close_ends_the_writer(tmp_path: Path) -> None:
     audit = AuditLog(tmp_path / "a.jsonl")
     async with anyio.create_task_group() as tg:
