@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SERVE_ARGS ?=
 
-.PHONY: serve test install install-test services lint bench bench-tools bench-full clean
+.PHONY: serve test install install-test services test-servers lint bench bench-tools bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,17 @@ serve: install
 services:
 	@bash tests/ensure_services.sh
 
-test: install-test services
+# Servers the tests start themselves (tests/docstores/conftest.py), installed into the repo:
+# PouchDB Server speaks CouchDB's HTTP API (in memory, no native modules needed: no scripts).
+NPM_DIR := .cache/npm
+POUCHDB_SERVER := pouchdb-server@4.2.0
+$(NPM_DIR)/.installed:
+	npm install --prefix $(NPM_DIR) --no-audit --no-fund --ignore-scripts --loglevel=error $(POUCHDB_SERVER)
+	touch $@
+
+test-servers: $(NPM_DIR)/.installed
+
+test: install-test services test-servers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-test
@@ -41,13 +51,13 @@ lint: install-test
 bench-tools:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
-bench: install-test services bench-tools
+bench: install-test services test-servers bench-tools
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run --quick
 
-bench-full: install-test services bench-tools
+bench-full: install-test services test-servers bench-tools
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run --full
 
 clean:
-	rm -rf $(VENV) .sluice .pytest_cache
+	rm -rf $(VENV) .sluice .pytest_cache $(NPM_DIR)

@@ -14,7 +14,8 @@ Rules (what a user sees in a MongoDB step's result):
   binary as base64). Anything else (regex, timestamp, code, min/max key) is VARCHAR text.
 - A field's type is fixed by the batch in which the field first appears (VARCHAR when it is
   null in every document of that batch). Mixed types within that batch:
-  only BIGINT and DOUBLE -> DOUBLE; only documents and arrays -> JSON; any other mix ->
+  only BIGINT and DOUBLE -> DOUBLE; only BIGINT and DECIMAL -> DECIMAL; only documents and
+  arrays -> JSON; any other mix ->
   VARCHAR (containers as JSON text, scalars as text).
 - A later batch never changes a column's type: its values are converted to it (int -> DOUBLE,
   anything -> VARCHAR text, scalars in a JSON column as JSON text). A value that cannot be
@@ -58,6 +59,7 @@ _KINDS: dict[type, str] = {
     ObjectId: "VARCHAR",
     dt.datetime: "TIMESTAMPTZ",
     Decimal128: DECIMAL_TYPE,
+    decimal.Decimal: DECIMAL_TYPE,  # DynamoDB numbers (connectors.dynamodb_items)
     bytes: "BLOB",
     Binary: "BLOB",
     uuid.UUID: "UUID",
@@ -111,6 +113,8 @@ def resolve(kinds: set[str]) -> str:
         return next(iter(kinds))
     if kinds == {"BIGINT", "DOUBLE"}:
         return "DOUBLE"
+    if kinds == {"BIGINT", DECIMAL_TYPE}:
+        return DECIMAL_TYPE  # exact: whole numbers and decimals of one field
     return "VARCHAR"
 
 
@@ -186,8 +190,8 @@ def _to_bigint(value: Any) -> int | None:
         return int(value)
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)
-    if isinstance(value, Decimal128):
-        d = value.to_decimal()
+    if isinstance(value, Decimal128 | decimal.Decimal):
+        d = value.to_decimal() if isinstance(value, Decimal128) else value
         if d.is_finite() and d == d.to_integral_value() and abs(d) < 2**63:
             return int(d)
     return None
@@ -200,6 +204,8 @@ def _to_double(value: Any) -> float | None:
         return float(value)
     if isinstance(value, Decimal128):
         return float(value.to_decimal())
+    if isinstance(value, decimal.Decimal):
+        return float(value)
     return None
 
 

@@ -228,7 +228,9 @@ class RequestTables:
                     await self._flush(step_id, buf)
                     continue
                 table, declared = self._as_table(batch)
-                if step_id not in self.tables:  # create it now, even for an empty batch
+                # create it now, even for an empty batch; an empty batch that knows no
+                # columns (a linked document-store batch that matched nothing) waits
+                if step_id not in self.tables and batch.columns:
                     await anyio.to_thread.run_sync(
                         self._ensure_columns, step_id, declared, table.num_rows == 0
                     )

@@ -146,6 +146,22 @@ async def test_types_guessed_by_an_empty_batch_yield_to_real_rows(
     assert tables.cursor.sql(f"SELECT sum(k), sum(n) FROM {name}").fetchall() == [(3, 3.5)]
 
 
+async def test_an_empty_batch_without_columns_creates_nothing(tables: RequestTables) -> None:
+    """A linked document-store batch that matched nothing may know no columns at all; the
+    table comes from the batches that do (a table of no columns is not valid DuckDB)."""
+    await write(
+        tables,
+        [
+            ("m", Batch([], rows=[])),
+            ("m", Batch([Column("k", "BIGINT")], rows=[(1,), (2,)])),
+            ("m", Batch([], rows=[])),
+            ("m", None),
+        ],
+    )
+    name = tables.table_name("m")
+    assert tables.cursor.sql(f"SELECT sum(k) FROM {name}").fetchall() == [(3,)]
+
+
 async def test_bulk_appends_lose_nothing(tables: RequestTables) -> None:
     cols = [Column("k", "BIGINT"), Column("v", "DOUBLE")]
     messages: list[tuple[str, Batch | None]] = []
