@@ -327,6 +327,14 @@ class CouchLanguage(Language):
     """CouchDB HTTP API bodies (the shape in connectors.couchdb_query)."""
 
     name: ClassVar[str] = "couchdb"
+    examples: ClassVar[tuple[str, ...]] = (
+        '{"operation": "find", "selector": {"status": "open", "total": {"$gte": 100}}, '
+        '"fields": ["_id", "customer_id", "total"], "sort": [{"total": "desc"}], "limit": 50}',
+        '{"operation": "view", "ddoc": "stats", "view": "by_country", "group": true}',
+        '{"operation": "get", "id": "order:2024-0042"}',
+        '{"operation": "update", "document": {"_id": "order:2024-0042", "_rev": "3-9f1c", '
+        '"status": "paid"}}',
+    )
 
     def analyse(self, text: str, dialect: str) -> CouchAnalysis:
         return analyse_couchdb(text)

@@ -292,6 +292,16 @@ class DynamoLanguage(Language):
     """DynamoDB API requests (the shape in connectors.dynamodb_query)."""
 
     name: ClassVar[str] = "dynamo"
+    examples: ClassVar[tuple[str, ...]] = (
+        '{"verb": "Query", "KeyConditionExpression": "customer = :c AND created > :t", '
+        '"ExpressionAttributeValues": {":c": {"S": "c-17"}, ":t": {"S": "2024-01-01"}}}',
+        '{"verb": "GetItem", "Key": {"id": {"S": "order-42"}}}',
+        '{"verb": "Scan", "FilterExpression": "#s = :s", "ExpressionAttributeNames": {"#s": '
+        '"status"}, "ExpressionAttributeValues": {":s": {"S": "open"}}}',
+        '{"verb": "UpdateItem", "Key": {"id": {"S": "order-42"}}, "UpdateExpression": '
+        '"SET #s = :s", "ExpressionAttributeNames": {"#s": "status"}, '
+        '"ExpressionAttributeValues": {":s": {"S": "paid"}}}',
+    )
 
     def analyse(self, text: str, dialect: str) -> DynamoAnalysis:
         return analyse_dynamo(text)
