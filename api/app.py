@@ -16,8 +16,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from api import heap, metrics
+from api.admission import Admission
 from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
+from api.guard import BrowserGuard
 from api.mcp_server import McpHttp
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
 from api.openapi import build_openapi
@@ -28,6 +30,7 @@ from api.run_execution import build_run_manager
 from api.runs_routes import RUN_ENDPOINTS
 from api.service import QueryService
 from engine.config import Config
+from engine.offload import responsive_loop
 from engine.runtime import Runtime
 
 log = logging.getLogger("sluice.api")
@@ -66,6 +69,7 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime_ = Runtime(config, on_audit_drop=metrics.audit_dropped)
+        responsive_loop()
         try:
             async with runtime_.running(startup_wait=startup_wait) as runtime:
                 service = app.state.service = QueryService(runtime)
@@ -90,7 +94,9 @@ def build_app(
     app.state.config = config
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))
 
-    wrapped: ASGIApp = BearerAuth(app, config)
+    wrapped: ASGIApp = Admission(app, config)
+    wrapped = BearerAuth(wrapped, config)
+    wrapped = BrowserGuard(wrapped, config.server, with_tokens=bool(config.auth.tokens))
     wrapped = BodyLimitMiddleware(wrapped, config.server.body_limit_bytes)
     wrapped = metrics.MetricsMiddleware(wrapped)
     return RequestIdMiddleware(wrapped), app

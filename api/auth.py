@@ -5,8 +5,10 @@
 stopping at the first match; the matching entry's principal goes to
 `scope["state"]["principal"]`. Missing or wrong credentials get a 401 envelope with
 `WWW-Authenticate: Bearer`; a principal over its `requests_per_minute` gets a 429 envelope
-with `Retry-After`. Probes, metrics, the OpenAPI document and CORS preflights are open; with
-no tokens configured everything is (the server then binds loopback only).
+with `Retry-After`, and so does a client address past `auth.failed_attempts_per_minute`
+missing or wrong tokens (token guessing). Probes, metrics, the OpenAPI document and CORS
+preflights are open; with no tokens configured everything is (the server then binds
+loopback only).
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import hashlib
 import hmac
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from api.middleware import request_id_of, send_envelope
+from api.middleware import client_host, request_id_of, send_envelope
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from engine.config import Config
 
+MAX_TRACKED_ADDRESSES = 65_536
 OPEN_PATHS = frozenset({"/v1/health", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
@@ -58,6 +62,7 @@ class BearerAuth:
         self.clock = clock
         self.entries: list[tuple[bytes, str]] = []  # (sha256 digest, principal)
         self.limits: dict[str, int] = {}
+        self.admins: set[str] = set()
         for token in config.auth.tokens:
             if token.token is not None:
                 digest = hashlib.sha256(token.token.encode()).digest()
@@ -66,9 +71,14 @@ class BearerAuth:
             else:
                 continue
             self.entries.append((digest, token.principal))
+            if token.admin:
+                self.admins.add(token.principal)
             if token.requests_per_minute is not None:
                 self.limits.setdefault(token.principal, token.requests_per_minute)
         self.buckets: dict[str, TokenBucket] = {}
+        # failed attempts per client address: guessing tokens costs a minute per N tries
+        self.failures_per_minute = config.auth.failed_attempts_per_minute
+        self.failures: OrderedDict[str, TokenBucket] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -79,6 +89,21 @@ class BearerAuth:
         ):
             await self.app(scope, receive, send)
             return
+        address = client_host(scope) or "?"
+        retry = self._failures_exhausted(address)
+        if retry is not None:
+            seconds = max(1, math.ceil(retry))
+            await send_envelope(
+                send,
+                429,
+                request_id_of(scope),
+                "too_many_failed_attempts",
+                f"too many missing or wrong tokens from {address}; at most "
+                f"{self.failures_per_minute} a minute",
+                suggestion=f"retry after {seconds}s with a valid token",
+                headers={"Retry-After": str(seconds)},
+            )
+            return
         presented = _bearer(scope)
         if scope["type"] == "websocket" and (
             presented is None or self.principal_of(presented) is None
@@ -86,13 +111,17 @@ class BearerAuth:
             await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
         if presented is None:
+            self._failed(address)
             await self._unauthorized(scope, send, "missing bearer token")
             return
         principal = self.principal_of(presented)
         if principal is None:
+            self._failed(address)
             await self._unauthorized(scope, send, "invalid bearer token")
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["admin"] = principal in self.admins
         retry = self._rate_limited(principal)
         if retry is not None:
             seconds = max(1, math.ceil(retry))
@@ -118,6 +147,28 @@ class BearerAuth:
             if hmac.compare_digest(digest, expected) and found is None:
                 found = principal
         return found
+
+    def _failures_exhausted(self, address: str) -> float | None:
+        """Seconds until `address` may try again, or None when it has attempts left."""
+        bucket = self.failures.get(address)
+        if bucket is None:
+            return None
+        now = self.clock()
+        per_second = bucket.rate_per_minute / 60.0
+        tokens = min(
+            float(bucket.rate_per_minute), bucket.tokens + (now - bucket.updated) * per_second
+        )
+        return None if tokens >= 1.0 else (1.0 - tokens) / per_second
+
+    def _failed(self, address: str) -> None:
+        bucket = self.failures.get(address)
+        now = self.clock()
+        if bucket is None:
+            rate = self.failures_per_minute
+            bucket = self.failures[address] = TokenBucket(rate, float(rate), now)
+            while len(self.failures) > MAX_TRACKED_ADDRESSES:  # bounded, oldest first
+                self.failures.popitem(last=False)
+        bucket.take(now)
 
     def _rate_limited(self, principal: str) -> float | None:
         rate = self.limits.get(principal)

@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from api.errors import ApiError
 from engine.export import FORMATS, iter_chunks
+from engine.results import Reader
 
 FORMAT_HELP = "parquet, csv, ndjson or arrow (an Arrow IPC stream)"
 
@@ -30,9 +31,12 @@ def format_param(request: Request, default: str | None) -> str | None:
     return fmt
 
 
-def download(store: Any, result_id: str, fmt: str, name: str | None = None) -> Response:
-    """The stored result in `fmt`, as an attachment. Raises ResultNotFound."""
-    path = store.file(result_id)
+def download(
+    store: Any, result_id: str, fmt: str, reader: Reader, name: str | None = None
+) -> Response:
+    """The stored result in `fmt`, as an attachment, if `reader` may read it. Raises
+    ResultNotFound (another principal's result included)."""
+    path = store.file(result_id, reader)
     filename = f"{name or result_id}.{fmt}".replace('"', "")
     return StreamingResponse(
         stream_result(path, fmt),

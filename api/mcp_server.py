@@ -28,9 +28,9 @@ from starlette.routing import Route
 
 from api.envelopes import ENCODER
 from api.errors import ApiError, envelope_for
-from api.mcp_tools import TOOLS, Backend, ToolResult, plain
+from api.mcp_tools import TOOLS, Backend, ToolResult, mcp_viewer, plain
 from api.middleware import client_host, new_request_id, request_id_of
-from api.routes import database_page
+from api.routes import Viewer, database_page
 from api.service import RequestContext
 from api.version import VERSION
 
@@ -113,7 +113,7 @@ async def call_tool(
         return failure(exc, ctx.request_id)
 
 
-def resource_list(backend: Backend) -> types.ListResourcesResult:
+def resource_list(backend: Backend, viewer: Viewer) -> types.ListResourcesResult:
     return types.ListResourcesResult(
         resources=[
             types.Resource(
@@ -125,21 +125,22 @@ def resource_list(backend: Backend) -> types.ListResourcesResult:
                 mime_type="application/json",
             )
             for state in backend.service.catalog.states.values()
+            if viewer.sees_database(state.config.name)
         ]
     )
 
 
-def read_resource(backend: Backend, uri: str) -> types.ReadResourceResult:
+def read_resource(backend: Backend, uri: str, viewer: Viewer) -> types.ReadResourceResult:
     catalog = backend.service.catalog
     name = uri.removeprefix(RESOURCE_PREFIX) if uri.startswith(RESOURCE_PREFIX) else None
-    if name is None or catalog.get(name) is None:
+    names = [n for n in catalog.names() if viewer.sees_database(n)]
+    if name is None or name not in names:
         raise MCPError(
             -32002,  # the spec's "resource not found"
             f"no resource {uri!r}",
-            {"resources": [f"{RESOURCE_PREFIX}{n}" for n in catalog.names()]},
+            {"resources": [f"{RESOURCE_PREFIX}{n}" for n in names]},
         )
-    names = catalog.names()
-    page = database_page(catalog, names.index(name) + 1, 1)
+    page = database_page(catalog, names.index(name) + 1, 1, viewer)
     return types.ReadResourceResult(
         contents=[
             types.TextResourceContents(
@@ -172,12 +173,14 @@ def build_server(
     async def on_list_resources(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return resource_list(backend_of(ctx))
+        backend = backend_of(ctx)
+        return resource_list(backend, mcp_viewer(backend, context_of(ctx)))
 
     async def on_read_resource(
         ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        return read_resource(backend_of(ctx), str(params.uri))
+        backend = backend_of(ctx)
+        return read_resource(backend, str(params.uri), mcp_viewer(backend, context_of(ctx)))
 
     schemas = {t.name: t.input_schema for t in tools}
     server: Server[Any] = Server(

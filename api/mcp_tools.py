@@ -17,9 +17,10 @@ import msgspec
 
 from api import envelopes as env
 from api.envelopes import ENCODER, Body
-from api.routes import database_page, describe_table, read_results
+from api.routes import Viewer, database_page, describe_table, read_results
 from api.run_admission import submit
 from api.run_envelopes import RunAccepted, RunSubmit, rfc3339, view
+from api.runs_routes import owned_run
 from connectors import registry as connectors
 from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery
@@ -160,11 +161,16 @@ def _warnings(warnings: list[str]) -> list[str]:
 
 
 # -- handlers ---------------------------------------------------------------------------------
+def mcp_viewer(b: Backend, ctx: RequestContext) -> Viewer:
+    """The caller as the catalog and the stores see it (MCP carries no admin grant)."""
+    return Viewer(b.service.config, ctx.principal)
+
+
 Handler = Callable[[Backend, Any, "RequestContext"], Awaitable[ToolResult]]
 
 
 async def list_databases(b: Backend, args: ListDatabases, ctx: RequestContext) -> ToolResult:
-    got = database_page(b.service.catalog, args.page, args.size)
+    got = database_page(b.service.catalog, args.page, args.size, mcp_viewer(b, ctx))
     lines = []
     for db in got.databases:
         state = "reachable" if db.reachable else f"unreachable: {db.error}"
@@ -179,7 +185,7 @@ async def list_databases(b: Backend, args: ListDatabases, ctx: RequestContext) -
 
 
 async def describe(b: Backend, args: DescribeTable, ctx: RequestContext) -> ToolResult:
-    info = await describe_table(b.service.catalog, args.database, args.table)
+    info = await describe_table(b.service.catalog, args.database, args.table, mcp_viewer(b, ctx))
     rows = "" if info.row_count_estimate is None else f", ~{info.row_count_estimate:,} rows"
     lines = [f"{args.database}.{info.name}{rows}"]
     for f in info.fields:
@@ -208,7 +214,7 @@ async def get_results(b: Backend, args: GetResults, ctx: RequestContext) -> Tool
             "get_results needs a cursor or a request_id",
             suggestion="pass the next_cursor of a `query` result, or its request_id and a page",
         )
-    got = await read_results(b.service.store, rid, page, size)
+    got = await read_results(b.service.store, rid, page, size, mcp_viewer(b, ctx))
     data = plain(got)
     cursor = encode_cursor(rid, page + 1, size) if got.has_more else None
     data["next_cursor"] = cursor
@@ -236,12 +242,13 @@ async def submit_run(b: Backend, args: RunSubmit, ctx: RequestContext) -> ToolRe
 
 
 async def get_run_tool(b: Backend, args: RunRef, ctx: RequestContext) -> ToolResult:
-    record = await b.runs.get(args.run_id)
+    record = await owned_run(b.runs, args.run_id, mcp_viewer(b, ctx).reader)
     return _run_result(view(record))
 
 
 async def cancel_run(b: Backend, args: RunRef, ctx: RequestContext) -> ToolResult:
-    record, accepted = await b.runs.cancel(args.run_id)
+    owned = await owned_run(b.runs, args.run_id, mcp_viewer(b, ctx).reader)
+    record, accepted = await b.runs.cancel(owned.run_id)
     result = _run_result(view(record))
     result.data["cancel_accepted"] = accepted
     note = "cancelling" if accepted else f"already {record.status}; nothing to cancel"

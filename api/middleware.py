@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
+from api.errors import ApiError
 
 log = logging.getLogger("sluice.api")
 
@@ -130,7 +131,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.limit)
             return message
 
         try:
@@ -149,8 +150,17 @@ class BodyLimitMiddleware:
         )
 
 
-class BodyTooLarge(Exception):
-    """Raised inside receive() when the streamed body passes the limit."""
+class BodyTooLarge(ApiError):
+    """Raised inside receive() when a streamed (chunked) body passes the limit; a handler
+    reading the body turns it into the same 413 envelope as a Content-Length over it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            "body_too_large",
+            f"request body exceeds the limit of {limit} bytes",
+            suggestion="send a smaller body, or raise server.body_limit_bytes",
+        )
 
 
 def client_host(scope: Scope) -> str | None:

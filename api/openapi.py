@@ -14,16 +14,32 @@ from api.version import VERSION
 _DESCRIPTIONS = {
     400: "Malformed body or invalid request",
     401: "Missing or invalid token",
-    403: "Blocked by the safety pipeline",
+    403: "Blocked by the safety pipeline, or a refused web Origin",
     404: "Unknown database, table or result",
     409: "Conflict",
-    413: "Body too large",
+    413: "Body, stored result or inline answer too large",
+    415: "Body not sent as application/json",
+    421: "Host not in server.allowed_hosts",
     422: "Validation failed",
-    429: "Rate or queue limit (Retry-After)",
+    429: "Rate, queue or per-principal limit (Retry-After)",
     500: "Connector or merge failure",
-    503: "Not ready or database unavailable",
+    503: "Not ready, database unavailable, or the server at its bounds (Retry-After)",
     504: "Query timed out",
 }
+
+
+# Answers any operation past the open probes may get from the middleware in front of it:
+# a foreign Host (421), a refused Origin (403), admission or rate bounds (429, 503); with a
+# body also its size (413) and content type (415).
+GUARDED = (403, 421, 429, 503)
+WITH_BODY = (413, 415)
+
+
+def _errors(e: Endpoint) -> list[int]:
+    extra: tuple[int, ...] = ()
+    if e.path not in OPEN_PATHS:
+        extra += GUARDED + (WITH_BODY if e.body is not None else ())
+    return sorted({*e.errors, *extra})
 
 
 def _param_schema(default: Any) -> dict[str, Any]:
@@ -65,7 +81,8 @@ def _operation_id(e: Endpoint, taken: set[str]) -> str:
 def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
     types: list[Any] = [ErrorEnvelope, QueryBlocked]
     for e in endpoints:
-        types += [t for t in (e.response, e.body) if t is not None]
+        responses = e.response if isinstance(e.response, tuple) else (e.response,)
+        types += [t for t in (*responses, e.body) if t is not None and t not in types]
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -102,10 +119,14 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref[e.body]}},
             }
         ok: dict[str, Any] = {"description": "OK"}
-        if e.response is not None:
+        if isinstance(e.response, tuple):
+            schema = {"anyOf": [ref[t] for t in e.response]}
+            ok["content"] = {"application/json": {"schema": schema}}
+        elif e.response is not None:
             ok["content"] = {"application/json": {"schema": ref[e.response]}}
-        op["responses"][str(e.status)] = ok
-        errors = set(e.errors)
+        for status in (e.status, *e.also):
+            op["responses"][str(status)] = ok
+        errors = set(_errors(e))
         if e.path in OPEN_PATHS:
             op["security"] = []  # probes, metrics and this document never need a token
         else:
@@ -113,7 +134,9 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
         if e.body is not None:
             errors |= {400, 413}  # a body that does not decode, or is over the limit
         for code in sorted(errors):
-            schema = ref[QueryBlocked] if code == 403 else ref[ErrorEnvelope]
+            schema = ref[ErrorEnvelope]
+            if code == 403 and 403 in e.errors:  # blocked by safety, or a refused Origin
+                schema = {"anyOf": [ref[QueryBlocked], ref[ErrorEnvelope]]}
             op["responses"][str(code)] = {
                 "description": _DESCRIPTIONS.get(code, "Error"),
                 "content": {"application/json": {"schema": schema}},

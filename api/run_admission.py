@@ -17,6 +17,7 @@ from connectors.errors import SluiceError
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
 from engine.ir import FederatedQuery
+from engine.run_store import scoped_key
 from engine.runs import run_digest
 
 if TYPE_CHECKING:
@@ -141,7 +142,9 @@ async def submit(
 ) -> RunRecord:
     """Parse, check (validation, safety, optional doctor) and queue a run, or replay the run
     of a known idempotency key: the one submit path of REST and MCP."""
-    query = to_query(parse_config(body.config, body.config_format))
+    from api.runs_routes import config_query  # the parse, off the event loop
+
+    query = await config_query(service, body)
     config = canonical(query)
     digest = run_digest(
         config,
@@ -151,7 +154,9 @@ async def submit(
         options={"doctor_first": body.doctor_first},
     )
     # a replay is answered before any check or admission (never a 429 for a known run)
-    existing = await runs.replay(body.idempotency_key, digest) if body.idempotency_key else None
+    # keys are per principal: another's key never finds, conflicts with or names its run
+    key = None if body.idempotency_key is None else scoped_key(ctx.principal, body.idempotency_key)
+    existing = await runs.replay(key, digest) if key else None
     if existing is None:
         check(service, query, ctx)
         report = await doctor(service.catalog, query) if body.doctor_first else None
@@ -160,7 +165,7 @@ async def submit(
             name=body.name,
             labels=body.labels,
             timeout_secs=body.timeout_secs,
-            idempotency_key=body.idempotency_key,
+            idempotency_key=key,
             doctor_report=report,
             principal=ctx.principal,
             options={"doctor_first": body.doctor_first},

@@ -13,6 +13,7 @@ from engine.run_store import (
     RunRecord,
     RunStatus,
     StepState,
+    client_key,
 )
 
 STATUSES: tuple[str, ...] = tuple(RunStatus)
@@ -92,7 +93,7 @@ def view(run: RunRecord) -> RunView:
         error=None
         if run.error is None
         else RunErrorView(code=run.error.code, message=run.error.message, reason=run.error.reason),
-        idempotency_key=run.idempotency_key,
+        idempotency_key=None if run.idempotency_key is None else client_key(run.idempotency_key),
         doctor_report=run.doctor_report,
         timeout_secs=run.timeout_secs,
         result=f"/v1/results/{run.run_id}" if run.status == RunStatus.COMPLETED else None,

@@ -11,6 +11,7 @@ import msgspec
 
 from api import metrics as m
 from api.envelopes import QuerySuccess
+from api.service import bounded
 from engine.execute import Outcome, StepProgress
 from engine.ir import FederatedQuery
 from engine.run_store import RunRecord, StepStatus, open_store
@@ -45,9 +46,19 @@ def service_executor(
             else:
                 progress.step(p.step_id, StepStatus.RUNNING, p.rows)
 
-        result = await service.federated(
-            query, ctx, on_progress=on_progress, result_id=record.run_id, export=True
+        work = service.federated(
+            query,
+            ctx,
+            on_progress=on_progress,
+            result_id=record.run_id,
+            export=True,
+            bound_whole_request=False,  # a run is bounded by its timeout_secs...
         )
+        if record.timeout_secs is None:  # ...or, without one, by limits.max_run_seconds
+            limit = service.config.limits.max_run_seconds
+            result = await bounded(work, limit, "limits.max_run_seconds")
+        else:
+            result = await work
         assert isinstance(result, QuerySuccess)  # a run is never a dry run (to_query refuses)
         for meta in result.metadata.steps:
             state = StepStatus.COMPLETED if meta.status == Outcome.OK else StepStatus(meta.status)

@@ -11,6 +11,7 @@ lifecycle (engine/runs.py) and durability (engine/run_store.py).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -19,8 +20,34 @@ from starlette.responses import Response
 
 from api.downloads import FORMAT_HELP, download, format_param
 from api.errors import ApiError
-from api.routes import Endpoint, int_param, json_endpoint, request_context
-from api.run_admission import submit
+from api.routes import (
+    Endpoint,
+    audit_admin_access,
+    int_param,
+    json_endpoint,
+    reader_of,
+    request_context,
+)
+from api.run_admission import parse_config, submit, to_query
+from api.sse import sse_response
+from connectors.errors import SluiceError
+from engine.bounds import check_nesting, parse_bounded
+from engine.errors import InvalidRequest
+from engine.ir import FederatedQuery
+from engine.offload import off_loop
+from engine.results import Reader
+from engine.run_store import (
+    RunRecord,
+    encode_cursor,
+)
+from engine.runs import (
+    RunManager,
+    RunNotFound,
+)
+
+if TYPE_CHECKING:
+    from api.service import QueryService
+
 from api.run_envelopes import (
     _BODY_FIELDS,
     _DECODE,
@@ -32,14 +59,8 @@ from api.run_envelopes import (
     rfc3339,
     view,
 )
-from api.sse import sse_response
 from engine.run_store import (
-    RunRecord,
     RunStatus,
-    encode_cursor,
-)
-from engine.runs import (
-    RunManager,
 )
 
 
@@ -49,15 +70,15 @@ def manager_of(request: Request) -> RunManager:
     return runs
 
 
-@json_endpoint
-async def submit_run(request: Request) -> Response:
-    raw = await request.body()
+def _decode_body(raw: bytes, max_nesting: int) -> RunSubmit:
+    """The submit body (msgspec: C, fast); nesting past the bound is a 400."""
     try:
-        data = _DECODE.decode(raw)
+        data = parse_bounded(lambda: _DECODE.decode(raw), "the body", max_nesting)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_body", f"malformed JSON body: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    check_nesting(data, max_nesting, "the body")
     unknown = sorted(set(data) - _BODY_FIELDS)
     if unknown:
         raise ApiError(
@@ -67,7 +88,64 @@ async def submit_run(request: Request) -> Response:
             suggestion=f"allowed fields: {', '.join(sorted(_BODY_FIELDS))}",
             details={"unknown": unknown},
         )
-    body = msgspec.convert(data, RunSubmit)
+    return msgspec.convert(data, RunSubmit)
+
+
+def _config_query(body: RunSubmit, max_nesting: int) -> FederatedQuery:
+    """The run config's federated query (blocking: a large YAML document is seconds of
+    pure Python)."""
+    parsed = parse_bounded(
+        lambda: parse_config(body.config, body.config_format), "the run config", max_nesting
+    )
+    check_nesting(parsed, max_nesting, "the run config")
+    return to_query(parsed)
+
+
+def _config_query_outcome(body: RunSubmit, max_nesting: int) -> tuple[Any, ...]:
+    """`_config_query` for a child process: its errors come back as data (not every
+    exception type survives pickling)."""
+    try:
+        return ("ok", _config_query(body, max_nesting))
+    except ApiError as exc:
+        return ("api", exc.status, exc.code, exc.message, exc.suggestion, exc.details)
+    except SluiceError as exc:
+        status = 400 if isinstance(exc, InvalidRequest) else 422
+        return ("api", status, exc.code, exc.message, exc.suggestion, None)
+
+
+PROCESS_PARSE_CHARS = 16_384  # YAML run configs longer than this are parsed in a child
+
+
+async def config_query(service: QueryService, body: RunSubmit) -> FederatedQuery:
+    """The run config's federated query, off the event loop: a JSON or small YAML config in
+    a worker thread, a large YAML config in a child process with a time bound."""
+    limits = service.config.limits
+    large_yaml = (
+        isinstance(body.config, str)
+        and body.config_format == "yaml"
+        and len(body.config) > PROCESS_PARSE_CHARS
+    )
+    if not large_yaml:
+        return await off_loop(_config_query, body, limits.max_body_nesting)
+    outcome = await service.parse_pool.run(
+        _config_query_outcome,
+        body,
+        limits.max_body_nesting,
+        seconds=limits.parse_timeout_seconds,
+        what="the run config",
+    )
+    if outcome[0] == "api":
+        _, status, code, message, suggestion, details = outcome
+        raise ApiError(status, code, message, suggestion=suggestion, details=details)
+    query: FederatedQuery = outcome[1]
+    return query
+
+
+@json_endpoint
+async def submit_run(request: Request) -> Response:
+    raw = await request.body()
+    limits = request.app.state.config.limits
+    body = await off_loop(_decode_body, raw, limits.max_body_nesting)
     existing = await submit(
         request.app.state.service, manager_of(request), body, request_context(request)
     )
@@ -111,7 +189,10 @@ async def list_runs(request: Request) -> RunList:
             f"unknown status {bad[0]!r}",
             suggestion=f"use one of {', '.join(STATUSES)} (comma-separated)",
         )
+    reader = reader_of(request)
     runs = await manager_of(request).list(
+        owner=reader.principal,
+        any_owner=reader.admin,  # the admin grant lists everyone's (audited per run read)
         status=statuses,
         name=request.query_params.get("name"),
         since=_time_param(request, "since"),
@@ -126,8 +207,21 @@ async def list_runs(request: Request) -> RunList:
     )
 
 
+async def owned_run(runs: RunManager, run_id: str, reader: Reader) -> RunRecord:
+    """The run, if `reader` may see it: its own, or any with the admin grant; another
+    principal's run is as absent as an unknown id (REST and MCP)."""
+    record = await runs.get(run_id)
+    if record.principal != reader.principal and not reader.admin:
+        raise RunNotFound(run_id)
+    return record
+
+
 async def _get(request: Request) -> RunRecord:
-    return await manager_of(request).get(request.path_params["run_id"])
+    """`owned_run` for this request; the admin grant's look at another's run is audited."""
+    run_id = request.path_params["run_id"]
+    record = await owned_run(manager_of(request), run_id, reader_of(request))
+    audit_admin_access(request, "run", run_id, record.principal)
+    return record
 
 
 @json_endpoint
@@ -137,7 +231,7 @@ async def show_run(request: Request) -> RunView:
 
 @json_endpoint
 async def delete_run(request: Request) -> Response:
-    run_id = request.path_params["run_id"]
+    run_id = (await _get(request)).run_id
     await manager_of(request).delete(run_id)
     store = getattr(request.app.state.service, "store", None)
     if store is not None:
@@ -147,7 +241,7 @@ async def delete_run(request: Request) -> Response:
 
 @json_endpoint
 async def cancel_run(request: Request) -> Response:
-    record, accepted = await manager_of(request).cancel(request.path_params["run_id"])
+    record, accepted = await manager_of(request).cancel((await _get(request)).run_id)
     return Response(
         msgspec.json.encode(view(record)),
         status_code=202 if accepted else 200,
@@ -184,7 +278,8 @@ async def run_result(request: Request) -> Response:
             f"run {record.run_id} is {record.status}",
             suggestion="wait for status completed (GET /v1/runs/{id})",
         )
-    return download(request.app.state.service.store, record.run_id, fmt, record.name)
+    store = request.app.state.service.store
+    return download(store, record.run_id, fmt, reader_of(request), record.name)
 
 
 RUN_ENDPOINTS: list[Endpoint] = [
@@ -237,6 +332,7 @@ RUN_ENDPOINTS: list[Endpoint] = [
         "Cancel a run: 202 when it was live, 200 when already finished.",
         response=RunView,
         status=202,
+        also=(200,),
         errors=(404,),
     ),
     Endpoint(

@@ -28,6 +28,7 @@ from engine.config import Config, ServerConfig, load_config
 log = logging.getLogger("sluice.server")
 
 CONFIG_ENV = "SLUICE_CONFIG"
+BIND_ENV = "SLUICE_BIND_HOST"
 SERVER_SETTINGS_ENV = "SLUICE_SERVER_SETTINGS"
 
 OFF_LOOPBACK_WARNING = (
@@ -76,6 +77,12 @@ def app_from_env() -> ASGIApp:
     settings the parent process was given."""
     from api.app import create_app
 
+    config = load_config(os.environ[CONFIG_ENV])
+    bind = os.environ.get(BIND_ENV)
+    if bind:  # `--host` overrides server.host: the Host allow-list follows the real bind
+        server = msgspec.structs.replace(config.server, host=bind)
+        config = msgspec.structs.replace(config, server=server)
+    return create_app(config)
     settings = json.loads(os.environ.get(SERVER_SETTINGS_ENV) or "{}")
     return create_app(with_server_settings(load_config(os.environ[CONFIG_ENV]), settings))
 

@@ -4,10 +4,12 @@ did not check; the engine runs the pipeline's rewritten text, unchanged."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+import anyio
 import msgspec
 
 from api import metrics
@@ -22,19 +24,32 @@ from api.envelopes import (
 )
 from connectors import registry as connectors
 from connectors.errors import QueryTimedOut, SluiceError, UnknownConnector
+from engine.bounds import check_depth, check_steps
 from engine.errors import (
     DatabaseUnreachable,
     InvalidRequest,
+    RequestTimedOut,
     ResultTruncated,
+    StepUnknownTable,
     UnknownDatabase,
     UnknownTable,
 )
 from engine.execute import Outcome
-from engine.federated import FederatedResult, StepProgress, explain, run_federated
+from engine.federated import (
+    OFF_LOOP_CHARS,
+    FederatedResult,
+    StepProgress,
+    explain,
+    request_chars,
+    run_federated,
+)
 from engine.ir import FederatedQuery
-from engine.simple import StepResult, run_simple
+from engine.offload import off_loop
+from engine.parse_pool import ParsePool
+from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult, run_simple
 from safety import pipeline
 from safety.audit import AuditBlock, AuditEntry, AuditStep
+from safety.catalog_view import database_visible, grants_for, tables_view
 from safety.languages import registry as languages
 from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
 
@@ -44,6 +59,9 @@ if TYPE_CHECKING:
     from engine.catalog import DatabaseState
     from engine.plan import Plan
     from engine.runtime import Runtime
+
+T = TypeVar("T")
+REQUEST_GRACE_S = 1.0  # past a request's time bound, before it is stopped from here
 
 
 class SafetyBlocked(SluiceError):
@@ -118,13 +136,15 @@ class QueryService:
         self.sink = runtime.sink
         self.store = runtime.store
         self.audit: AuditSink | None = runtime.audit
+        self.answer_bytes = BytesInFlight(self.config.limits.max_bytes_in_flight)
+        self.parse_pool = ParsePool()  # large run configs are parsed in a child process
 
     # -- simple -----------------------------------------------------------------------------
     async def simple(
         self, req: SimpleQueryRequest, ctx: RequestContext
     ) -> QuerySuccess | DryRunResponse:
         started = time.perf_counter()
-        state = self._state(req.database)
+        state = self._state(req.database, ctx.principal)
         db_type = state.config.type
         check_language(req.language, req.database, db_type)
         request = ctx.check_request(
@@ -139,10 +159,16 @@ class QueryService:
                 )
             ]
         )
-        outcome = pipeline.check(request, self.config)
+        if len(req.query) > OFF_LOOP_CHARS:  # sqlglot on a large text: seconds of CPU
+            outcome = await off_loop(pipeline.check, request, self.config)
+        else:
+            outcome = pipeline.check(request, self.config)
         audit = self._audit_entry(ctx, request, outcome)
+        seconds = max((s.timeout for s in outcome.steps), default=None)
         return await self._finishing(
-            audit, started, self._simple_run(req, ctx, state, outcome, audit, started)
+            audit,
+            started,
+            bounded(self._simple_run(req, ctx, state, outcome, audit, started), seconds),
         )
 
     async def _simple_run(
@@ -167,16 +193,37 @@ class QueryService:
             )
         self._reachable(req.database)
         if step.operation != "DDL" and await self.catalog.find_table(state, req.table) is None:
-            raise UnknownTable(req.database, req.table, [t.name for t in state.tables])
-        result = await run_simple(step, state)
+            raise UnknownTable(req.database, req.table, self.visible_tables(ctx.principal, state))
+        budget = InlineBudget(self.config.limits.max_inline_bytes, self.answer_bytes)
+        try:
+            return await self._simple_answer(req, ctx, state, step, report, audit, started, budget)
+        finally:
+            budget.release()
+
+    async def _simple_answer(
+        self,
+        req: SimpleQueryRequest,
+        ctx: RequestContext,
+        state: DatabaseState,
+        step: CheckedStep,
+        report: SafetyReport,
+        audit: Audited,
+        started: float,
+        budget: InlineBudget,
+    ) -> QuerySuccess:
+        result = await run_simple(step, state, budget=budget)
         report.warnings.extend(result.warnings)
         audit.entry.rows = len(result.rows) if result.rows_affected is None else None
         audit.entry.rows_affected = result.rows_affected
         audit.rows_by_step = {None: len(result.rows)}
+        if len(result.rows) > OFF_LOOP_ROWS:
+            data = await off_loop(to_data, result, True)
+        else:
+            data = to_data(result)
         return QuerySuccess(
             request_id=ctx.request_id,
             status="ok",
-            data=to_data(result),
+            data=data,
             safety=report,
             metadata=Metadata(
                 database=req.database,
@@ -215,11 +262,14 @@ class QueryService:
     ) -> tuple[SafetyOutcome, CheckRequest, Plan]:
         """Validate the DAG once (400s name the step; the merge is parsed here) and run the
         safety pipeline once; runs nothing. The plan is what the engine then runs."""
+        limits = self.config.limits
+        check_steps(query, limits, self.config.safety.max_query_chars)
         plan = explain(query, self.catalog.names())
+        check_depth({s: n.parents for s, n in plan.nodes.items()}, plan.order, limits.max_dag_depth)
         max_rows = self.row_cap(query, ctx, export)
         inputs = []
         for step in query.steps:
-            state = self._state(step.database)
+            state = self._state(step.database, ctx.principal)
             check_language(step.language, step.database, state.config.type)
             inputs.append(
                 StepInput(
@@ -243,19 +293,30 @@ class QueryService:
         on_progress: Callable[[StepProgress], None] | None = None,
         result_id: str | None = None,
         export: bool = False,
+        bound_whole_request: bool = True,
     ) -> QuerySuccess | DryRunResponse:
         """Run a federated DAG; its whole result is stored under `result_id` (default: the
         request id) for GET /v1/results. An `export` (a file, a run) has its own row bound
-        and fails with ResultTruncated when a step hit its cap, unless the query allows it."""
+        and fails with ResultTruncated when a step hit its cap, unless the query allows it.
+        The whole request, merge included, is bounded by the query timeout unless
+        `bound_whole_request` is False (a run has its own bound)."""
         started = time.perf_counter()
-        outcome, request, plan = self.check_federated(query, ctx, export=export)
+        if request_chars(query) > OFF_LOOP_CHARS:
+            outcome, request, plan = await off_loop(
+                functools.partial(self.check_federated, query, ctx, export=export)
+            )
+        else:
+            outcome, request, plan = self.check_federated(query, ctx, export=export)
         audit = self._audit_entry(ctx, request, outcome)
         work = self._federated_run(
             query, plan, ctx, outcome, audit, started, on_progress, result_id
         )
         if export and not query.allow_truncation:
             work = self._complete(work, query, ctx, request.max_rows or 0)
-        return await self._finishing(audit, started, work)
+        seconds = None
+        if bound_whole_request:  # each step's timeout is already min(database, safety)
+            seconds = max((s.timeout for s in outcome.steps), default=None)
+        return await self._finishing(audit, started, bounded(work, seconds))
 
     async def _complete(
         self,
@@ -299,6 +360,11 @@ class QueryService:
             )
         used = {s.database for s in outcome.steps}
         states = {name: self._reachable(name) for name in sorted(used)}
+        for step in outcome.steps:  # a missing table is a 404, as on the simple path
+            state = states[step.database]
+            if step.operation != "DDL" and await self.catalog.find_table(state, step.table) is None:
+                known = self.visible_tables(ctx.principal, state)
+                raise StepUnknownTable(step.step_id or "", step.database, step.table, known)
         result = await run_federated(
             query,
             checked,
@@ -309,6 +375,7 @@ class QueryService:
             request_id=result_id or ctx.request_id,
             on_progress=on_progress,
             limiters={n: st.limiter for n, st in states.items()},
+            owner=ctx.principal,
             plan=plan,
         )
         report.warnings.extend(result.warnings)
@@ -342,7 +409,7 @@ class QueryService:
             metrics.safety_blocked(entry.blocked.stage)
         elif exc is None:
             outcome = "ok"
-        elif isinstance(exc, QueryTimedOut) or isinstance(
+        elif isinstance(exc, QueryTimedOut | RequestTimedOut) or isinstance(
             getattr(exc, "cause", None), QueryTimedOut
         ):
             outcome = "timeout"
@@ -358,10 +425,19 @@ class QueryService:
         if self.audit is not None:
             self.audit.record(entry)
 
-    def _state(self, database: str) -> DatabaseState:
+    def visible_databases(self, principal: str | None) -> list[str]:
+        """Configured databases the principal's permission set names (for listings and
+        "did you mean" suggestions: a name it may not use is never shown)."""
+        return [n for n in self.catalog.names() if database_visible(self.config, principal, n)]
+
+    def visible_tables(self, principal: str | None, state: DatabaseState) -> list[str]:
+        grants = grants_for(self.config, principal, state.config)
+        return [t.name for t in tables_view(grants, state.tables)]
+
+    def _state(self, database: str, principal: str | None = None) -> DatabaseState:
         state = self.catalog.get(database)
         if state is None:
-            raise UnknownDatabase(database, self.catalog.names())
+            raise UnknownDatabase(database, self.visible_databases(principal))
         return state
 
     def _reachable(self, database: str) -> DatabaseState:
@@ -402,6 +478,21 @@ class QueryService:
         return Audited(entry)
 
 
+async def bounded(
+    work: Awaitable[T], seconds: float | None, setting: str = "query_timeout_seconds"
+) -> T:
+    """`work` stopped (cancelled, so every native query and the merge are interrupted) once
+    `seconds` have passed since it started: one bound over every phase of a request."""
+    if seconds is None:
+        return await work
+    try:
+        # the database's own statement timeout fires first and names the query
+        with anyio.fail_after(seconds + REQUEST_GRACE_S):
+            return await work
+    except TimeoutError:
+        raise RequestTimedOut(seconds, setting) from None
+
+
 def spoken_by(db_type: str) -> str | None:
     """The language a database type speaks (its connector says), None for an unknown type."""
     try:
@@ -432,9 +523,14 @@ def dry_run_step(step: CheckedStep) -> DryRunStep:
     )
 
 
-def to_data(result: StepResult) -> Data:
+def to_data(result: StepResult, release: bool = False) -> Data:
+    """The answer's rows as objects. `release` empties `result.rows` here: freeing a
+    million tuples takes the GIL for a while, so it happens in the caller's worker thread
+    rather than on the event loop when the request's frames end."""
     names = [c.name for c in result.columns]
     rows = [dict(zip(names, row, strict=True)) for row in result.rows]
+    if release:
+        result.rows = []
     return Data(
         columns=names,
         rows=rows,

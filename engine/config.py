@@ -38,10 +38,14 @@ class TokenConfig(Base, frozen=True):
     # this principal's bound on rows per step of an export or a run (default
     # safety.max_export_rows)
     max_export_rows: PositiveInt | None = None
+    # sees (and may cancel or delete) every principal's runs and results; each use is audited
+    admin: bool = False
 
 
 class AuthConfig(Base, frozen=True):
     tokens: list[TokenConfig] = msgspec.field(default_factory=list)
+    # wrong or missing tokens one client address may present a minute (429 past it)
+    failed_attempts_per_minute: PositiveInt = 30
 
 
 class ServerConfig(Base, frozen=True):
@@ -62,6 +66,24 @@ class ServerConfig(Base, frozen=True):
     idempotency_ttl_seconds: PositiveFloat = 86_400.0
     run_stale_seconds: PositiveFloat = 15.0
     run_log_lines: PositiveInt = 1_000
+    allowed_hosts: list[str] | None = None  # Host names answered; default: loopback + host
+    cors_origins: list[str] = msgspec.field(default_factory=list)  # browser apps allowed
+
+
+class LimitsConfig(Base, frozen=True):
+    """Bounds on every piece of work one request can ask for (enforced while it grows)."""
+
+    max_steps: PositiveInt = 64  # steps of one federated query or run
+    max_dag_depth: PositiveInt = 16  # longest depends_on chain
+    max_body_nesting: PositiveInt = 32  # nesting of a JSON body or a run config document
+    max_run_seconds: PositiveFloat = 6 * 3600.0  # a run without timeout_secs, at most
+    parse_timeout_seconds: PositiveFloat = 5.0  # a large run config parsed at most this long
+    merge_memory_limit: str | None = None  # DuckDB memory_limit, e.g. "4GB"; default half RAM
+    merge_temp_limit: str = "10GB"  # DuckDB spill space at most (max_temp_directory_size)
+    max_inline_bytes: PositiveInt = 64 * 1024**2  # a simple answer's rows, encoded, at most
+    max_concurrent_requests: PositiveInt = 512  # requests in progress in all (503 past it)
+    max_concurrent_requests_per_principal: PositiveInt = 64  # per principal (429 past it)
+    max_bytes_in_flight: PositiveInt = 256 * 1024**2  # request bodies and answers being built
 
 
 class Config(Base, frozen=True):
@@ -70,6 +92,7 @@ class Config(Base, frozen=True):
     permissions: Permissions = msgspec.field(default_factory=Permissions)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     source: str = "<defaults>"  # the file it came from, for messages
 
     def export_rows_for(self, principal: str | None) -> int:
@@ -98,6 +121,7 @@ SECTIONS: dict[str, type[Base]] = {
     "permissions": Permissions,
     "auth": AuthConfig,
     "server": ServerConfig,
+    "limits": LimitsConfig,
 }
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -174,3 +174,114 @@ class StepUnknownDatabase(UnknownDatabase):
         self.step_id = step_id
         self.message = f"step {step_id!r}: {self.message}"
         self.args = (self.message,)
+
+
+class TooDeeplyNested(InvalidRequest):
+    """Raised when a body or a document nests deeper than limits.max_body_nesting."""
+
+    code = "too_deeply_nested"
+
+    def __init__(self, what: str, limit: int, depth: int | None = None) -> None:
+        found = f"{depth} levels" if depth is not None else "too many levels to parse"
+        super().__init__(
+            f"{what} nests {found}; at most {limit} (limits.max_body_nesting) are accepted",
+            suggestion="flatten the document, or raise limits.max_body_nesting",
+        )
+
+
+class ResultTooLarge(SluiceError):
+    """Raised while a result is written, once it passes its byte bound; nothing is kept."""
+
+    code = "result_too_large"
+    status = 413
+
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(
+            f"the result passed {limit} bytes ({setting}); writing stopped and nothing was kept",
+            suggestion="select fewer rows or columns (LIMIT, a narrower merge), or raise "
+            f"{setting}",
+        )
+        self.limit = limit
+
+
+class RequestTimedOut(SluiceError):
+    """Raised when a whole request (every phase: waits, steps, merge, storing) passed its
+    time bound; whatever was running was stopped."""
+
+    code = "request_timeout"
+    status = 504
+
+    def __init__(self, seconds: float, setting: str = "query_timeout_seconds") -> None:
+        super().__init__(
+            f"the request ran past its bound of {seconds:g}s ({setting} covers the whole "
+            "request, merge included) and was stopped",
+            suggestion=f"narrow the query (filters, LIMIT, a smaller merge) or raise {setting}",
+        )
+        self.seconds = seconds
+
+
+class MergeReadsStripped(InvalidRequest):
+    """Raised when the merge reads a step that the safety policy stripped (PARTIAL)."""
+
+    code = "merge_reads_stripped_step"
+
+    def __init__(self, step_id: str) -> None:
+        super().__init__(
+            f"the merge reads step {step_id!r}, which was stripped by the safety policy",
+            suggestion=f"drop {step_id!r} from the merge, or ask for read access to its table",
+        )
+        self.step_id = step_id
+
+
+class InlineTooLarge(SluiceError):
+    """Raised when a simple query's answer would encode past limits.max_inline_bytes."""
+
+    code = "answer_too_large"
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the answer passed {limit} bytes (limits.max_inline_bytes) and was stopped",
+            suggestion="add a tighter filter or LIMIT, or send the query as a one-step "
+            "POST /v1/query: its result is stored and paged through GET /v1/results/{id}",
+        )
+        self.limit = limit
+
+
+class StepUnknownTable(UnknownTable):
+    """Raised when a federated step names a table its database does not have (404)."""
+
+    def __init__(self, step_id: str, database: str, table: str, known: list[str]) -> None:
+        super().__init__(database, table, known)
+        self.step_id = step_id
+        self.message = f"step {step_id!r}: {self.message}"
+        self.args = (self.message,)
+
+
+class ServerBusy(SluiceError):
+    """Raised when the process is at a bound shared by every request (503, Retry-After)."""
+
+    code = "server_busy"
+    status = 503
+    retry_after = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            suggestion="retry after 1s, or raise the bound it names",
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
+class ParseTooCostly(InvalidRequest):
+    """Raised when a document took longer than limits.parse_timeout_seconds to parse."""
+
+    code = "document_too_costly"
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(
+            f"{what} took more than {seconds:g}s to parse (limits.parse_timeout_seconds) "
+            "and was refused",
+            suggestion="send the config as JSON (config_format: json, or a JSON object), "
+            "or make it smaller",
+        )

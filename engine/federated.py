@@ -11,6 +11,7 @@ stored for `/v1/results`. Exception groups are unwrapped once, here, into `StepF
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -19,12 +20,14 @@ import duckdb
 import msgspec
 
 from connectors.base import Connector
-from engine.errors import InvalidRequest, MergeFailed, StepFailed
+from connectors.errors import QueryFailed
+from engine.errors import InvalidQuery, InvalidRequest, MergeFailed, MergeReadsStripped, StepFailed
 from engine.execute import FULL_SCAN_AFTER, Execution, StepError, StepMeta, StepProgress
 from engine.ir import FederatedQuery
 from engine.merge import parse_merge, qualify
+from engine.offload import interruptible, off_loop
 from engine.plan import Plan, build_plan
-from engine.results import ResultStore, StoredResult
+from engine.results import Interrupted, ResultStore, StoredResult
 from engine.sink import Message, RequestTables, Sink, quote
 from safety.config import SafetyConfig
 from safety.types import CheckedStep
@@ -88,6 +91,7 @@ async def run_federated(
     batch_size: int | None = None,
     full_scan_after: int | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    owner: str | None = None,
     plan: Plan | None = None,
 ) -> FederatedResult:
     """Run a validated-and-checked federated query and store its result under request_id.
@@ -101,6 +105,7 @@ async def run_federated(
             database sized by its pool.
         batch_size: rows per connector batch (default: 10,000; tests use small ones).
         full_scan_after: distinct link values after which a child scans instead.
+        owner: the principal the stored result belongs to (only it may page it).
         plan: the plan `explain(query, ...)` already validated (not validated again).
 
     Raises:
@@ -111,10 +116,16 @@ async def run_federated(
     started = time.perf_counter()
     if plan is not None:
         plan = plan.keep(list(checked))
+        merge_text = _merge_sql(plan)
+        if plan.dropped and merge_text is not None:
+            tree = plan.merge_tree if plan.merge_tree is not None else parse_merge(merge_text)
+            missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
+            if missing:
+                raise MergeReadsStripped(missing[0])
     else:
         # stripped steps need no connector; their databases were validated by the caller
         known = set(connectors) | {s.database for s in query.steps if s.step_id not in checked}
-        plan = build_plan(query, known, keep=list(checked))
+        plan = await _plan(query, known, list(checked))
     warnings = [
         f"step {sid} was dropped: it or a step it depends on was stripped by the safety policy"
         for sid in plan.dropped
@@ -146,13 +157,38 @@ async def run_federated(
             warnings.extend(execution.runs[sid].warnings)
         merge_started = time.perf_counter()
         stored = await _merge_and_store(
-            tables, plan, merge_sql, store, request_id, safety.inline_rows
+            tables, plan, merge_sql, store, request_id, safety.inline_rows, owner
         )
         merge_ms = round((time.perf_counter() - merge_started) * 1000, 3)
     finally:
         await tables.drop()
     steps = [execution.runs[sid].meta for sid in plan.order]
     return _result(request_id, plan, stored, steps, warnings, merge_ms, started, page_size)
+
+
+OFF_LOOP_CHARS = 4_096  # a request with more text than this is planned in a worker thread
+
+
+async def _plan(query: FederatedQuery, known: set[str], keep: list[str]) -> Plan:
+    """Plan (the merge parsed and checked again: what runs is what was checked), and refuse a
+    merge that reads a stripped step before any step runs; a large request off the loop."""
+
+    def plan() -> Plan:
+        built = build_plan(query, known, keep=keep)
+        merge = _merge_sql(built)
+        if built.dropped and merge is not None:
+            missing = sorted({t.lower() for t in built.dropped} & _tables_of(parse_merge(merge)))
+            if missing:
+                raise MergeReadsStripped(missing[0])
+        return built
+
+    if request_chars(query) > OFF_LOOP_CHARS:
+        return await off_loop(plan)
+    return plan()
+
+
+def request_chars(query: FederatedQuery) -> int:
+    return len(query.merge or "") + sum(len(s.query) for s in query.steps)
 
 
 async def _execute(execution: Execution, tables: RequestTables) -> None:
@@ -181,6 +217,8 @@ def _unwrap(group: BaseExceptionGroup, execution: Execution) -> BaseException:
         if isinstance(exc, StepError):
             if isinstance(exc.cause, InvalidRequest):
                 return exc.cause  # a bad link column is the client's mistake: 400
+            if (bad := _bad_link_to(exc, execution)) is not None:
+                return bad
             return StepFailed(exc.step_id, exc.database, exc.cause)
     for exc in leaves:
         if isinstance(exc, duckdb.Error):  # the writer: a value the declared type refused
@@ -188,6 +226,24 @@ def _unwrap(group: BaseExceptionGroup, execution: Execution) -> BaseException:
         if not isinstance(exc, anyio.get_cancelled_exc_class()):
             return exc
     return leaves[0] if leaves else group
+
+
+def _bad_link_to(exc: StepError, execution: Execution) -> InvalidQuery | None:
+    """A linked query the database refused over its link column: the child's result has no
+    such column, the client's mistake (400 naming it), as a bad link_from is."""
+    node = execution.plan.nodes.get(exc.step_id)
+    if node is None or node.link is None or not isinstance(exc.cause, QueryFailed):
+        return None
+    detail = getattr(exc.cause, "message", None) or str(exc.cause)
+    column = node.link.to_column
+    if column.lower() not in detail.lower() or "column" not in detail.lower():
+        return None
+    return InvalidQuery(
+        f"step {exc.step_id!r}: link_to {column!r} is not a column of its query's result "
+        f"({detail})",
+        step_id=exc.step_id,
+        suggestion="name a column the step's query returns",
+    )
 
 
 def _merge_sql(plan: Plan) -> str | None:
@@ -202,27 +258,47 @@ async def _merge_and_store(
     store: ResultStore,
     request_id: str,
     inline_rows: int,
+    owner: str | None,
 ) -> StoredResult:
-    if merge is None:
-        (only,) = plan.order
-        sql = f"SELECT * FROM {tables.table_name(only)}"
-    else:
-        tree = plan.merge_tree if plan.merge_tree is not None else parse_merge(merge)
-        missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
-        if missing:
-            raise MergeFailed(
-                f"the merge reads step {missing[0]!r}, which was stripped by the safety policy"
-            )
-        sql = qualify(tree, tables.schema, list(plan.nodes))
+    """The merge, in a worker thread that a cancel or a timeout interrupts (DuckDB's
+    `interrupt()`, and the result write stops at its next batch)."""
+    stop = threading.Event()
 
     def run() -> StoredResult:
+        sql = _merge_text(tables, plan, merge)  # parsing a large merge is CPU: off the loop
         try:
             reader = tables.cursor.sql(sql).to_arrow_reader(MERGE_BATCH_ROWS)
-            return store.store_reader(request_id, reader, head_rows=inline_rows)
         except duckdb.Error as exc:
-            raise MergeFailed(_duckdb_message(exc, tables.schema)) from exc
+            raise _merge_error(exc, stop, tables.schema) from exc
+        try:
+            return store.store_reader(
+                request_id, reader, head_rows=inline_rows, owner=owner, stop=stop
+            )
+        except duckdb.Error as exc:
+            raise _merge_error(exc, stop, tables.schema) from exc
+        finally:
+            reader.close()  # a write stopped early leaves DuckDB's result open otherwise
 
-    return await anyio.to_thread.run_sync(run)
+    def interrupt() -> None:
+        stop.set()
+        tables.cursor.interrupt()
+
+    return await interruptible(run, interrupt)
+
+
+def _merge_error(exc: duckdb.Error, stop: threading.Event, schema: str) -> Exception:
+    return Interrupted() if stop.is_set() else MergeFailed(_duckdb_message(exc, schema))
+
+
+def _merge_text(tables: RequestTables, plan: Plan, merge: str | None) -> str:
+    if merge is None:
+        (only,) = plan.order
+        return f"SELECT * FROM {tables.table_name(only)}"
+    tree = parse_merge(merge)
+    missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
+    if missing:
+        raise MergeReadsStripped(missing[0])
+    return qualify(tree, tables.schema, list(plan.nodes))
 
 
 def _tables_of(tree: object) -> set[str]:

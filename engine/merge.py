@@ -10,6 +10,7 @@ step table to the request's schema, since `SET search_path` is refused on a lock
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 import sqlglot
@@ -73,9 +74,11 @@ _FORBIDDEN_FUNCTIONS = (
 )
 
 
+@functools.lru_cache(maxsize=16)
 def parse_merge(sql: str) -> exp.Expression:
     """The merge's single statement (DuckDB dialect). Raises InvalidQuery if it does not
-    parse or holds several statements."""
+    parse or holds several statements. Cached: validation, planning and the merge itself
+    read the same text (callers never mutate the tree; `qualify` copies it)."""
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except ParseError as err:

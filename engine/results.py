@@ -5,6 +5,10 @@ merge's Arrow stream; the sink's DuckDB has file access disabled), named by requ
 renamed into place atomically, so any worker process can page it. Small results are also
 kept in memory. Rows are stored in the merge's order, so a page is a stable slice of it.
 Entries expire after `ttl` seconds; past `max_results` or `max_bytes` the oldest go first.
+
+Every result belongs to the principal whose request made it (kept in the file's metadata, so
+every worker knows it): a lookup by anyone else is a ResultNotFound, as for an id that never
+existed, unless the reader holds the admin grant (the caller audits that).
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ import anyio
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import ResultNotFound
+from engine.errors import ResultNotFound, ResultTooLarge
 
+OWNER_KEY = b"sluice.owner"  # Parquet schema metadata: the principal the result belongs to
 MEMORY_BYTES = 8 * 1024**2  # results up to this size are also cached in memory
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class Interrupted(Exception):
+    """Internal: a write stopped because its request was cancelled."""
 
 
 @dataclass(slots=True)
@@ -45,6 +54,19 @@ class Page:
     rows: list[dict[str, Any]]
     total: int
     has_more: bool
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Who looks a result up: its principal (None without auth) and the admin grant. Left
+    out, a lookup is anonymous: it finds only results stored without an owner."""
+
+    principal: str | None
+    admin: bool = False
+
+
+ANONYMOUS = Reader(None)
 
 
 @dataclass(slots=True)
@@ -54,6 +76,7 @@ class _Entry:
     total: int
     nbytes: int
     columns: list[str]
+    owner: str | None = None
     table: pa.Table | None = None
     row_group_starts: list[int] = field(default_factory=list)
 
@@ -101,13 +124,26 @@ class ResultStore:
     # -- writing ---------------------------------------------------------------------------
 
     def store_reader(
-        self, request_id: str, reader: pa.RecordBatchReader, *, head_rows: int
+        self,
+        request_id: str,
+        reader: pa.RecordBatchReader,
+        *,
+        head_rows: int,
+        owner: str | None = None,
+        stop: threading.Event | None = None,
     ) -> StoredResult:
-        """Write every batch of `reader` (blocking: call it in a worker thread)."""
+        """Write every batch of `reader` (blocking: call it in a worker thread).
+
+        The file may not grow past `max_bytes` (the whole store's bound: a larger result
+        could never be kept): writing stops there with ResultTooLarge, checked after each
+        batch, so at most one batch's row groups pass the bound before the file is removed.
+        A set `stop` event ends the write at the next batch (the request was cancelled)."""
         path = self._path(request_id)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         names = unique_columns(reader.schema.names)
         schema = pa.schema([f.with_name(n) for f, n in zip(reader.schema, names, strict=True)])
+        if owner is not None:
+            schema = schema.with_metadata({OWNER_KEY: owner.encode()})
         head: list[dict[str, Any]] = []
         kept: list[pa.RecordBatch] = []
         kept_bytes = 0
@@ -118,7 +154,11 @@ class ResultStore:
                     batch = pa.RecordBatch.from_arrays(raw.columns, schema=schema)
                     if batch.num_rows == 0:
                         continue
+                    if stop is not None and stop.is_set():
+                        raise Interrupted
                     writer.write_batch(batch, row_group_size=self.row_group_rows)
+                    if tmp.stat().st_size > self.max_bytes:
+                        raise ResultTooLarge(self.max_bytes, "server.max_result_bytes")
                     if len(head) < head_rows:
                         head.extend(batch.slice(0, head_rows - len(head)).to_pylist())
                     total += batch.num_rows
@@ -132,7 +172,13 @@ class ResultStore:
         nbytes = path.stat().st_size
         table = pa.Table.from_batches(kept, schema=schema) if kept_bytes <= MEMORY_BYTES else None
         entry = _Entry(
-            path=path, created=time.time(), total=total, nbytes=nbytes, columns=names, table=table
+            path=path,
+            created=time.time(),
+            total=total,
+            nbytes=nbytes,
+            columns=names,
+            owner=owner,
+            table=table,
         )
         with self._lock:
             self._entries.pop(request_id, None)
@@ -147,16 +193,25 @@ class ResultStore:
             nbytes=nbytes,
         )
 
-    def store_table(self, request_id: str, table: pa.Table, *, head_rows: int) -> StoredResult:
+    def store_table(
+        self, request_id: str, table: pa.Table, *, head_rows: int, owner: str | None = None
+    ) -> StoredResult:
         return self.store_reader(
             request_id,
             pa.RecordBatchReader.from_batches(table.schema, table.to_batches()),
             head_rows=head_rows,
+            owner=owner,
         )
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _entry(self, request_id: str) -> _Entry:
+    def _entry(self, request_id: str, reader: Reader) -> _Entry:
+        entry = self._any_entry(request_id)
+        if entry.owner != reader.principal and not reader.admin:
+            raise ResultNotFound(request_id)  # another principal's result does not exist
+        return entry
+
+    def _any_entry(self, request_id: str) -> _Entry:
         path = self._path(request_id)
         with self._lock:
             entry = self._entries.get(request_id)
@@ -168,37 +223,50 @@ class ResultStore:
                 meta = pq.read_metadata(path)
             except OSError:
                 raise ResultNotFound(request_id) from None
+            arrow_schema = meta.schema.to_arrow_schema()
+            owner = (arrow_schema.metadata or {}).get(OWNER_KEY)
             entry = _Entry(
                 path=path,
                 created=created,
                 total=meta.num_rows,
                 nbytes=path.stat().st_size,
-                columns=meta.schema.to_arrow_schema().names,
+                columns=arrow_schema.names,
+                owner=None if owner is None else owner.decode(),
             )
         if now - entry.created > self.ttl:
             self.delete(request_id)
             raise ResultNotFound(request_id)
         return entry
 
-    def page_sync(self, request_id: str, page: int, size: int) -> Page:
+    def page_sync(
+        self, request_id: str, page: int, size: int, reader: Reader | None = None
+    ) -> Page:
         """Rows `(page-1)*size ...` of a stored result (1-indexed pages), blocking."""
         if page < 1 or size < 1:
             raise ValueError("page and size start at 1")
-        entry = self._entry(request_id)
+        entry = self._entry(request_id, reader or ANONYMOUS)
         start = (page - 1) * size
         stop = min(start + size, entry.total)
         if start >= entry.total:
-            return Page(columns=entry.columns, rows=[], total=entry.total, has_more=False)
+            return Page(
+                columns=entry.columns, rows=[], total=entry.total, has_more=False, owner=entry.owner
+            )
         if entry.table is not None:
             rows = entry.table.slice(start, stop - start).to_pylist()
         else:
             rows = self._read_range(entry, start, stop)
         return Page(
-            columns=entry.columns, rows=rows, total=entry.total, has_more=stop < entry.total
+            columns=entry.columns,
+            rows=rows,
+            total=entry.total,
+            has_more=stop < entry.total,
+            owner=entry.owner,
         )
 
-    async def page(self, request_id: str, page: int, size: int) -> Page:
-        return await anyio.to_thread.run_sync(self.page_sync, request_id, page, size)
+    async def page(
+        self, request_id: str, page: int, size: int, reader: Reader | None = None
+    ) -> Page:
+        return await anyio.to_thread.run_sync(self.page_sync, request_id, page, size, reader)
 
     def _read_range(self, entry: _Entry, start: int, stop: int) -> list[dict[str, Any]]:
         """Read only the row groups that hold rows [start, stop)."""
@@ -221,13 +289,13 @@ class ResultStore:
         rows: list[dict[str, Any]] = table.slice(start - first_offset, stop - start).to_pylist()
         return rows
 
-    def file(self, request_id: str) -> Path:
+    def file(self, request_id: str, reader: Reader | None = None) -> Path:
         """The stored result's Parquet file (whole-result downloads). Raises ResultNotFound."""
-        self._entry(request_id)
+        self._entry(request_id, reader or ANONYMOUS)
         return self._path(request_id)
 
-    def info(self, request_id: str) -> tuple[list[str], int]:
-        entry = self._entry(request_id)
+    def info(self, request_id: str, reader: Reader | None = None) -> tuple[list[str], int]:
+        entry = self._entry(request_id, reader or ANONYMOUS)
         return entry.columns, entry.total
 
     # -- eviction --------------------------------------------------------------------------

@@ -108,6 +108,20 @@ class StoredLog(msgspec.Struct, frozen=True):
     message: str
 
 
+_KEY_SEP = "\x1f"  # between the principal and the client's key in a stored key
+
+
+def scoped_key(principal: str | None, key: str) -> str:
+    """An idempotency key as stored: per principal, so one principal's key never finds (or
+    conflicts with, or names) another's run."""
+    return f"{principal or ''}{_KEY_SEP}{key}"
+
+
+def client_key(stored: str) -> str:
+    """The key as its client sent it (records stored before scoping have no separator)."""
+    return stored.split(_KEY_SEP, 1)[1] if _KEY_SEP in stored else stored
+
+
 class IdempotencyConflict(SluiceError):
     """Raised when an idempotency key is reused with a different payload (HTTP 409)."""
 
@@ -115,6 +129,7 @@ class IdempotencyConflict(SluiceError):
     status = 409
 
     def __init__(self, key: str, run_id: str) -> None:
+        key = client_key(key)
         super().__init__(
             f"idempotency key {key!r} was already used by run {run_id} with a different payload",
             suggestion="use a new idempotency_key, or resend exactly the original request",
@@ -305,9 +320,19 @@ class RunStore(ABC):
         until: float | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        owner: str | None = None,
+        any_owner: bool = True,
     ) -> builtins.list[RunRecord]:
+        """Runs, newest first. `any_owner=False`: only those of principal `owner` (None:
+        the runs submitted without a principal)."""
         where: builtins.list[str] = []
         args: builtins.list[Any] = []
+        if not any_owner:
+            if owner is None:
+                where.append("principal IS NULL")
+            else:
+                where.append("principal = ?")
+                args.append(owner)
         if status:
             where.append(f"status IN ({', '.join('?' for _ in status)})")
             args += list(status)

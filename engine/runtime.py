@@ -31,7 +31,11 @@ class Runtime:
             ttl_seconds=server.discovery_ttl_seconds,
             max_concurrent_queries=server.max_concurrent_queries_per_database,
         )
-        self.sink = Sink()
+        self.sink = Sink(
+            memory_limit=config.limits.merge_memory_limit,
+            temp_directory=str(Path(config.server.data_dir) / "merge_spill"),
+            max_temp_size=config.limits.merge_temp_limit,
+        )
         self.store = ResultStore(
             Path(server.data_dir) / "results",
             ttl=server.result_ttl_seconds,

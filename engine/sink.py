@@ -118,7 +118,7 @@ class Sink:
         path: a database file (e.g. under the data dir) or None for an in-memory database.
         threads: DuckDB worker threads (default: the core count).
         memory_limit: e.g. "4GB" (default: half the machine's memory); DuckDB spills past it
-            when `path` is a file.
+            into `temp_directory` (at most `max_temp_size`), else fails the merge.
     """
 
     def __init__(
@@ -127,18 +127,22 @@ class Sink:
         *,
         threads: int | None = None,
         memory_limit: str | None = None,
+        temp_directory: str | None = None,
+        max_temp_size: str | None = None,
     ) -> None:
-        self.conn = duckdb.connect(
-            path or ":memory:",
-            config={
-                "enable_external_access": False,
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-                "threads": threads or os.cpu_count() or 1,
-                "memory_limit": memory_limit or _memory_limit(),
-                "lock_configuration": True,
-            },
-        )
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "threads": threads or os.cpu_count() or 1,
+            "memory_limit": memory_limit or _memory_limit(),
+        }
+        if temp_directory is not None:  # past memory_limit a merge spills here, up to a cap
+            config["temp_directory"] = temp_directory
+        if max_temp_size is not None:
+            config["max_temp_directory_size"] = max_temp_size
+        config["lock_configuration"] = True
+        self.conn = duckdb.connect(path or ":memory:", config=config)
         self._lock = threading.Lock()  # conn.cursor() from several threads at once
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

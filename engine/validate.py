@@ -20,6 +20,8 @@ from engine.merge import check_merge, parse_merge
 
 # step ids become DuckDB table names, written unquoted in merges
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# a link column: a column name or a dotted path to a nested field (MQL), nothing else
+LINK_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,127}(\.[A-Za-z_$][A-Za-z0-9_$]{0,127}){0,15}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,14 @@ def _resolve_link(step: StepSpec, by_id: dict[str, StepSpec]) -> Link | None:
         parent, column = step.depends_on[0], step.link_from
     if not column or not step.link_to:
         raise InvalidQuery(f"step {sid!r}: empty link column", step_id=sid)
+    for name, value in (("link_from", column), ("link_to", step.link_to)):
+        if not LINK_COLUMN.match(value):
+            raise InvalidQuery(
+                f"step {sid!r}: {name} {value!r} is not a column name",
+                step_id=sid,
+                suggestion="name one column of the step's result (letters, digits, _, $; "
+                "a dotted path for a nested field)",
+            )
     return Link(parent=parent, from_column=column, to_column=step.link_to)
 
 

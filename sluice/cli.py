@@ -45,6 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     server_settings = {k: v for k, v in flags.items() if v is not None}
     host = args.host or config.server.host
+    os.environ["SLUICE_BIND_HOST"] = host  # the app's Host allow-list follows the bind
     port = args.port if args.port is not None else config.server.port
     url = f"http://{host}:{port}"
     if demo:

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from connectors.errors import QueryTimedOut
-from engine.errors import InvalidQuery, MergeFailed, StepFailed
+from engine.errors import InvalidQuery, MergeFailed, MergeReadsStripped, StepFailed
 from engine.ir import FederatedQuery
 from engine.sink import Sink
 from tests.engine.conftest import Run
@@ -57,7 +57,7 @@ async def test_stripped_step_and_its_dependants_are_dropped(run: Run) -> None:
 async def test_merge_over_a_stripped_step_fails_clearly(run: Run) -> None:
     q = fq([CUSTOMERS, ITEMS], "SELECT * FROM s0 JOIN s1 ON s1.order_id = s0.id")
     only_root = {k: v for k, v in checked(q).items() if k == "s0"}
-    with pytest.raises(MergeFailed, match="'s1', which was stripped"):
+    with pytest.raises(MergeReadsStripped, match="'s1', which was stripped"):
         await run(q, checked_steps=only_root)
 
 

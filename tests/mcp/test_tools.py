@@ -107,7 +107,9 @@ async def test_catalog_tools_answer_what_rest_answers(mcp_env: Env, transport: s
         assert not err
         assert dbs == rest(mcp_env, "GET", "/v1/databases?size=100").json()
         assert [d["name"] for d in dbs["databases"]] == ["pg", "lite", "duck"]
-        assert "- pg (postgresql, speaks sql, reachable): events, secrets" in text
+        # `secrets` is denied to every principal: the catalog does not list it (issue 11)
+        assert "- pg (postgresql, speaks sql, reachable): events\n" in text
+        assert "secrets" not in text
 
         err, table, text = await call(
             client, "describe_table", {"database": "pg", "table": "events"}
@@ -321,7 +323,7 @@ async def test_database_schemas_are_resources(mcp_env: Env, transport: str):
         entry = json.loads(got.contents[0].text)
         want = rest(mcp_env, "GET", "/v1/databases?size=100").json()["databases"][0]
         assert entry == want
-        assert [t["name"] for t in entry["tables"]] == ["events", "secrets"]
+        assert [t["name"] for t in entry["tables"]] == ["events"]  # secrets: denied to all
         with pytest.raises(MCPError) as exc:
             await client.read_resource("sluice://databases/nope")
         assert exc.value.code == -32002 and "nope" in exc.value.message

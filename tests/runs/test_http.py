@@ -250,7 +250,11 @@ def test_submit_errors(server: RunServer) -> None:
         )
         body = assert_error_envelope(h.post("/v1/runs", json={"config": write}), 422, "blocked")
         assert body["error"]["details"]["stage"]
-        assert_error_envelope(h.post("/v1/runs", content=b"{nope"), 400, "invalid_body")
+        assert_error_envelope(
+            h.post("/v1/runs", content=b"{nope", headers={"Content-Type": "application/json"}),
+            400,
+            "invalid_body",
+        )
         assert_error_envelope(h.get("/v1/runs/0123"), 404, "run_not_found")
         assert_error_envelope(h.delete("/v1/runs/0123"), 404)
         assert_error_envelope(h.get("/v1/runs", params={"limit": 501}), 400)

@@ -45,7 +45,7 @@ class Clock:
 
 def client(config: Config = CONFIG, clock: Clock | None = None) -> httpx.AsyncClient:
     app = RequestIdMiddleware(BearerAuth(echo, config, clock=clock or Clock()))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 async def test_valid_tokens_set_the_principal() -> None:
