@@ -50,7 +50,7 @@ from connectors.base import (
     TableInfo,
 )
 from connectors.config import DatabaseConfig, FileSettings
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 from connectors.vector_query import (
     DEFAULT_LIMIT,
     And,
@@ -388,7 +388,7 @@ class LanceDBConnector:
             try:
                 yield
             except InvalidVectorQuery as exc:
-                raise QueryFailed(db, exc.message, suggestion=exc.suggestion) from exc
+                raise QueryRejected(db, exc.message, hint=exc.suggestion) from exc
             except (ValueError, RuntimeError, OSError, pa.ArrowException) as exc:
                 if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
                     raise QueryTimedOut(db, statement.timeout) from exc

@@ -38,7 +38,7 @@ import pyarrow as pa
 from connectors.arrow_rows import rows_to_arrow
 from connectors.base import Batch, Column, FieldInfo, LinkFilter, Statement, TableInfo
 from connectors.config import DatabaseConfig
-from connectors.errors import QueryFailed
+from connectors.errors import QueryFailed, QueryRejected
 from connectors.postgres import (
     CLIENT_GRACE_S,
     PostgresConnector,
@@ -276,7 +276,7 @@ class PgvectorConnector(PostgresConnector):
         try:
             query = parse(statement.text)
         except InvalidVectorQuery as exc:
-            raise QueryFailed(db, exc.message, suggestion=exc.suggestion) from exc
+            raise QueryRejected(db, exc.message, hint=exc.suggestion) from exc
         if not query.is_read:
             if statement.readonly:
                 raise read_only_refusal(db, query.intent)
@@ -287,7 +287,7 @@ class PgvectorConnector(PostgresConnector):
         try:
             sql, params, columns, settings = await self._compile_read(query, layout, statement)
         except InvalidVectorQuery as exc:
-            raise QueryFailed(db, exc.message, suggestion=exc.suggestion) from exc
+            raise QueryRejected(db, exc.message, hint=exc.suggestion) from exc
         inner = Statement(
             text=sql,
             params=params,
@@ -385,7 +385,7 @@ class PgvectorConnector(PostgresConnector):
             layout = await self._layout(collection, statement, deadline)
             sql, params = _write_sql(query, layout)
         except InvalidVectorQuery as exc:
-            raise QueryFailed(db, exc.message, suggestion=exc.suggestion) from exc
+            raise QueryRejected(db, exc.message, hint=exc.suggestion) from exc
         return await super().execute_write(_write_statement(statement, sql, params))
 
     # -- discovery and links ---------------------------------------------------------------

@@ -51,7 +51,7 @@ from connectors.base import (
     TableInfo,
 )
 from connectors.config import DatabaseConfig, ServerSettings
-from connectors.errors import ConnectorUnavailable, QueryFailed, QueryTimedOut
+from connectors.errors import ConnectorUnavailable, QueryFailed, QueryRejected, QueryTimedOut
 from connectors.mongo_flatten import RowShaper
 from connectors.vector_query import (
     And,
@@ -343,7 +343,7 @@ class QdrantConnector:
             try:
                 yield
             except InvalidVectorQuery as exc:
-                raise QueryFailed(db, exc.message, suggestion=exc.suggestion) from exc
+                raise QueryRejected(db, exc.message, hint=exc.suggestion) from exc
             except (ConnectorUnavailable, QueryFailed, QueryTimedOut):
                 raise
             except Exception as exc:  # qdrant-client raises httpx/grpc/pydantic/ValueError

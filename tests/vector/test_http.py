@@ -481,7 +481,7 @@ HOSTILE: list[tuple[str, dict[str, Any], int, str | None]] = [
     (
         "wrong dimension upsert",
         {"intent": "upsert", "points": [{"id": 1, "vector": [0.1] * 3}]},
-        500,
+        400,
         None,
     ),
     ("SQL in a value", {"intent": "delete", "filter": {"description": "x' OR '1'='1"}}, 200, None),
@@ -516,7 +516,10 @@ def test_huge_limit_is_capped_and_reported(env: Env) -> None:
 def test_wrong_dimension_search_is_refused(env: Env) -> None:
     for db in ("lance", "pgv", "qdr"):
         r = env.simple(db, "products", {"intent": "search", "vector": [0.1] * 17})
-        assert r.status_code == 500 and "dimensions" in r.json()["error"]["message"], r.text
+        # the backend refuses it before any I/O: the body is wrong, a 400 naming the dimensions
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "query_rejected"
+        assert "dimensions" in r.json()["error"]["message"], r.text
 
 
 def test_denied_field_is_refused(env: Env) -> None:
