@@ -25,6 +25,7 @@ from tests.servers import PgServer, fresh_pg
 
 ANALYST = "analyst-" + "a" * 24  # reads pg (not secrets) and lite
 LIMITED = "limited-" + "l" * 24  # the analyst's grants, 5 requests a minute
+OTHER = "other-" + "o" * 26  # the analyst's grants, another principal
 EVENTS = 2_500
 INLINE_ROWS = 40
 REPO = Path(__file__).resolve().parents[2]
@@ -75,6 +76,8 @@ auth:
     - token: {LIMITED}
       principal: limited
       requests_per_minute: 5
+    - token: {OTHER}
+      principal: other
 permissions:
   default:
     lite: {{level: R}}
@@ -82,6 +85,8 @@ permissions:
     analyst:
 {grants}
     limited:
+{grants}
+    other:
 {grants}
 safety:
   max_rows_per_query: 5000
