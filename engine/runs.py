@@ -490,13 +490,16 @@ class RunManager:
                     if reason == "cancelled"
                     else "cancelled: the server shut down before the run finished",
                 )
-        except TimeoutError:
+        except TimeoutError as exc:
             status = RunStatus.FAILED
-            error = RunError(
-                code="run_timeout",
-                reason="timeout",
-                message=f"the run exceeded timeout_secs={record.timeout_secs:g}",
+            # without timeout_secs the deadline was not the run's own (a bare TimeoutError
+            # from below): say so rather than fail formatting a missing number
+            limit = (
+                f"the run exceeded timeout_secs={record.timeout_secs:g}"
+                if record.timeout_secs is not None
+                else f"a step timed out: {exc or 'no detail'}"
             )
+            error = RunError(code="run_timeout", reason="timeout", message=limit)
         except SluiceError as exc:
             status = RunStatus.FAILED
             error = RunError(
