@@ -127,7 +127,14 @@ class BrowserGuard:
     async def _refuse(
         self, scope: Scope, send: Send, status: int, code: str, message: str, suggestion: str
     ) -> None:
-        await send_envelope(send, status, request_id_of(scope), code, message, suggestion)
+        # The request's body is never read, so the connection cannot carry another request:
+        # say so, or a client reusing it finds it dropped ("Server disconnected").
+        async def closing(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                msg = {**msg, "headers": [*msg.get("headers", []), (b"connection", b"close")]}
+            await send(msg)
+
+        await send_envelope(closing, status, request_id_of(scope), code, message, suggestion)
 
 
 def _has_body(headers: dict[bytes, bytes]) -> bool:
