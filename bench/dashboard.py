@@ -158,7 +158,7 @@ def thin(server: str, workers: int, dsn: str = TARGETS.pg_dsn) -> Iterator[tuple
             "-m",
             "bench.thin_service",
             "--dsn",
-            TARGETS.pg_dsn,
+            dsn,
             "--port",
             str(port),
             "--server",
@@ -194,6 +194,7 @@ def thin(server: str, workers: int, dsn: str = TARGETS.pg_dsn) -> Iterator[tuple
                 with contextlib.suppress(OSError):
                     os.kill(pid, 9)
             proc.wait()
+        log.close()
         os.unlink(log.name)
 
 
