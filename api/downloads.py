@@ -4,16 +4,15 @@ GET /v1/runs/{id}/result, streamed one row group at a time (engine/export.py).""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import anyio
+import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api.errors import ApiError
 from engine.export import FORMATS, iter_chunks
-from engine.results import Reader
+from engine.results import Reader, ResultStore
 
 FORMAT_HELP = "parquet, csv, ndjson or arrow (an Arrow IPC stream)"
 
@@ -31,23 +30,26 @@ def format_param(request: Request, default: str | None) -> str | None:
     return fmt
 
 
-def download(
-    store: Any, result_id: str, fmt: str, reader: Reader, name: str | None = None
+async def download(
+    store: ResultStore, result_id: str, fmt: str, reader: Reader, name: str | None = None
 ) -> Response:
     """The stored result in `fmt`, as an attachment, if `reader` may read it. Raises
     ResultNotFound (another principal's result included)."""
-    path = store.file(result_id, reader)
+    source = await store.open_file(result_id, reader)
     filename = f"{name or result_id}.{fmt}".replace('"', "")
     return StreamingResponse(
-        stream_result(path, fmt),
+        stream_result(source, fmt),
         media_type=FORMATS[fmt],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
-async def stream_result(path: Path, fmt: str) -> AsyncIterator[bytes]:
+async def stream_result(source: pa.NativeFile, fmt: str) -> AsyncIterator[bytes]:
     """The stored result converted in a worker thread: memory stays at one batch whatever
-    the result's size."""
-    chunks = iter_chunks(path, fmt)
-    while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-        yield chunk
+    the result's size. The file is closed at the end (or when the client goes)."""
+    try:
+        chunks = iter_chunks(source, fmt)
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        source.close()

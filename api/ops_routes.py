@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import anyio
@@ -50,8 +49,7 @@ async def readyz(request: Request) -> Response:
     if results is None:
         checks["result_store"] = "not started"
     else:
-        ok = os.access(results.dir, os.W_OK)
-        checks["result_store"] = "ok" if ok else f"not writable: {results.dir}"
+        checks["result_store"] = await results.ready()
     catalog = getattr(state, "catalog", None)
     reachable = catalog.reachable_count if catalog is not None else 0
     total = len(catalog.names()) if catalog is not None else 0

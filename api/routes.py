@@ -325,7 +325,7 @@ async def result_page(request: Request) -> env.ResultPage | Response:
     rid = request.path_params["request_id"]
     fmt = format_param(request, None)
     if fmt is not None:  # the whole result as a file, like a run's
-        return download(request.app.state.service.store, rid, fmt, reader_of(request))
+        return await download(request.app.state.service.store, rid, fmt, reader_of(request))
     page = int_param(request, "page", 1, lo=1, hi=10_000_000)
     size = int_param(request, "size", 100, lo=1, hi=10_000)
     store = request.app.state.service.store

@@ -279,7 +279,7 @@ async def run_result(request: Request) -> Response:
             suggestion="wait for status completed (GET /v1/runs/{id})",
         )
     store = request.app.state.service.store
-    return download(store, record.run_id, fmt, reader_of(request), record.name)
+    return await download(store, record.run_id, fmt, reader_of(request), record.name)
 
 
 RUN_ENDPOINTS: list[Endpoint] = [

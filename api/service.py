@@ -331,7 +331,7 @@ class QueryService:
         if isinstance(result, QuerySuccess):
             cut = [m.step_id for m in result.metadata.steps if m.status == Outcome.TRUNCATED]
             if cut:
-                self.store.delete(result.request_id)
+                await anyio.to_thread.run_sync(self.store.delete, result.request_id)
                 raise ResultTruncated(cut, cap, self.config.export_rows_for(ctx.principal))
         return result
 

@@ -24,6 +24,7 @@ from connectors import registry
 from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, allowed_keys
 from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
+from engine.pg_pool import is_url
 from engine.yaml_doc import load_yaml
 from safety.config import Permissions, SafetyConfig
 
@@ -70,6 +71,21 @@ class ServerConfig(Base, frozen=True):
     cors_origins: list[str] = msgspec.field(default_factory=list)  # browser apps allowed
 
 
+class ResultsConfig(Base, frozen=True):
+    """Where stored results live: `local` Parquet files under `<data_dir>/results`, or `s3`
+    (an S3-compatible bucket, with its index in PostgreSQL) shared by many processes."""
+
+    store: Literal["local", "s3"] = "local"
+    endpoint: str | None = None  # http(s)://host:port of the S3-compatible server
+    bucket: str | None = None
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9_.\-]+/)*$")] = "sluice/results/"
+    region: str = "us-east-1"
+    # the environment variables holding the credentials (never the yaml)
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 (a variable's name)
+    index: str | None = None  # postgresql://...; default: server.run_store
+
+
 class LimitsConfig(Base, frozen=True):
     """Bounds on every piece of work one request can ask for (enforced while it grows)."""
 
@@ -93,6 +109,7 @@ class Config(Base, frozen=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    results: ResultsConfig = msgspec.field(default_factory=ResultsConfig)
     source: str = "<defaults>"  # the file it came from, for messages
 
     def export_rows_for(self, principal: str | None) -> int:
@@ -122,9 +139,30 @@ SECTIONS: dict[str, type[Base]] = {
     "auth": AuthConfig,
     "server": ServerConfig,
     "limits": LimitsConfig,
+    "results": ResultsConfig,
 }
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _results_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The shared result store needs a bucket and an index in PostgreSQL."""
+    results: ResultsConfig | None = values.get("results")
+    if results is None or results.store != "s3":
+        return []
+    found: list[tuple[str, str]] = []
+    if not results.bucket:
+        found.append(("results.bucket", "`store: s3` needs a bucket"))
+    server: ServerConfig = values.get("server") or ServerConfig()
+    if not is_url(results.index or server.run_store):
+        found.append(
+            (
+                "results.index",
+                "`store: s3` keeps its index in PostgreSQL: set results.index or "
+                "server.run_store to a postgresql://... URL",
+            )
+        )
+    return found
 
 
 class _Problems:
@@ -313,6 +351,9 @@ def load_config_text(
                     f"auth.tokens[{i}]",
                     "give exactly one of `token` (e.g. ${SLUICE_TOKEN}) or `token_sha256`",
                 )
+
+    for key, message in _results_problems(values):
+        problems.add(_line_of(doc, "results"), key, message)
 
     databases: list[DatabaseConfig] = []
     raw_dbs = doc.get("databases")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import pyarrow as pa
 
 FORMATS: dict[str, str] = {
     "parquet": "application/vnd.apache.parquet",
@@ -32,10 +33,20 @@ def format_for(path: str | Path) -> str:
 
 
 def iter_chunks(
-    path: str | Path, fmt: str, *, chunk: int = 1 << 20, batch_rows: int = 10_000
+    source: str | Path | pa.NativeFile,
+    fmt: str,
+    *,
+    chunk: int = 1 << 20,
+    batch_rows: int = 10_000,
 ) -> Iterator[bytes]:
+    """`source` (a Parquet file's path, or the file opened: the caller closes it) in `fmt`."""
     if fmt == "parquet":
-        with open(path, "rb") as f:
+        if isinstance(source, pa.NativeFile):
+            source.seek(0)
+            while data := source.read(chunk):
+                yield data
+            return
+        with open(source, "rb") as f:
             while data := f.read(chunk):
                 yield data
         return
@@ -43,9 +54,9 @@ def iter_chunks(
     import pyarrow.parquet as pq
 
     if fmt == "arrow":
-        yield from _arrow_stream(path, batch_rows)
+        yield from _arrow_stream(source, batch_rows)
         return
-    with pq.ParquetFile(path) as file:
+    with pq.ParquetFile(source) as file:
         first = True
         for batch in file.iter_batches(batch_size=batch_rows):
             if fmt == "csv":
@@ -59,13 +70,12 @@ def iter_chunks(
                 raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def _arrow_stream(path: str | Path, batch_rows: int) -> Iterator[bytes]:
+def _arrow_stream(source: str | Path | pa.NativeFile, batch_rows: int) -> Iterator[bytes]:
     """The Arrow IPC stream format: the schema, then one message per batch, then the end
     marker; each yielded as soon as it is written."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as file:
+    with pq.ParquetFile(source) as file:
         buf = io.BytesIO()
         with pa.ipc.new_stream(buf, file.schema_arrow) as writer:
             for batch in file.iter_batches(batch_size=batch_rows):

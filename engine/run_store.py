@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import msgspec
 
 from connectors.errors import SluiceError
+from engine.pg_pool import is_url, open_pool, split_url
 
 
 class RunStatus(StrEnum):
@@ -599,31 +599,18 @@ class PostgresRunStore(RunStore):
     exclusive = False
 
     def __init__(self, url: str, *, pool_size: int = 4) -> None:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        self.schema = query.pop("schema", None)
-        self.dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        self.url = url
+        self.dsn, self.schema = split_url(url)
         self.pool_size = pool_size
         self._pool: Any = None
 
     async def open(self) -> None:
-        import asyncpg
-
-        settings = {"search_path": self.schema} if self.schema else {}
-        if self.schema:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            finally:
-                await conn.close()
-        self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self.pool_size, server_settings=settings
+        self._pool = await open_pool(
+            self.url,
+            pool_size=self.pool_size,
+            tables=SCHEMA.format(real="DOUBLE PRECISION"),
+            lock_key=727274,
         )
-        async with self._pool.acquire() as conn:
-            # one process creates the tables; concurrent starts wait on this lock
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(727274)")
-                await conn.execute(SCHEMA.format(real="DOUBLE PRECISION"))
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -676,7 +663,7 @@ class PostgresRunStore(RunStore):
 def open_store(url: str | None, data_dir: str | os.PathLike[str]) -> RunStore:
     """`postgresql://...` (optionally `?schema=runs`) or a SQLite path; default
     `<data_dir>/runs.sqlite`."""
-    if url and url.startswith(("postgresql://", "postgres://")):
+    if url and is_url(url):
         return PostgresRunStore(url)
     if url and url.startswith("sqlite:///"):
         return SqliteRunStore(url.removeprefix("sqlite:///"))

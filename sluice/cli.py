@@ -224,7 +224,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             for w in result.safety.warnings:
                 print(f"warning: {w}", file=sys.stderr)
             if args.output:
-                return write_output(session, result, args.output, out_format)
+                return await write_output(session, result, args.output, out_format)
             if args.format == "json":
                 sys.stdout.write(ENCODER.encode(result).decode() + "\n")
                 return EXIT_OK
@@ -239,14 +239,18 @@ def cmd_query(args: argparse.Namespace) -> int:
     return anyio.run(go)
 
 
-def write_output(session: Any, result: Any, target: str, fmt: str | None) -> int:
+async def write_output(session: Any, result: Any, target: str, fmt: str | None) -> int:
     """The whole stored result (not only the inline rows) to a file, in its format."""
     from engine.export import format_for, iter_chunks
 
-    source = session.service.store.file(result.request_id)
-    with open(target, "wb") as out:
-        for chunk in iter_chunks(source, fmt or format_for(target)):
-            out.write(chunk)
+    source = await session.service.store.open_file(result.request_id)
+
+    def write() -> None:
+        with source, open(target, "wb") as out:
+            for chunk in iter_chunks(source, fmt or format_for(target)):
+                out.write(chunk)
+
+    await anyio.to_thread.run_sync(write)
     print(f"wrote {result.data.row_count:,} rows to {target}", file=sys.stderr)
     return EXIT_OK
 

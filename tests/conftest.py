@@ -14,7 +14,7 @@ import pytest
 
 from connectors import registry as connectors_registry
 from safety.languages import registry as languages_registry
-from tests import es_server
+from tests import es_server, s3_server
 from tests.servers import MySQLServer, PgServer, fresh_mysql, fresh_pg
 
 
@@ -63,3 +63,17 @@ def es_url() -> Iterator[str]:
         yield server.url
     finally:
         es_server.stop(server)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[s3_server.S3Server]:
+    """A SeaweedFS S3 server with an empty bucket, started for this session (only when a test
+    asks for it), stopped at the end; failing to start fails the tests that need it."""
+    try:
+        server = s3_server.start()
+    except s3_server.S3StartError as exc:
+        pytest.fail(f"the SeaweedFS test server did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        s3_server.stop(server)

@@ -24,7 +24,7 @@ from connectors.base import Connector
 from connectors.registry import database_config
 from engine.federated import FederatedResult, run_federated
 from engine.ir import FederatedQuery
-from engine.results import ResultStore
+from engine.results import DiskResultStore, ResultStore
 from engine.sink import Sink
 from safety.config import SafetyConfig
 from safety.types import CheckedStep
@@ -155,7 +155,7 @@ def sink() -> Iterator[Sink]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> ResultStore:
-    return ResultStore(tmp_path / "results")
+    return DiskResultStore(tmp_path / "results")
 
 
 @pytest.fixture
