@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from engine.run_store import TERMINAL
+from engine.run_records import TERMINAL
 
 _JSON = msgspec.json.Decoder()
 

@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.version import VERSION
-from engine.runs import RunHooks
+from engine.run_state import RunHooks
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "<unmatched>"
@@ -299,7 +299,7 @@ def audit_dropped(n: int, metrics: Metrics = METRICS) -> None:
 
 
 class RunMetrics(RunHooks):
-    """The run manager's hooks (engine.runs.RunHooks) writing into Metrics."""
+    """The run manager's hooks (engine.run_state.RunHooks) writing into Metrics."""
 
     def __init__(self, metrics: Metrics = METRICS) -> None:
         self.m = metrics

@@ -17,14 +17,14 @@ from connectors.errors import SluiceError
 from engine.dagfile import DagInvalid, DagParseError, parse_dag
 from engine.dagfile import to_query as dag_to_query
 from engine.ir import FederatedQuery
-from engine.run_store import scoped_key
-from engine.runs import run_digest
+from engine.run_admission import run_digest
+from engine.run_records import scoped_key
 
 if TYPE_CHECKING:
     from api.run_envelopes import RunSubmit
     from api.service import QueryService, RequestContext
     from engine.catalog import Catalog
-    from engine.run_store import RunRecord
+    from engine.run_records import RunRecord
     from engine.runs import RunManager
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from api.envelopes import Body
-from engine.run_store import (
+from engine.run_records import (
     RunRecord,
     RunStatus,
     StepState,

@@ -14,8 +14,11 @@ from api.envelopes import QuerySuccess
 from api.service import bounded
 from engine.execute import Outcome, StepProgress
 from engine.ir import FederatedQuery
-from engine.run_store import RunRecord, StepStatus, open_store
-from engine.runs import RunManager, RunOutcome, RunProgress
+from engine.run_execution import RunOutcome
+from engine.run_records import RunRecord, StepStatus
+from engine.run_state import RunProgress, RunSettings
+from engine.run_store import open_store
+from engine.runs import RunManager
 
 if TYPE_CHECKING:
     from api.service import QueryService
@@ -77,11 +80,6 @@ def build_run_manager(config: Config, service: QueryService) -> RunManager:
     return RunManager(
         open_store(server.run_store, server.data_dir),
         service_executor(service),
-        max_concurrent_runs=server.max_concurrent_runs,
-        max_queued_runs=server.max_queued_runs,
-        grace_secs=server.run_grace_seconds,
-        key_ttl_secs=server.idempotency_ttl_seconds,
-        stale_secs=server.run_stale_seconds,
-        log_capacity=server.run_log_lines,
+        RunSettings.of(server),
         hooks=m.RunMetrics(),
     )

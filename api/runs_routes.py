@@ -5,7 +5,8 @@ split by concern: admission of a submitted run (api/run_admission.py: parsing, v
 safety verdicts, database pings, answered synchronously), execution (api/run_execution.py:
 a run goes through `QueryService.federated` with the run id as the result id, so
 `/v1/results/{run_id}` pages it and `/v1/runs/{id}/result` downloads it), queueing and
-lifecycle (engine/runs.py) and durability (engine/run_store.py).
+lifecycle (engine/runs.py, composing engine/run_admission.py, run_execution.py and
+run_upkeep.py) and durability (engine/run_store.py).
 """
 
 from __future__ import annotations
@@ -36,14 +37,10 @@ from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery
 from engine.offload import off_loop
 from engine.results import Reader
-from engine.run_store import (
-    RunRecord,
-    encode_cursor,
-)
-from engine.runs import (
-    RunManager,
-    RunNotFound,
-)
+from engine.run_errors import RunNotFound
+from engine.run_records import RunRecord, RunStatus
+from engine.run_store import encode_cursor
+from engine.runs import RunManager
 
 if TYPE_CHECKING:
     from api.service import QueryService
@@ -58,9 +55,6 @@ from api.run_envelopes import (
     RunView,
     rfc3339,
     view,
-)
-from engine.run_store import (
-    RunStatus,
 )
 
 

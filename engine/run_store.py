@@ -1,9 +1,10 @@
-"""The durable run store: run records, idempotency keys and a bounded log tail per run.
+"""Durability of runs: the run store holds run records, idempotency keys and a bounded log tail
+per run, behind one interface (`RunStore`) over two backends.
 
-Embedded SQLite by default (`<data_dir>/runs.sqlite`, WAL, one connection used by one worker
-thread at a time, so there is exactly one writer); with a `postgresql://...` URL the same
-tables live in PostgreSQL (asyncpg), so several server processes share one queue. SQL is
-written once with `?` placeholders; the PostgreSQL store numbers them.
+Embedded SQLite by default (engine/run_store_sqlite.py, `<data_dir>/runs.sqlite`); with a
+`postgresql://...` URL the same tables live in PostgreSQL (engine/run_store_postgres.py), so
+several server processes share one queue. SQL is written once here with `?` placeholders; the
+PostgreSQL store numbers them.
 
 Idempotency is enforced by the primary key of `run_idempotency` inside the transaction that
 inserts the run: two concurrent submits with one key create one run, across processes.
@@ -14,150 +15,17 @@ from __future__ import annotations
 import base64
 import builtins
 import os
-import re
-import secrets
-import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import anyio
 import msgspec
 
-from connectors.errors import SluiceError
-from engine.pg_pool import is_url, open_pool, split_url
-
-
-class RunStatus(StrEnum):
-    """A run's status, the one list of them (the API, the CLI and the client use it)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class StepStatus(StrEnum):
-    """A run step's state (`truncated`: finished at its row cap)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    TRUNCATED = "truncated"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL: frozenset[RunStatus] = frozenset(
-    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
-)
-RESTART_MESSAGE = "the server stopped while this run was running; marked failed (server_restart)"
-
-
-class StepState(msgspec.Struct, kw_only=True):
-    step_id: str
-    state: StepStatus = StepStatus.PENDING
-    rows: int = 0
-    latency_ms: float | None = None
-
-
-class RunError(msgspec.Struct, kw_only=True):
-    code: str
-    message: str
-    reason: str | None = None  # timeout, server_restart, shutdown, cancelled, ...
-
-
-class RunRecord(msgspec.Struct, kw_only=True):
-    """One run as stored. Times are epoch seconds; `config` is the canonical JSON of the
-    federated query, `payload_hash` what idempotent replays are compared on."""
-
-    run_id: str
-    status: str
-    submitted_at: float
-    config: str
-    payload_hash: str
-    name: str | None = None
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
-    started_at: float | None = None
-    finished_at: float | None = None
-    records_written: int = 0
-    steps: list[StepState] = msgspec.field(default_factory=list)
-    error: RunError | None = None
-    idempotency_key: str | None = None
-    doctor_report: list[dict[str, Any]] | None = None
-    timeout_secs: float | None = None
-    principal: str | None = None
-    owner: str | None = None
-    heartbeat_at: float | None = None
-    cancel_requested: bool = False
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-
-class StoredLog(msgspec.Struct, frozen=True):
-    seq: int
-    ts: float
-    level: str
-    message: str
-
-
-_KEY_SEP = "\x1f"  # between the principal and the client's key in a stored key
-
-
-def scoped_key(principal: str | None, key: str) -> str:
-    """An idempotency key as stored: per principal, so one principal's key never finds (or
-    conflicts with, or names) another's run."""
-    return f"{principal or ''}{_KEY_SEP}{key}"
-
-
-def client_key(stored: str) -> str:
-    """The key as its client sent it (records stored before scoping have no separator)."""
-    return stored.split(_KEY_SEP, 1)[1] if _KEY_SEP in stored else stored
-
-
-class IdempotencyConflict(SluiceError):
-    """Raised when an idempotency key is reused with a different payload (HTTP 409)."""
-
-    code = "idempotency_conflict"
-    status = 409
-
-    def __init__(self, key: str, run_id: str) -> None:
-        key = client_key(key)
-        super().__init__(
-            f"idempotency key {key!r} was already used by run {run_id} with a different payload",
-            suggestion="use a new idempotency_key, or resend exactly the original request",
-        )
-        self.details = {"idempotency_key": key, "run_id": run_id}
-
-
-class InvalidCursor(SluiceError, ValueError):
-    """Raised when a list cursor was not produced by this server."""
-
-    code = "invalid_cursor"
-    status = 400
-
-
-_last_id = 0
-_id_lock = threading.Lock()
-
-
-def new_run_id() -> str:
-    """32 hex chars: 48-bit milliseconds then 80 random bits (uuid7-like), strictly
-    increasing within a process, so ids sort by submission time."""
-    global _last_id
-    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
-    with _id_lock:
-        if value <= _last_id:
-            value = _last_id + 1
-        _last_id = value
-    return f"{value:032x}"
+from engine.pg_pool import is_url
+from engine.run_errors import InvalidCursor
+from engine.run_records import RunError, RunRecord, RunStatus, StepState, StoredLog
 
 
 def encode_cursor(run: RunRecord) -> str:
@@ -200,7 +68,7 @@ def _to_db(name: str, value: Any) -> Any:
     return value
 
 
-def _from_row(row: dict[str, Any]) -> RunRecord:
+def from_row(row: dict[str, Any]) -> RunRecord:
     values = {k: row[k] for k in _COLUMNS}
     for k in _JSON_FIELDS:
         values[k] = _DECODERS[k].decode(values[k]) if values[k] is not None else None
@@ -250,9 +118,7 @@ CREATE TABLE IF NOT EXISTS run_logs (
 );
 """
 
-_INSERT_RUN = (
-    f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
+INSERT_RUN = f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 
 
 class RunStore(ABC):
@@ -309,7 +175,7 @@ class RunStore(ABC):
 
     async def get(self, run_id: str) -> RunRecord | None:
         rows = await self._fetch("SELECT * FROM runs WHERE run_id = ?", run_id)
-        return _from_row(rows[0]) if rows else None
+        return from_row(rows[0]) if rows else None
 
     async def list(
         self,
@@ -354,7 +220,7 @@ class RunStore(ABC):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY submitted_at DESC, run_id DESC LIMIT ?"
         rows = await self._fetch(sql, *args, limit)
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     async def update(self, run_id: str, *, only_status: Sequence[str] = (), **fields: Any) -> bool:
         """Set fields of one run (optionally only while its status is one of `only_status`);
@@ -410,7 +276,7 @@ class RunStore(ABC):
 
     async def owned_running(self, owner: str) -> builtins.list[RunRecord]:
         rows = await self._fetch("SELECT * FROM runs WHERE status = 'running' AND owner = ?", owner)
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     async def orphaned(self, owner: str, stale_before: float | None) -> builtins.list[RunRecord]:
         """Running runs whose process is gone: all of them not owned by `owner` in an
@@ -428,7 +294,7 @@ class RunStore(ABC):
                 owner,
                 stale_before,
             )
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     async def delete(self, run_id: str) -> bool:
         """Remove a terminal run, its key and its logs; False when it is not terminal."""
@@ -473,196 +339,17 @@ class RunStore(ABC):
         return int(rows[0]["m"] or 0)
 
 
-def _row_values(run: RunRecord) -> builtins.list[Any]:
+def row_values(run: RunRecord) -> builtins.list[Any]:
     return [_to_db(k, getattr(run, k)) for k in _COLUMNS]
-
-
-class SqliteRunStore(RunStore):
-    """One SQLite file in WAL mode; a capacity-1 limiter makes its one connection the only
-    writer, each call in a worker thread so the event loop never blocks on disk."""
-
-    exclusive = True
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = anyio.CapacityLimiter(1)
-
-    async def open(self) -> None:
-        def connect() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA.format(real="REAL"))
-            return conn
-
-        self._conn = await anyio.to_thread.run_sync(connect, limiter=self._limiter)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-    def _c(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("run store is not open")
-        return self._conn
-
-    async def _fetch(self, sql: str, *args: Any) -> builtins.list[dict[str, Any]]:
-        def go() -> builtins.list[dict[str, Any]]:
-            return [dict(r) for r in self._c().execute(sql, args).fetchall()]
-
-        return await anyio.to_thread.run_sync(go, limiter=self._limiter)
-
-    async def _execute(self, sql: str, *args: Any) -> int:
-        return await anyio.to_thread.run_sync(
-            lambda: self._c().execute(sql, args).rowcount, limiter=self._limiter
-        )
-
-    async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        def go() -> None:
-            conn = self._c()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        await anyio.to_thread.run_sync(go, limiter=self._limiter)
-
-    async def _insert_tx(
-        self, run: RunRecord, expires_at: float | None, now: float
-    ) -> tuple[RunRecord, bool]:
-        def go() -> tuple[RunRecord, bool]:
-            conn = self._c()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = _claim_and_insert_sqlite(conn, run, expires_at, now)
-                conn.execute("COMMIT")
-                return out
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        return await anyio.to_thread.run_sync(go, limiter=self._limiter)
-
-
-def _claim_and_insert_sqlite(
-    conn: sqlite3.Connection, run: RunRecord, expires_at: float | None, now: float
-) -> tuple[RunRecord, bool]:
-    key = run.idempotency_key
-    if key is not None:
-        conn.execute("DELETE FROM run_idempotency WHERE key = ? AND expires_at <= ?", (key, now))
-        claimed = conn.execute(
-            "INSERT INTO run_idempotency (key, payload_hash, run_id, expires_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            (key, run.payload_hash, run.run_id, expires_at),
-        ).rowcount
-        if not claimed:
-            row = conn.execute(
-                "SELECT run_id, payload_hash FROM run_idempotency WHERE key = ?", (key,)
-            ).fetchone()
-            if row["payload_hash"] != run.payload_hash:
-                raise IdempotencyConflict(key, row["run_id"])
-            existing = conn.execute(
-                "SELECT * FROM runs WHERE run_id = ?", (row["run_id"],)
-            ).fetchone()
-            return _from_row(dict(existing)), False
-    conn.execute(_INSERT_RUN, _row_values(run))
-    return run, True
-
-
-_PLACEHOLDER = re.compile(r"\?")
-
-
-def _numbered(sql: str) -> str:
-    n = 0
-
-    def sub(_: re.Match[str]) -> str:
-        nonlocal n
-        n += 1
-        return f"${n}"
-
-    return _PLACEHOLDER.sub(sub, sql)
-
-
-class PostgresRunStore(RunStore):
-    """The same tables in PostgreSQL, so several server processes share runs and keys.
-    `?schema=name` in the URL keeps them in their own schema (created if missing)."""
-
-    exclusive = False
-
-    def __init__(self, url: str, *, pool_size: int = 4) -> None:
-        self.url = url
-        self.dsn, self.schema = split_url(url)
-        self.pool_size = pool_size
-        self._pool: Any = None
-
-    async def open(self) -> None:
-        self._pool = await open_pool(
-            self.url,
-            pool_size=self.pool_size,
-            tables=SCHEMA.format(real="DOUBLE PRECISION"),
-            lock_key=727274,
-        )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
-
-    async def _fetch(self, sql: str, *args: Any) -> builtins.list[dict[str, Any]]:
-        rows = await self._pool.fetch(_numbered(sql), *args)
-        return [dict(r) for r in rows]
-
-    async def _execute(self, sql: str, *args: Any) -> int:
-        status = await self._pool.execute(_numbered(sql), *args)
-        return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
-
-    async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._pool.executemany(_numbered(sql), rows)
-
-    async def _insert_tx(
-        self, run: RunRecord, expires_at: float | None, now: float
-    ) -> tuple[RunRecord, bool]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            key = run.idempotency_key
-            if key is not None:
-                await conn.execute(
-                    "DELETE FROM run_idempotency WHERE key = $1 AND expires_at <= $2", key, now
-                )
-                # a concurrent insert of the same key waits here for the other commit
-                claimed = await conn.fetchval(
-                    "INSERT INTO run_idempotency (key, payload_hash, run_id, expires_at) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING RETURNING 1",
-                    key,
-                    run.payload_hash,
-                    run.run_id,
-                    expires_at,
-                )
-                if claimed is None:
-                    row = await conn.fetchrow(
-                        "SELECT run_id, payload_hash FROM run_idempotency WHERE key = $1", key
-                    )
-                    if row["payload_hash"] != run.payload_hash:
-                        raise IdempotencyConflict(key, row["run_id"])
-                    existing = await conn.fetchrow(
-                        "SELECT * FROM runs WHERE run_id = $1", row["run_id"]
-                    )
-                    return _from_row(dict(existing)), False
-            await conn.execute(_numbered(_INSERT_RUN), *_row_values(run))
-            return run, True
 
 
 def open_store(url: str | None, data_dir: str | os.PathLike[str]) -> RunStore:
     """`postgresql://...` (optionally `?schema=runs`) or a SQLite path; default
     `<data_dir>/runs.sqlite`."""
+    # the backends subclass RunStore, so they are imported here, not at the top
+    from engine.run_store_postgres import PostgresRunStore
+    from engine.run_store_sqlite import SqliteRunStore
+
     if url and is_url(url):
         return PostgresRunStore(url)
     if url and url.startswith("sqlite:///"):

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from engine.run_store import RunStatus
+from engine.run_records import RunStatus
 
 EXIT_OK, EXIT_ERROR = 0, 1
 TERMINAL = frozenset(RunStatus) - {RunStatus.QUEUED, RunStatus.RUNNING}

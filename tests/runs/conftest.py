@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.run_store import PostgresRunStore, RunStore, SqliteRunStore
+from engine.run_store import RunStore
+from engine.run_store_postgres import PostgresRunStore
+from engine.run_store_sqlite import SqliteRunStore
 from tests.servers import PgServer
 
 StoreFactory = Callable[[], RunStore]

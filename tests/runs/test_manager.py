@@ -10,8 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
-from engine.run_store import IdempotencyConflict, RunRecord, StoredLog
-from engine.runs import QueueFull, RunManager, RunNotTerminal
+from engine.run_errors import IdempotencyConflict, QueueFull, RunNotTerminal
+from engine.run_records import RunRecord, StoredLog
+from engine.run_state import RunSettings
+from engine.runs import RunManager
 from tests.runs.conftest import StoreFactory
 from tests.runs.workload import active_sleeps, dag, pg_executor
 from tests.servers import PgServer
@@ -23,7 +25,7 @@ async def running(
 ) -> AsyncIterator[RunManager]:
     kw.setdefault("heartbeat_secs", 0.2)
     kw.setdefault("poll_secs", 0.2)
-    manager = RunManager(store_factory(), pg_executor(pg.dsn), **kw)
+    manager = RunManager(store_factory(), pg_executor(pg.dsn), RunSettings(**kw))
     async with anyio.create_task_group() as tg:
         await tg.start(manager.serve)
         try:

@@ -11,8 +11,9 @@ import asyncpg
 import msgspec
 
 from engine.ir import FederatedQuery
-from engine.run_store import RunRecord
-from engine.runs import RunOutcome, RunProgress
+from engine.run_execution import RunOutcome
+from engine.run_records import RunRecord
+from engine.run_state import RunProgress
 
 APP_PREFIX = "sluice_run_"
 
