@@ -10,7 +10,7 @@ import msgspec
 
 from connectors.base import TableInfo
 from engine.execute import StepMeta
-from engine.federated import ResultPages
+from engine.federated import MemoryReport, ResultPages
 from engine.ir import FederatedQuery
 from safety.types import StageName
 
@@ -71,7 +71,8 @@ class SafetyReport(msgspec.Struct, kw_only=True):
 
 
 class Metadata(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """`result_pages` appears only when a federated result has more rows than inline."""
+    """`result_pages` appears only when a federated result has more rows than inline;
+    `memory` (peak RSS, spilled steps) only on a federated request that ran."""
 
     database: str | None
     execution_time_ms: float
@@ -79,6 +80,7 @@ class Metadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     steps: list[StepMeta]
     merge_latency_ms: float | None
     result_pages: ResultPages | None = None
+    memory: MemoryReport | None = None
 
 
 class DryRunStep(msgspec.Struct, kw_only=True):

@@ -57,6 +57,8 @@ DURATION_BUCKETS = (
     60.0,
     float("inf"),
 )
+# a federated request's peak process RSS, from a small server to a large batch join
+RSS_BUCKETS = tuple(float(2**n * 1024**2) for n in range(5, 15)) + (float("inf"),)
 RUN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -218,6 +220,18 @@ class Metrics:
             buckets=RUN_BUCKETS,
             registry=r,
         )
+        self.peak_rss = Histogram(
+            "sluice_federated_peak_rss_bytes",
+            "Peak resident memory of the process while a federated request ran",
+            buckets=RSS_BUCKETS,
+            registry=r,
+        )
+        self.spilled_steps = Counter(
+            "sluice_spilled_steps", "Steps streamed to Parquet past spill_after_bytes", registry=r
+        )
+        self.spilled_bytes = Counter(
+            "sluice_spilled_bytes", "Bytes of Parquet written by spilled steps", registry=r
+        )
         self.idempotent_replays = Counter(
             "sluice_runs_idempotent_replays", "Submits answered with an existing run", registry=r
         )
@@ -288,6 +302,16 @@ def query_finished(
 def query_seconds(database: str, seconds: float, metrics: Metrics = METRICS) -> None:
     """Once per request and database it touched: the request's whole duration."""
     metrics.query_seconds.labels(database).observe(seconds)
+
+
+def federated_memory(
+    peak_rss_bytes: int, spilled_steps: int, spilled_bytes: int, metrics: Metrics = METRICS
+) -> None:
+    """Once per federated request that ran: its peak RSS and what it spilled."""
+    metrics.peak_rss.observe(float(peak_rss_bytes))
+    if spilled_steps:
+        metrics.spilled_steps.inc(spilled_steps)
+        metrics.spilled_bytes.inc(spilled_bytes)
 
 
 def safety_blocked(stage: str, metrics: Metrics = METRICS) -> None:

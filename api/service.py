@@ -379,6 +379,11 @@ class QueryService:
             plan=plan,
         )
         report.warnings.extend(result.warnings)
+        if result.memory is not None:
+            memory = result.memory
+            metrics.federated_memory(
+                memory.peak_rss_bytes, len(memory.spilled_steps), memory.spilled_bytes
+            )
         audit.entry.rows = result.row_count
         audit.entry.steps_meta = msgspec.to_builtins(result.steps)
         audit.rows_by_step = {m.step_id: m.rows_returned for m in result.steps}
@@ -560,5 +565,6 @@ def federated_success(
             steps=result.steps,
             merge_latency_ms=result.merge_latency_ms,
             result_pages=result.result_pages,
+            memory=result.memory,
         ),
     )

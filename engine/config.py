@@ -25,6 +25,7 @@ from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, 
 from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
 from engine.pg_pool import is_url
+from engine.memory import SIZE_PATTERN
 from engine.yaml_doc import load_yaml
 from safety.config import Permissions, SafetyConfig
 
@@ -86,6 +87,10 @@ class ResultsConfig(Base, frozen=True):
     index: str | None = None  # postgresql://...; default: server.run_store
 
 
+# a size as DuckDB writes it: 512MB, 1GB, 2GiB (KB = 1000, KiB = 1024)
+Size = Annotated[str, msgspec.Meta(pattern=SIZE_PATTERN)]
+
+
 class LimitsConfig(Base, frozen=True):
     """Bounds on every piece of work one request can ask for (enforced while it grows)."""
 
@@ -94,8 +99,12 @@ class LimitsConfig(Base, frozen=True):
     max_body_nesting: PositiveInt = 32  # nesting of a JSON body or a run config document
     max_run_seconds: PositiveFloat = 6 * 3600.0  # a run without timeout_secs, at most
     parse_timeout_seconds: PositiveFloat = 5.0  # a large run config parsed at most this long
-    merge_memory_limit: str | None = None  # DuckDB memory_limit, e.g. "4GB"; default half RAM
-    merge_temp_limit: str = "10GB"  # DuckDB spill space at most (max_temp_directory_size)
+    # the process's memory (RSS) budget, e.g. "1GB"; DuckDB's limits are sized from it
+    # (engine/memory.py); default half the machine's memory
+    memory_budget: Size | None = None
+    merge_memory_limit: Size | None = None  # one merge's DuckDB memory_limit at most
+    merge_temp_limit: Size = "10GB"  # spill files on disk in all (DuckDB temp + Parquet)
+    spill_after_bytes: PositiveInt | None = None  # a step past this goes to Parquet
     max_inline_bytes: PositiveInt = 64 * 1024**2  # a simple answer's rows, encoded, at most
     max_concurrent_requests: PositiveInt = 512  # requests in progress in all (503 past it)
     max_concurrent_requests_per_principal: PositiveInt = 64  # per principal (429 past it)

@@ -204,6 +204,24 @@ class ResultTooLarge(SluiceError):
         self.limit = limit
 
 
+class SpillLimitExceeded(SluiceError):
+    """Raised when a request's spilled steps (or its merge's temp files) would pass the spill
+    space left under limits.merge_temp_limit; its files are removed."""
+
+    code = "spill_limit_exceeded"
+    status = 507
+
+    def __init__(self, limit: int, what: str, setting: str = "limits.merge_temp_limit") -> None:
+        super().__init__(
+            f"{what} needs more spill space than is left of {limit} bytes ({setting}); "
+            "the request was stopped and its spill files removed",
+            suggestion=f"select fewer rows or columns, retry when fewer large requests run, "
+            f"or raise {setting}",
+            details={"setting": setting, "limit_bytes": limit},
+        )
+        self.limit = limit
+
+
 class RequestTimedOut(SluiceError):
     """Raised when a whole request (every phase: waits, steps, merge, storing) passed its
     time bound; whatever was running was stopped."""

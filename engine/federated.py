@@ -21,9 +21,17 @@ import msgspec
 
 from connectors.base import Connector
 from connectors.errors import QueryFailed
-from engine.errors import InvalidQuery, InvalidRequest, MergeFailed, MergeReadsStripped, StepFailed
+from engine.errors import (
+    InvalidQuery,
+    InvalidRequest,
+    MergeFailed,
+    MergeReadsStripped,
+    SpillLimitExceeded,
+    StepFailed,
+)
 from engine.execute import FULL_SCAN_AFTER, Execution, StepError, StepMeta, StepProgress
 from engine.ir import FederatedQuery
+from engine.memory import RSS
 from engine.merge import parse_merge, qualify
 from engine.offload import interruptible, off_loop
 from engine.plan import Plan, build_plan
@@ -35,7 +43,15 @@ from safety.types import CheckedStep
 DEFAULT_PAGE_SIZE = 100  # GET /v1/results default `size`
 MERGE_BATCH_ROWS = 65_536
 
-__all__ = ["FederatedResult", "ResultPages", "StepMeta", "StepProgress", "explain", "run_federated"]
+__all__ = [
+    "FederatedResult",
+    "MemoryReport",
+    "ResultPages",
+    "StepMeta",
+    "StepProgress",
+    "explain",
+    "run_federated",
+]
 
 
 class ResultPages(msgspec.Struct, kw_only=True):
@@ -66,6 +82,18 @@ class FederatedResult(msgspec.Struct, kw_only=True):
     result_pages: ResultPages | None
     plan: str
     dropped_steps: list[str] = msgspec.field(default_factory=list)
+    memory: MemoryReport | None = None
+
+
+class MemoryReport(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`metadata.memory`: the process's peak RSS while the request ran (the whole process:
+    requests running beside it count too), the steps streamed to Parquet and their bytes,
+    and the merge's DuckDB memory_limit when it ran in a DuckDB of its own."""
+
+    peak_rss_bytes: int
+    spilled_steps: list[str] = msgspec.field(default_factory=list)
+    spilled_bytes: int = 0
+    merge_memory_limit_bytes: int | None = None
 
 
 def explain(
@@ -150,20 +178,29 @@ async def run_federated(
         batch_size=batch_size,
         full_scan_after=full_scan_after or FULL_SCAN_AFTER,
     )
-    tables = await sink.open_request(request_id)
-    try:
-        await _execute(execution, tables)
-        for sid in plan.order:
-            warnings.extend(execution.runs[sid].warnings)
-        merge_started = time.perf_counter()
-        stored = await _merge_and_store(
-            tables, plan, merge_sql, store, request_id, safety.inline_rows, owner
-        )
-        merge_ms = round((time.perf_counter() - merge_started) * 1000, 3)
-    finally:
-        await tables.drop()
+    with RSS.watch() as peak:
+        tables = await sink.open_request(request_id)
+        try:
+            await _execute(execution, tables)
+            for sid in plan.order:
+                warnings.extend(execution.runs[sid].warnings)
+            merge_started = time.perf_counter()
+            await tables.prepare_merge()
+            stored = await _merge_and_store(
+                tables, plan, merge_sql, store, request_id, safety.inline_rows, owner
+            )
+            merge_ms = round((time.perf_counter() - merge_started) * 1000, 3)
+        finally:
+            await tables.drop()
     steps = [execution.runs[sid].meta for sid in plan.order]
-    return _result(request_id, plan, stored, steps, warnings, merge_ms, started, page_size)
+    result = _result(request_id, plan, stored, steps, warnings, merge_ms, started, page_size)
+    result.memory = MemoryReport(
+        peak_rss_bytes=peak.nbytes,
+        spilled_steps=tables.spilled,
+        spilled_bytes=tables.spill.bytes_on_disk if tables.spill is not None else 0,
+        merge_memory_limit_bytes=tables.merge_memory_limit,
+    )
+    return result
 
 
 OFF_LOOP_CHARS = 4_096  # a request with more text than this is planned in a worker thread
@@ -267,27 +304,31 @@ async def _merge_and_store(
     def run() -> StoredResult:
         sql = _merge_text(tables, plan, merge)  # parsing a large merge is CPU: off the loop
         try:
-            reader = tables.cursor.sql(sql).to_arrow_reader(MERGE_BATCH_ROWS)
+            reader = tables.merge_cursor.sql(sql).to_arrow_reader(MERGE_BATCH_ROWS)
         except duckdb.Error as exc:
-            raise _merge_error(exc, stop, tables.schema) from exc
+            raise _merge_error(exc, stop, tables) from exc
         try:
             return store.store_reader(
                 request_id, reader, head_rows=inline_rows, owner=owner, stop=stop
             )
         except duckdb.Error as exc:
-            raise _merge_error(exc, stop, tables.schema) from exc
+            raise _merge_error(exc, stop, tables) from exc
         finally:
             reader.close()  # a write stopped early leaves DuckDB's result open otherwise
 
     def interrupt() -> None:
         stop.set()
-        tables.cursor.interrupt()
+        tables.merge_cursor.interrupt()
 
     return await interruptible(run, interrupt)
 
 
-def _merge_error(exc: duckdb.Error, stop: threading.Event, schema: str) -> Exception:
-    return Interrupted() if stop.is_set() else MergeFailed(_duckdb_message(exc, schema))
+def _merge_error(exc: duckdb.Error, stop: threading.Event, tables: RequestTables) -> Exception:
+    if stop.is_set():
+        return Interrupted()
+    if tables.spill is not None and "max_temp_directory_size" in str(exc):
+        return SpillLimitExceeded(tables.spill.disk.configured, "the merge")
+    return MergeFailed(_duckdb_message(exc, tables.schema))
 
 
 def _merge_text(tables: RequestTables, plan: Plan, merge: str | None) -> str:

@@ -13,8 +13,10 @@ import anyio
 
 from engine.catalog import Catalog
 from engine.config import Config
+from engine.memory import MemoryPool, MiB, Shares, default_budget, parse_size
 from engine.results import DiskResultStore, ResultStore
 from engine.sink import Sink
+from engine.spill import SpillArea
 from safety.audit import AuditLog
 
 RESULT_EVICT_EVERY_S = 15.0
@@ -33,11 +35,7 @@ class Runtime:
             ttl_seconds=server.discovery_ttl_seconds,
             max_concurrent_queries=server.max_concurrent_queries_per_database,
         )
-        self.sink = Sink(
-            memory_limit=config.limits.merge_memory_limit,
-            temp_directory=str(Path(config.server.data_dir) / "merge_spill"),
-            max_temp_size=config.limits.merge_temp_limit,
-        )
+        self.sink = build_sink(config)
         self.store = result_store(config)
         audit_path = server.audit_log or str(Path(server.data_dir) / "audit.jsonl")
         self.audit = AuditLog(audit_path, config=config, on_drop=on_audit_drop)
@@ -83,6 +81,25 @@ def result_store(config: Config) -> ResultStore:
         )
     return DiskResultStore(
         Path(server.data_dir) / "results", ttl=ttl, max_results=count, max_bytes=size
+    )
+
+
+def build_sink(config: Config) -> Sink:
+    """The shared sink sized from `limits.memory_budget` (engine.memory): its own share of
+    memory and a quarter of `merge_temp_limit` for its temp files; the rest of the disk
+    bound goes to the spilled steps' Parquet files and their merges' temp files."""
+    limits, data_dir = config.limits, Path(config.server.data_dir)
+    budget = parse_size(limits.memory_budget) if limits.memory_budget else default_budget()
+    cap = parse_size(limits.merge_memory_limit) if limits.merge_memory_limit else None
+    shares = Shares.of(budget, merge_cap=cap, spill_after=limits.spill_after_bytes)
+    disk = parse_size(limits.merge_temp_limit)
+    spill = SpillArea(data_dir / "spill", disk - disk // 4, shares.spill_after, configured=disk)
+    return Sink(
+        memory_limit=f"{shares.sink // MiB}MiB",
+        temp_directory=str(data_dir / "merge_spill"),
+        max_temp_size=f"{max(1, disk // 4 // MiB)}MiB",
+        spill=spill,
+        pool=MemoryPool(shares.pool, shares.merge_cap),
     )
 
 

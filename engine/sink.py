@@ -7,6 +7,10 @@ cost, so the request's single writer buffers batches and appends them in Arrow c
 `FLUSH_ROWS` or more (never one INSERT per row). Column types come from the connector's
 `Batch.columns` (DuckDB type names), never guessed from values. Every DuckDB call runs in a
 worker thread.
+
+With a spill area (engine.spill), a step whose batches pass its `spill_after` bytes moves to
+Parquet files instead (its table here stays, empty, holding the columns and their types), and
+the request's merge runs in a DuckDB of its own sized from the merge pool (engine.memory).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from anyio.abc import ObjectReceiveStream, TaskStatus
 from connectors.arrow_rows import ARROW_TYPES
 from connectors.arrow_rows import arrow_type as connector_arrow_type
 from connectors.base import Batch, Column
+from engine.memory import Grant, MemoryPool, MiB, Shares, default_budget
+from engine.spill import RequestSpill, SpillArea, open_merge_db, parquet_list
 
 FLUSH_ROWS = 65_536
 _DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
@@ -103,22 +109,17 @@ def batch_table(batch: Batch, names: list[str], types: list[str]) -> pa.Table:
     return pa.table([to_array(list(c), t) for c, t in zip(cols, types, strict=True)], names=names)
 
 
-def _memory_limit() -> str:
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return "4GB"
-    return f"{max(1, total // 2 // 1024**2)}MB"
-
-
 class Sink:
     """The process's DuckDB database, locked down at creation (created once, by the Engine).
 
     Args:
         path: a database file (e.g. under the data dir) or None for an in-memory database.
         threads: DuckDB worker threads (default: the core count).
-        memory_limit: e.g. "4GB" (default: half the machine's memory); DuckDB spills past it
-            into `temp_directory` (at most `max_temp_size`), else fails the merge.
+        memory_limit: e.g. "4GB" (default: a share of half the machine's memory, as
+            engine.memory sizes it); DuckDB spills past it into `temp_directory` (at most
+            `max_temp_size`), else fails the merge.
+        spill: where large steps go as Parquet (None: every step stays in this DuckDB).
+        pool: the memory the merges of spilled requests share (needed with `spill`).
     """
 
     def __init__(
@@ -129,13 +130,20 @@ class Sink:
         memory_limit: str | None = None,
         temp_directory: str | None = None,
         max_temp_size: str | None = None,
+        spill: SpillArea | None = None,
+        pool: MemoryPool | None = None,
     ) -> None:
+        if spill is not None and pool is None:
+            raise ValueError("a sink that spills needs the merge pool its merges share")
+        self.spill = spill
+        self.pool = pool
+        self.threads = threads or os.cpu_count() or 1
         config: dict[str, str | bool | int | float | list[str]] = {
             "enable_external_access": False,
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
-            "threads": threads or os.cpu_count() or 1,
-            "memory_limit": memory_limit or _memory_limit(),
+            "threads": self.threads,
+            "memory_limit": memory_limit or f"{Shares.of(default_budget()).sink // MiB}MiB",
         }
         if temp_directory is not None:  # past memory_limit a merge spills here, up to a cap
             config["temp_directory"] = temp_directory
@@ -154,7 +162,15 @@ class Sink:
         schema = f"req_{secrets.token_hex(6)}"
         cur = await anyio.to_thread.run_sync(self.cursor)
         await anyio.to_thread.run_sync(cur.execute, f"CREATE SCHEMA {quote(schema)}")
-        return RequestTables(request_id=request_id, schema=schema, cursor=cur)
+        return RequestTables(
+            request_id=request_id,
+            schema=schema,
+            cursor=cur,
+            spill=self.spill.request(schema) if self.spill is not None else None,
+            spill_after=self.spill.spill_after if self.spill is not None else None,
+            pool=self.pool,
+            threads=self.threads,
+        )
 
     def schemas(self) -> list[str]:
         """Request schemas that exist now (tests check that every request drops its own)."""
@@ -203,6 +219,14 @@ class RequestTables:
     cursor: duckdb.DuckDBPyConnection
     tables: dict[str, TableState] = field(default_factory=dict)
     flushes: int = 0
+    spill: RequestSpill | None = None  # None: nothing spills (no spill area)
+    spill_after: int | None = None  # a step's bytes past which it goes to Parquet
+    pool: MemoryPool | None = None
+    threads: int = 1
+    merge_memory_limit: int | None = None  # the grant of a merge in its own DuckDB
+    _seen: dict[str, int] = field(default_factory=dict)  # Arrow bytes per step so far
+    _merge_db: duckdb.DuckDBPyConnection | None = None
+    _grant: Grant | None = None
     _dropped: bool = False
 
     def table_name(self, step_id: str) -> str:
@@ -237,10 +261,37 @@ class RequestTables:
                 if table.num_rows:
                     buf.pieces.append((table, declared))
                     buf.rows += table.num_rows
+                    await self._maybe_spill(step_id, table.nbytes)
                 if buf.rows >= FLUSH_ROWS:
                     await self._flush(step_id, buf)
         for step_id, buf in buffers.items():
             await self._flush(step_id, buf)
+
+    @property
+    def spilled(self) -> list[str]:
+        """The steps that went to Parquet."""
+        return list(self.spill.steps) if self.spill is not None else []
+
+    async def _maybe_spill(self, step_id: str, nbytes: int) -> None:
+        seen = self._seen[step_id] = self._seen.get(step_id, 0) + nbytes
+        if self.spill is None or self.spill_after is None or step_id in self.spill.steps:
+            return
+        if seen > self.spill_after:
+            await anyio.to_thread.run_sync(self._start_spill, step_id)
+
+    def _start_spill(self, step_id: str) -> None:
+        """Move what the step's table holds so far to its Parquet file, and empty the table
+        (which keeps the columns, so later batches are typed as before)."""
+        assert self.spill is not None
+        files = self.spill.step(step_id)
+        state = self.tables.get(step_id)
+        if state is None or not state.rows:
+            return
+        table = self.table_name(step_id)
+        reader = self.cursor.sql(f"SELECT * FROM {table}").to_arrow_reader(FLUSH_ROWS)
+        for chunk in reader:
+            files.write(pa.Table.from_batches([chunk]), self.spill.disk)
+        self.run(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {table} LIMIT 0")
 
     @staticmethod
     def _as_table(batch: Batch) -> tuple[pa.Table, Declared]:
@@ -302,12 +353,18 @@ class RequestTables:
                 f"CAST({quote(f.name)} AS {state.columns[f.name.lower()]}) AS {quote(f.name)}"
                 for f in data.schema
             )
+            files = self.spill.steps.get(step_id) if self.spill is not None else None
             self.cursor.register(view, data)
             try:
-                self.run(
-                    f"INSERT INTO {self.table_name(step_id)} BY NAME "
-                    f"SELECT {select} FROM {quote(view)}"
-                )
+                if files is None:
+                    self.run(
+                        f"INSERT INTO {self.table_name(step_id)} BY NAME "
+                        f"SELECT {select} FROM {quote(view)}"
+                    )
+                else:  # typed by DuckDB's CAST as an append would be, then to Parquet
+                    assert self.spill is not None
+                    typed = self.cursor.sql(f"SELECT {select} FROM {quote(view)}")
+                    files.write(typed.to_arrow_table(), self.spill.disk)
             finally:
                 self.cursor.unregister(view)
             state.rows += data.num_rows
@@ -334,17 +391,74 @@ class RequestTables:
 
         return await anyio.to_thread.run_sync(go)
 
+    @property
+    def merge_cursor(self) -> duckdb.DuckDBPyConnection:
+        """Where the merge runs: the request's own DuckDB once steps spilled, else here."""
+        return self._merge_db if self._merge_db is not None else self.cursor
+
+    async def prepare_merge(self) -> None:
+        """With spilled steps: wait for a grant from the merge pool, open the request's own
+        DuckDB with it as `memory_limit`, read the spilled steps through views over their
+        files and copy the other (small) step tables in, under the same schema name, so the
+        merge SQL is qualified as it would be here."""
+        if self.spill is None or not self.spill.steps:
+            return
+        assert self.pool is not None
+        spill = self.spill
+        await anyio.to_thread.run_sync(spill.finish)
+        self._grant = await self.pool.acquire()
+        self.merge_memory_limit = self._grant.nbytes
+
+        def build() -> None:
+            self._merge_db = db = open_merge_db(spill, self.merge_memory_limit or 0, self.threads)
+            db.execute(f"CREATE SCHEMA {quote(self.schema)}")
+            for step_id, state in self.tables.items():
+                target = self.table_name(step_id)
+                files = spill.steps.get(step_id)
+                if files is not None:
+                    cols = ", ".join(
+                        f"CAST({quote(name)} AS {state.columns[key]}) AS {quote(name)}"
+                        for key, name in state.names.items()
+                    )
+                    union = ", union_by_name = true" if len(files.files) > 1 else ""
+                    db.execute(
+                        f"CREATE VIEW {target} AS SELECT {cols} "
+                        f"FROM read_parquet({parquet_list(files.files)}{union})"
+                    )
+                    continue
+                reader = self.cursor.sql(f"SELECT * FROM {target}").to_arrow_reader(FLUSH_ROWS)
+                db.register("_sluice_copy", reader)
+                try:
+                    db.execute(f"CREATE TABLE {target} AS SELECT * FROM _sluice_copy")
+                finally:
+                    db.unregister("_sluice_copy")
+
+        await anyio.to_thread.run_sync(build)
+
     async def drop(self) -> None:
-        """Drop the request's schema and close its cursor (idempotent; survives cancel)."""
+        """Drop the request's schema, close its cursor and its merge's DuckDB, remove its
+        spill files and give its memory grant back (idempotent; survives cancel)."""
         if self._dropped:
             return
         self._dropped = True
 
         def go() -> None:
             try:
-                self.run(f"DROP SCHEMA IF EXISTS {quote(self.schema)} CASCADE")
+                if self._merge_db is not None:
+                    self._merge_db.close()
             finally:
-                self.cursor.close()
+                try:
+                    if self.spill is not None:
+                        self.spill.remove()
+                finally:
+                    try:
+                        self.run(f"DROP SCHEMA IF EXISTS {quote(self.schema)} CASCADE")
+                    finally:
+                        self.cursor.close()
 
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(go)
+            try:
+                await anyio.to_thread.run_sync(go)
+            finally:
+                if self._grant is not None and self.pool is not None:
+                    await self.pool.release(self._grant)
