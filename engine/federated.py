@@ -250,6 +250,15 @@ def _unwrap(group: BaseExceptionGroup, execution: Execution) -> BaseException:
             leaves.append(exc)
 
     walk(group)
+    # a step that found the writer gone (it failed: a type, the spill bound) is not the cause
+    broken = (anyio.BrokenResourceError, anyio.ClosedResourceError)
+    writer_failed = any(
+        not isinstance(e, StepError | anyio.get_cancelled_exc_class()) for e in leaves
+    )
+    if writer_failed:
+        leaves = [
+            e for e in leaves if not (isinstance(e, StepError) and isinstance(e.cause, broken))
+        ]
     for exc in leaves:
         if isinstance(exc, StepError):
             if isinstance(exc.cause, InvalidRequest):
