@@ -24,8 +24,8 @@ from connectors import registry
 from connectors.config import Base, DatabaseConfig, PositiveFloat, PositiveInt, allowed_keys
 from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
-from engine.pg_pool import is_url
 from engine.memory import SIZE_PATTERN
+from engine.pg_pool import is_url
 from engine.yaml_doc import load_yaml
 from safety.config import Permissions, SafetyConfig
 
