@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SERVE_ARGS ?=
 
-.PHONY: serve test install install-test services test-servers lint bench bench-tools bench-full clean
+.PHONY: serve test install install-test services test-servers java lint bench bench-tools bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ $(NPM_DIR)/.installed:
 	npm install --prefix $(NPM_DIR) --no-audit --no-fund --ignore-scripts --loglevel=error $(POUCHDB_SERVER)
 	touch $@
 
-test-servers: $(NPM_DIR)/.installed
+# Spark Connect (tests/spark_server.py) runs on a Java 17 runtime: Debian's, when none is there
+java:
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless)
+
+test-servers: $(NPM_DIR)/.installed java
 
 test: install-test services test-servers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -81,6 +81,7 @@ class Metadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     merge_latency_ms: float | None
     result_pages: ResultPages | None = None
     memory: MemoryReport | None = None
+    merge_engine: str | None = None  # sluice-only: "spark" when the merge ran there
 
 
 class DryRunStep(msgspec.Struct, kw_only=True):

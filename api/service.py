@@ -135,6 +135,7 @@ class QueryService:
         self.catalog = runtime.catalog
         self.sink = runtime.sink
         self.store = runtime.store
+        self.spark = runtime.spark
         self.audit: AuditSink | None = runtime.audit
         self.answer_bytes = BytesInFlight(self.config.limits.max_bytes_in_flight)
         self.parse_pool = ParsePool()  # large run configs are parsed in a child process
@@ -377,6 +378,7 @@ class QueryService:
             limiters={n: st.limiter for n, st in states.items()},
             owner=ctx.principal,
             plan=plan,
+            spark=self.spark,
         )
         report.warnings.extend(result.warnings)
         if result.memory is not None:
@@ -566,5 +568,6 @@ def federated_success(
             merge_latency_ms=result.merge_latency_ms,
             result_pages=result.result_pages,
             memory=result.memory,
+            merge_engine=result.merge_engine,
         ),
     )

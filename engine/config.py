@@ -26,6 +26,7 @@ from connectors.errors import UnknownConnector
 from engine.errors import ConfigError
 from engine.memory import SIZE_PATTERN
 from engine.pg_pool import is_url
+from engine.spark_settings import EngineConfig
 from engine.yaml_doc import load_yaml
 from safety.config import Permissions, SafetyConfig
 
@@ -119,6 +120,7 @@ class Config(Base, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     results: ResultsConfig = msgspec.field(default_factory=ResultsConfig)
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     source: str = "<defaults>"  # the file it came from, for messages
 
     def export_rows_for(self, principal: str | None) -> int:
@@ -149,6 +151,7 @@ SECTIONS: dict[str, type[Base]] = {
     "server": ServerConfig,
     "limits": LimitsConfig,
     "results": ResultsConfig,
+    "engine": EngineConfig,
 }
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -363,6 +366,10 @@ def load_config_text(
 
     for key, message in _results_problems(values):
         problems.add(_line_of(doc, "results"), key, message)
+    spark = values["engine"].spark if "engine" in values else None
+    if spark is not None and (problem := spark.problem()) is not None:
+        raw_engine = doc["engine"].get("spark") if isinstance(doc["engine"], CommentedMap) else None
+        problems.add(_line_of(raw_engine, "staging"), "engine.spark.staging", problem)
 
     databases: list[DatabaseConfig] = []
     raw_dbs = doc.get("databases")

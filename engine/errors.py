@@ -303,3 +303,37 @@ class ParseTooCostly(InvalidRequest):
             suggestion="send the config as JSON (config_format: json, or a JSON object), "
             "or make it smaller",
         )
+
+
+class MergeNotPortable(InvalidQuery):
+    """Raised when a merge for Spark uses a construct Spark cannot run, or would run with a
+    different answer than DuckDB (engine/spark_sql.py names each and what to write)."""
+
+    code = "merge_not_portable"
+
+    def __init__(self, construct: str, why: str, instead: str, *, silent: bool) -> None:
+        kind = "would answer differently on Spark" if silent else "cannot run on Spark"
+        super().__init__(f"the merge uses {construct}, which {kind}: {why}", suggestion=instead)
+        self.details = {"construct": construct, "engine": "spark", "silent_difference": silent}
+
+
+class SparkUnavailable(SluiceError):
+    """Raised when the configured Spark Connect server cannot be reached or fails a merge
+    for a reason not the query's."""
+
+    code = "spark_unavailable"
+    status = 503
+
+
+class SparkMergeFailed(SluiceError):
+    """Raised when Spark failed the merge while it ran (a value it refused, say); carries
+    Spark's message."""
+
+    code = "merge_failed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"merge failed on Spark: {detail}",
+            suggestion="the step tables are named by step_id; check the merge SQL",
+        )
+        self.detail = detail

@@ -37,6 +37,8 @@ from engine.offload import interruptible, off_loop
 from engine.plan import Plan, build_plan
 from engine.results import Interrupted, ResultStore, StoredResult
 from engine.sink import Message, RequestTables, Sink, quote
+from engine.spark import SparkMerger
+from engine.spark_handoff import Handoff
 from safety.config import SafetyConfig
 from safety.types import CheckedStep
 
@@ -83,6 +85,7 @@ class FederatedResult(msgspec.Struct, kw_only=True):
     plan: str
     dropped_steps: list[str] = msgspec.field(default_factory=list)
     memory: MemoryReport | None = None
+    merge_engine: str | None = None  # "spark" when the merge was handed to Spark
 
 
 class MemoryReport(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -121,6 +124,7 @@ async def run_federated(
     page_size: int = DEFAULT_PAGE_SIZE,
     owner: str | None = None,
     plan: Plan | None = None,
+    spark: SparkMerger | None = None,
 ) -> FederatedResult:
     """Run a validated-and-checked federated query and store its result under request_id.
 
@@ -135,6 +139,7 @@ async def run_federated(
         full_scan_after: distinct link values after which a child scans instead.
         owner: the principal the stored result belongs to (only it may page it).
         plan: the plan `explain(query, ...)` already validated (not validated again).
+        spark: the hand-off to Spark (engine.spark), when configured.
 
     Raises:
         InvalidQuery / StepUnknownDatabase / MergeBlocked: the DAG or merge is invalid.
@@ -163,6 +168,7 @@ async def run_federated(
     if query.dry_run:
         return _result(request_id, plan, None, [], warnings, None, started, page_size)
     merge_sql = _merge_sql(plan)
+    handoff = Handoff.prepare(query.engine, spark, plan, merge_sql)
     if limiters is None:
         limiters = {
             name: anyio.CapacityLimiter(getattr(getattr(c, "config", None), "pool_size", 10))
@@ -186,9 +192,12 @@ async def run_federated(
                 warnings.extend(execution.runs[sid].warnings)
             merge_started = time.perf_counter()
             await tables.prepare_merge()
-            stored = await _merge_and_store(
-                tables, plan, merge_sql, store, request_id, safety.inline_rows, owner
-            )
+            stored = await handoff.merge(tables, plan, store, request_id, safety.inline_rows, owner)
+            if stored is None:
+                stored = await _merge_and_store(
+                    tables, plan, merge_sql, store, request_id, safety.inline_rows, owner
+                )
+            warnings.extend(handoff.warnings)
             merge_ms = round((time.perf_counter() - merge_started) * 1000, 3)
         finally:
             await tables.drop()
@@ -200,6 +209,7 @@ async def run_federated(
         spilled_bytes=tables.spill.bytes_on_disk if tables.spill is not None else 0,
         merge_memory_limit_bytes=tables.merge_memory_limit,
     )
+    result.merge_engine = handoff.ran_on
     return result
 
 

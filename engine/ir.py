@@ -7,6 +7,8 @@ silently ignored.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 
@@ -38,6 +40,9 @@ class FederatedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_rows: int | None = msgspec.field(default=None)
     # an export or a run whose step hit its cap fails unless this is set
     allow_truncation: bool = False
+    # sluice-only: where the merge runs. "spark" hands it to engine.spark (400 when not
+    # configured); "duckdb" keeps it local; unset, it goes to Spark past engine.spark.min_rows
+    engine: Literal["duckdb", "spark"] | None = None
 
 
 DECODER = msgspec.json.Decoder(FederatedQuery)

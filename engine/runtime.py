@@ -16,6 +16,7 @@ from engine.config import Config
 from engine.memory import MemoryPool, MiB, Shares, default_budget, parse_size
 from engine.results import DiskResultStore, ResultStore
 from engine.sink import Sink
+from engine.spark import SparkMerger
 from engine.spill import SpillArea
 from safety.audit import AuditLog
 
@@ -37,6 +38,8 @@ class Runtime:
         )
         self.sink = build_sink(config)
         self.store = result_store(config)
+        spark = config.engine.spark
+        self.spark = SparkMerger(spark) if spark is not None else None
         audit_path = server.audit_log or str(Path(server.data_dir) / "audit.jsonl")
         self.audit = AuditLog(audit_path, config=config, on_drop=on_audit_drop)
 
@@ -67,6 +70,8 @@ class Runtime:
                 await self.store.close()
             await self.catalog.close()
             self.sink.close()
+            if self.spark is not None:
+                await anyio.to_thread.run_sync(self.spark.close)
 
 
 def result_store(config: Config) -> ResultStore:

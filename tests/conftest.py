@@ -16,6 +16,7 @@ from connectors import registry as connectors_registry
 from safety.languages import registry as languages_registry
 from tests import es_server, s3_server
 from tests.servers import MySQLServer, PgServer, fresh_mysql, fresh_pg
+from tests.spark_server import SparkStartError, spark_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,3 +78,19 @@ def s3() -> Iterator[s3_server.S3Server]:
         yield server
     finally:
         s3_server.stop(server)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[str]:
+    """The sc:// address of a local Spark Connect server (1 GB heap), started once for the
+    session when a test asks for it and stopped at the end; one that cannot start fails the
+    test, loudly. SLUICE_TEST_SPARK_REMOTE names an external one instead."""
+    override = os.environ.get("SLUICE_TEST_SPARK_REMOTE")
+    if override:
+        yield override
+        return
+    try:
+        with spark_server() as server:
+            yield server.remote
+    except SparkStartError as exc:
+        pytest.fail(f"the Spark Connect test server could not start: {exc}", pytrace=False)

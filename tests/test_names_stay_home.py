@@ -30,6 +30,9 @@ ELSEWHERE: dict[str, dict[str, str]] = {
     # DuckDB is the engine's merge and sink database by design, not a configured database
     "engine/merge.py": {"duckdb": "merge SQL is parsed and written as DuckDB SQL"},
     "engine/federated.py": {"duckdb": "a sink failure names the DuckDB sink"},
+    # a merge handed to Spark is transpiled from DuckDB SQL; a request may choose either
+    "engine/spark_sql.py": {"duckdb": "the merge's source dialect for sqlglot"},
+    "engine/ir.py": {"duckdb": 'the "engine" a request may ask its merge to run on'},
     # the body of the vector language, shared by its three connectors (pgvector, Qdrant,
     # LanceDB): "vector" there is the key holding a query vector
     "connectors/vector_query.py": {"vector": "the body key of a query or point vector"},
