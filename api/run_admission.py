@@ -81,10 +81,10 @@ def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> 
             422, exc.code, exc.message, suggestion=exc.suggestion, details=details or None
         ) from None
     block = outcome.block
-    if block is not None and block.invalid:  # a syntax error: not a safety refusal
+    if block is not None and block.invalid is not None:  # malformed, not a safety refusal
         raise ApiError(
             422,
-            "invalid_query",
+            block.invalid,
             block.reason,
             suggestion=block.suggestion,
             details={"step_id": block.step_id},

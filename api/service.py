@@ -50,7 +50,6 @@ from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult
 from safety import pipeline
 from safety.audit import AuditBlock, AuditEntry, AuditStep
 from safety.catalog_view import database_visible, grants_for, tables_view
-from safety.languages import registry as languages
 from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
 
 if TYPE_CHECKING:
@@ -76,8 +75,9 @@ class SafetyBlocked(SluiceError):
 
 
 class QueryInvalid(SluiceError):
-    """Raised when a query is not one its language can read (a syntax error): the client's
-    mistake, answered 400 with the parser's message, never a 403 safety refusal."""
+    """Raised when the pipeline found the request malformed rather than unsafe: a query its
+    language cannot read (a syntax error, `invalid_query`) or a language its database does
+    not speak (`invalid_request`). The client's mistake, answered 400, never a 403."""
 
     code = "invalid_query"
     status = 400
@@ -85,13 +85,14 @@ class QueryInvalid(SluiceError):
     def __init__(self, block: RequestBlock) -> None:
         super().__init__(block.reason, suggestion=block.suggestion)
         self.block = block
+        self.code = block.invalid or self.code
         self.details = {"step_id": block.step_id} if block.step_id else None
 
 
 def blocked(block: RequestBlock) -> SluiceError:
-    """The error for a request the pipeline stopped: a syntax error is the client's (400),
+    """The error for a request the pipeline stopped: a malformed one is the client's (400),
     anything else a safety refusal (403)."""
-    return QueryInvalid(block) if block.invalid else SafetyBlocked(block)
+    return QueryInvalid(block) if block.invalid is not None else SafetyBlocked(block)
 
 
 class AuditSink(Protocol):
@@ -147,7 +148,6 @@ class QueryService:
         started = time.perf_counter()
         state = self._state(req.database, ctx.principal)
         db_type = state.config.type
-        check_language(req.language, req.database, db_type)
         request = ctx.check_request(
             [
                 StepInput(
@@ -271,7 +271,6 @@ class QueryService:
         inputs = []
         for step in query.steps:
             state = self._state(step.database, ctx.principal)
-            check_language(step.language, step.database, state.config.type)
             inputs.append(
                 StepInput(
                     step_id=step.step_id,
@@ -506,14 +505,6 @@ def spoken_by(db_type: str) -> str | None:
         return connectors.get(db_type).language
     except UnknownConnector:
         return None
-
-
-def check_language(language: str | None, database: str, db_type: str) -> None:
-    """A requested language must be one we know and the one the database speaks."""
-    problem = languages.mismatch(language, spoken_by(db_type), database, db_type)
-    if problem is not None:
-        reason, suggestion = problem
-        raise InvalidRequest(reason, suggestion=suggestion)
 
 
 def dry_run_step(step: CheckedStep) -> DryRunStep:

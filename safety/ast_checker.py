@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from safety.verdicts import Allow, Block, Verdict
+from safety.verdicts import INVALID_QUERY, Allow, Block, Verdict
 
 if TYPE_CHECKING:
     from safety.context import StepContext
@@ -22,7 +22,8 @@ class AstChecker:
     def check(self, step: StepContext) -> Verdict:
         a = step.analysis
         if a.error is not None:
-            return Block(a.error, a.suggestion, "builtin", invalid=getattr(a, "invalid", False))
+            invalid = INVALID_QUERY if getattr(a, "invalid", False) else None
+            return Block(a.error, a.suggestion, "builtin", invalid=invalid)
         if a.structural:
             reason, suggestion = a.structural[0]
             return Block(reason, suggestion, "builtin")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from connectors import registry as connectors
 from safety.languages import registry as languages
-from safety.verdicts import Allow, Block, Verdict
+from safety.verdicts import INVALID_REQUEST, Allow, Block, Verdict
 
 if TYPE_CHECKING:
     from safety.context import StepContext
@@ -49,8 +49,8 @@ class PromptGuard:
             )
         spoken = step.language.name
         problem = languages.mismatch(s.language, spoken, s.database, s.db_type)
-        if problem is not None:
-            return Block(*problem, "builtin")
+        if problem is not None:  # a malformed request (400), on every path, checked here only
+            return Block(*problem, "builtin", invalid=INVALID_REQUEST)
         limit = config.server.body_limit_bytes
         if step.request.body_bytes > limit:
             return Block(

@@ -99,7 +99,7 @@ class RequestBlock(msgspec.Struct, kw_only=True):
     reason: str
     suggestion: str | None = None
     step_id: str | None = None
-    invalid: bool = False  # the text is not a query (answered 400), not a refusal (403)
+    invalid: str | None = None  # a malformed request: its 400's error code (not a 403)
 
 
 class SafetyOutcome(msgspec.Struct, kw_only=True):

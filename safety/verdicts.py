@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from safety.types import StageName
 
 
+INVALID_QUERY = "invalid_query"
+INVALID_REQUEST = "invalid_request"
+
+
 class Allow(msgspec.Struct, tag=True, frozen=True):
     policy: str | None = None
 
@@ -32,7 +36,10 @@ class Block(msgspec.Struct, tag=True, frozen=True):
     reason: str
     suggestion: str | None = None
     policy: str | None = None
-    invalid: bool = False  # not a refusal: the text is not a query (a 400, not a 403)
+    # not a refusal but a malformed request, answered 400 with this error code (not 403):
+    # INVALID_QUERY (the text is not a query), INVALID_REQUEST (a language the database
+    # does not speak)
+    invalid: str | None = None
 
 
 Verdict = Allow | Warn | Block

@@ -57,9 +57,8 @@ def known(name: str) -> bool:
 def mismatch(
     requested: str | None, spoken: str | None, database: str, db_type: str
 ) -> tuple[str, str] | None:
-    """(reason, suggestion) when a step asks for a language its database does not speak:
-    the one check of a requested language (the API answers it with a 400 before the
-    pipeline; PROMPT_GUARD blocks on it for callers of the pipeline itself)."""
+    """(reason, suggestion) when a step asks for a language its database does not speak.
+    PROMPT_GUARD is its one caller: a malformed request, answered 400 on every path."""
     if requested is None or requested == spoken:
         return None
     if not known(requested):

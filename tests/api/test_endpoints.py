@@ -297,6 +297,26 @@ def test_bad_input(server: Server) -> None:
         "invalid_request",
     )
     assert "speaks sql" in body["error"]["message"]
+    # the same check, the same answer, for a step of a federated query (PROMPT_GUARD judges
+    # it once for every path; it names the step)
+    body = assert_error_envelope(
+        post(
+            server,
+            {
+                "steps": [
+                    {"step_id": "a", "database": "pg", "table": "items", "query": "SELECT 1"},
+                    {"step_id": "b", "database": "lite", "table": "people", "query": "{}",
+                     "language": "mql"},
+                ],
+                "merge": "SELECT * FROM a",
+            },
+            "/v1/query",
+        ),
+        400,
+        "invalid_request",
+    )  # fmt: skip
+    assert "speaks sql" in body["error"]["message"]
+    assert body["error"]["details"] == {"step_id": "b"}
     body = assert_error_envelope(
         post(server, {"database": "pgg", "table": "items", "query": "SELECT 1"}),
         404,

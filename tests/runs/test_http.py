@@ -250,6 +250,10 @@ def test_submit_errors(server: RunServer) -> None:
         )
         body = assert_error_envelope(h.post("/v1/runs", json={"config": write}), 422, "blocked")
         assert body["error"]["details"]["stage"]
+        wrong = DAG_YAML.replace("database: pg", "database: pg\n    language: mql", 1)
+        body = assert_error_envelope(h.post("/v1/runs", json={"config": wrong}), 422)
+        assert body["error"]["code"] == "invalid_request", body
+        assert "does not match database 'pg'" in body["error"]["message"]
         assert_error_envelope(
             h.post("/v1/runs", content=b"{nope", headers={"Content-Type": "application/json"}),
             400,

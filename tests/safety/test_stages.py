@@ -98,6 +98,7 @@ def test_language_must_match_the_database_type(
     outcome = run(config, "SELECT id FROM items", "items", language=language)
     assert outcome.block is not None and outcome.block.stage == "PROMPT_GUARD"
     assert fragment in outcome.block.reason
+    assert outcome.block.invalid == "invalid_request"  # malformed (400), not a refusal (403)
     assert run(config, "SELECT id FROM items", "items", language="sql").allowed
 
 
