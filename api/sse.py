@@ -33,6 +33,11 @@ def _log(event_id: int, ts: float, level: str, message: str) -> bytes:
     return event("log", {"ts": ts, "level": level, "message": message}, event_id)
 
 
+def _truncated(after: int, next_id: int) -> bytes:
+    """Lines after `after` and before `next_id` were dropped before the reader got them."""
+    return event("truncated", {"after": after, "next_id": next_id, "dropped": next_id - after - 1})
+
+
 async def _wait_any(*events: anyio.Event, within: float) -> bool:
     """Wait until one of `events` is set (True) or `within` seconds pass (False)."""
     fired = False
@@ -56,6 +61,16 @@ async def run_events(manager: RunManager, run_id: str, after: int = 0) -> AsyncI
     while True:
         buf = manager.logs.get(run_id)
         if buf is not None:
+            if after + 1 < buf.first_id:
+                # the run was queued (or begun) elsewhere: its first lines are in the store
+                earlier = [
+                    ln for ln in await manager.logs_after(run_id, after) if ln.seq < buf.first_id
+                ]
+                if earlier and earlier[0].seq > after + 1:
+                    yield _truncated(after, earlier[0].seq)
+                for stored in earlier:
+                    yield _log(stored.seq, stored.ts, stored.level, stored.message)
+                    after = stored.seq
             tail = buf.read(after)
             if tail.truncated:
                 first = tail.lines[0].id if tail.lines else buf.next_id
@@ -93,10 +108,7 @@ async def run_events(manager: RunManager, run_id: str, after: int = 0) -> AsyncI
         record = await manager.get(run_id)
         lines = await manager.logs_after(run_id, after)
         if lines and lines[0].seq > after + 1:
-            yield event(
-                "truncated",
-                {"after": after, "next_id": lines[0].seq, "dropped": lines[0].seq - after - 1},
-            )
+            yield _truncated(after, lines[0].seq)
         for stored in lines:
             yield _log(stored.seq, stored.ts, stored.level, stored.message)
             after = stored.seq

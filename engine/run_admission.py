@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from engine.run_errors import IdempotencyConflict, NotAccepting, QueueFull
-from engine.run_records import RunRecord, RunStatus, StepState, new_run_id
+from engine.run_records import RunRecord, RunStatus, StepState, StoredLog, new_run_id
 from engine.run_state import RunState
 
 
@@ -96,8 +96,10 @@ class Admission:
             principal=principal,
             steps=[StepState(step_id=s) for s in steps],
         )
-        # the buffer exists from submit, so an early SSE reader waits for lines
-        buf = state.logs.open(record.run_id)
+        # on an exclusive store the buffer exists from submit, so an early SSE reader waits
+        # for lines; on a shared one any process may run it, so the queued line goes to the
+        # store at once (the runner continues its numbering) and only a runner keeps a buffer
+        buf = state.logs.open(record.run_id) if state.store.exclusive else None
         try:
             run, created = await state.store.insert(record, key_ttl=state.settings.key_ttl_secs)
         except BaseException:
@@ -107,7 +109,15 @@ class Admission:
             state.logs.drop(record.run_id)
             state.hooks.replayed()
             return run, False
-        buf.append(f"run queued{f' ({name})' if name else ''}")
+        queued_line = f"run queued{f' ({name})' if name else ''}"
+        if buf is not None:
+            buf.append(queued_line)
+        else:
+            await state.store.append_logs(
+                record.run_id,
+                [StoredLog(1, time.time(), "info", queued_line)],
+                state.settings.persisted_log_lines,
+            )
         state.queued = queued + 1
         state.gauges()
         state.wake.set()

@@ -49,6 +49,7 @@ class RunLog:
     ) -> None:
         self.run_id = run_id
         self.lines: deque[LogLine] = deque(maxlen=capacity)
+        self.first_id = first_id  # earlier lines, if any, are only in the store
         self.next_id = first_id
         self.final_status: str | None = None
         self.ended_at: float | None = None

@@ -24,9 +24,12 @@ class Upkeep:
 
     async def recover(self) -> None:
         """Fail the runs a dead process left `running`: every one not ours in an exclusive
-        store, else those whose heartbeat is older than `stale_secs`."""
-        state, store = self.state, self.state.store
-        stale = None if store.exclusive else time.time() - state.settings.stale_secs
+        store, else those whose heartbeat stopped. A shared store is swept every heartbeat
+        with a threshold one heartbeat short of `stale_secs` (never under two), so such a
+        run is failed at most `stale_secs` after its last heartbeat."""
+        state, store, settings = self.state, self.state.store, self.state.settings
+        age = max(settings.stale_secs - settings.heartbeat_secs, 2 * settings.heartbeat_secs)
+        stale = None if store.exclusive else time.time() - age
         for record in await store.orphaned(state.owner, stale):
             error = RunError(
                 code="server_restart", reason="server_restart", message=RESTART_MESSAGE
@@ -53,7 +56,6 @@ class Upkeep:
         shared store, log flushing, expired keys and buffers, and the queue gauge."""
         state, store, settings = self.state, self.state.store, self.state.settings
         ticks = 0
-        # a shared store's orphans are found within ~stale_secs * 1.5
         sweep_every = max(1, int(settings.stale_secs / settings.heartbeat_secs / 2))
         while True:
             await anyio.sleep(settings.heartbeat_secs)
@@ -79,9 +81,9 @@ class Upkeep:
                 state.gauges()
                 if state.queued:
                     state.wake.set()
+                if not store.exclusive:
+                    await self.recover()
                 if ticks % sweep_every == 0:
-                    if not store.exclusive:
-                        await self.recover()
                     await store.expire_keys()
                     state.logs.sweep()
             except Exception:
