@@ -160,7 +160,7 @@ class QueryService:
                 )
             ]
         )
-        if len(req.query) > OFF_LOOP_CHARS:  # sqlglot on a large text: seconds of CPU
+        if len(req.query) > _on_loop_chars(req.language or spoken_by(db_type)):
             outcome = await off_loop(pipeline.check, request, self.config)
         else:
             outcome = pipeline.check(request, self.config)
@@ -497,6 +497,13 @@ async def bounded(
             return await work
     except TimeoutError:
         raise RequestTimedOut(seconds, setting) from None
+
+
+def _on_loop_chars(language: str | None) -> int:
+    """The longest body checked on the event loop (sqlglot on a large text: seconds of CPU)."""
+    if language is None or not languages.known(language):
+        return OFF_LOOP_CHARS
+    return languages.get(language).check_on_loop_chars
 
 
 def spoken_by(db_type: str) -> str | None:

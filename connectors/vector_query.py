@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
+import numpy as np
 
 READ_INTENTS = ("search", "near_text", "hybrid", "fetch", "scroll", "count")
 WRITE_INTENTS = ("upsert", "set_payload", "update", "delete")
@@ -309,17 +310,26 @@ def _int(body: dict[str, Any], key: str, lo: int, hi: int | None) -> int | None:
     return value
 
 
+_NUMBER_TYPES = frozenset({int, float})
+_FLOAT_TYPE = frozenset({float})
+
+
 def vector_of(value: Any, where: str) -> tuple[float, ...]:
     if not isinstance(value, list) or not value:
         raise InvalidVectorQuery(f"`{where}` must be a non-empty list of numbers")
     if len(value) > MAX_DIMENSION:
         raise InvalidVectorQuery(f"`{where}` has {len(value)} dimensions; at most {MAX_DIMENSION}")
-    out = []
-    for x in value:
-        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-            raise InvalidVectorQuery(f"`{where}` must hold finite numbers only")
-        out.append(float(x))
-    return tuple(out)
+    # checked in C (type set, numpy): a Python loop over 384 floats was half a parse
+    kinds = set(map(type, value))
+    if not kinds <= _NUMBER_TYPES:  # bool is its own type here: refused
+        raise InvalidVectorQuery(f"`{where}` must hold finite numbers only")
+    try:
+        finite = bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+    except OverflowError:  # an integer beyond a double
+        finite = False
+    if not finite:
+        raise InvalidVectorQuery(f"`{where}` must hold finite numbers only")
+    return tuple(value) if kinds == _FLOAT_TYPE else tuple(map(float, value))
 
 
 def _point_id(value: Any, where: str) -> PointId:

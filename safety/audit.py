@@ -39,10 +39,11 @@ _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+")
 # a string none of the three patterns can match skips them: one scan instead of three
 # substitutions (redacting a simple query's entry took ~180 us, on the event loop)
 _MAY_HOLD_SECRET = re.compile(r"(?i)passw|pwd|secret|token|api[_-]?key|://|bearer")
-# the same triggers over an encoded entry, plus the secret key names redact() masks
-_MAY_HOLD_SECRET_JSON = re.compile(
-    rb"(?i)passw|pwd|secret|token|api[_-]?key|://|bearer|authorization"
-)
+# the same triggers over an encoded entry, plus the secret key names redact() masks. Matched
+# against the lowercased bytes after plain substring checks: a case-insensitive regex took
+# ~0.6 ms over the 8 KB entry of a 384-float vector search (a tenth of the whole request)
+_TRIGGERS_JSON = (b"passw", b"pwd", b"secret", b"token", b"api", b"://", b"bearer", b"author")
+_MAY_HOLD_SECRET_JSON = re.compile(rb"passw|pwd|secret|token|api[_-]?key|://|bearer|authorization")
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 _SECRET_KEYS = frozenset(
     {
@@ -145,6 +146,12 @@ def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v, secrets) for v in value]
     return value
+
+
+def _may_hold_secret(raw: bytes) -> bool:
+    """Whether an encoded entry holds a trigger of redact() (so it must take the slow path)."""
+    low = raw.lower()
+    return any(t in low for t in _TRIGGERS_JSON) and _MAY_HOLD_SECRET_JSON.search(low) is not None
 
 
 class AuditLog:
@@ -264,7 +271,7 @@ class AuditLog:
         raw = _ENCODER.encode(entry)
         if (
             self._fast
-            and _MAY_HOLD_SECRET_JSON.search(raw) is None
+            and not _may_hold_secret(raw)
             and not any(s in raw for s in self._secret_bytes)
         ):
             return raw + b"\n"

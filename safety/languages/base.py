@@ -100,6 +100,9 @@ class Language(ABC):
     name: ClassVar[str]
     # Body shapes a client can copy, one per entry; MCP tool descriptions list them.
     examples: ClassVar[tuple[str, ...]] = ()
+    # A body longer than this is checked in a worker thread (sqlglot takes seconds of CPU on
+    # a large SQL text); a language whose parse is a JSON decode can afford more on the loop.
+    check_on_loop_chars: ClassVar[int] = 4_096
 
     @abstractmethod
     def analyse(self, text: str, dialect: str) -> Analysis:

@@ -85,6 +85,9 @@ class VectorLanguage(Language):
     """Vector-store intents (the JSON shape in connectors/vector_query.py)."""
 
     name: ClassVar[str] = "vector"
+    # a body is one msgspec JSON decode (~0.2 ms for a 384-float search): a worker thread
+    # hop costs more than that under load; upserts of many points still go off the loop
+    check_on_loop_chars: ClassVar[int] = 65_536
     examples: ClassVar[tuple[str, ...]] = (
         '{"intent": "near_text", "text": "waterproof hiking boots", "limit": 5}',
         '{"intent": "search", "vector": [0.12, -0.03, 0.4], "filter": {"category": "outdoor"}, '
