@@ -12,8 +12,9 @@ carries a literal sluice has not seen. The dataset is its own PostgreSQL databas
 (`sluice_dash`: 100,000 users), loaded by bench/datasets.py on first use. Direct asyncpg
 (a Python client, one process) is measured in the same run for reference.
 
-Each (server, keys, concurrency) point runs sluice and then the thin service back to back,
-and records the 1-minute load average: 2 cores are shared with the databases, wrk and
+Each (server, keys, concurrency) point runs sluice and the thin service in alternating short
+rounds (`--rounds`, splitting `--duration` seconds per side), and records the 1-minute load
+average: 2 cores are shared with the databases, wrk and
 anything else running, so only ratios from the same run mean much. --profile records a
 py-spy flame graph (and raw samples) of the sluice worker under wrk load at c=32 with the
 largest working set.
@@ -28,6 +29,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -253,6 +255,7 @@ def measure(
     before: str | None = None,
     gc_dir: Path | None = None,
     profile_c: int = 32,
+    rounds_per_point: int = 3,
 ) -> list[Point]:
     """Each point: sluice, then (with `before`, a PYTHONPATH holding an older checkout)
     the older sluice, then the thin service, back to back on the same server kind."""
@@ -280,20 +283,16 @@ def measure(
                 run_wrk(base, path, fmt, 1, 8, 1.0)
             for keys in key_sets:
                 for c in concurrencies:
-                    for service, (base, path, fmt, pid) in sides.items():
-                        cpu0 = tree_cpu_seconds(pid)
-                        got = run_wrk(base, path, fmt, keys, c, duration_s)
-                        cpu = (tree_cpu_seconds(pid) - cpu0) / max(1, got.pop("ok")) * 1e6
-                        p = Point(
-                            service,
-                            server,
-                            workers,
-                            keys,
-                            c,
-                            **got,
-                            cpu_us_per_req=round(cpu, 1),
-                            load_avg_1m=load_avg(),
-                        )
+                    rounds: dict[str, list[tuple[dict[str, Any], float]]] = {k: [] for k in sides}
+                    # short rounds, alternating sides: a burst of load from elsewhere on
+                    # the machine lands on both instead of on one side's whole point
+                    for _ in range(rounds_per_point):
+                        for service, (base, path, fmt, pid) in sides.items():
+                            cpu0 = tree_cpu_seconds(pid)
+                            got = run_wrk(base, path, fmt, keys, c, duration_s / rounds_per_point)
+                            rounds[service].append((got, tree_cpu_seconds(pid) - cpu0))
+                    for service, got_rounds in rounds.items():
+                        p = Point(service, server, workers, keys, c, **_combine(got_rounds))
                         print(json.dumps(asdict(p)), flush=True)
                         points.append(p)
             if profile_dir is not None:
@@ -308,6 +307,22 @@ def measure(
                     ),
                 )
     return points
+
+
+def _combine(rounds: list[tuple[dict[str, Any], float]]) -> dict[str, Any]:
+    """One point from its rounds: requests and CPU summed over them, the median of their
+    p50 and p99, the largest max."""
+    ok = sum(got["ok"] for got, _ in rounds)
+    seconds = sum(got["ok"] / got["req_per_s"] for got, _ in rounds if got["req_per_s"])
+    return {
+        "req_per_s": round(ok / seconds, 1) if seconds else 0.0,
+        "p50_ms": statistics.median(got["p50_ms"] for got, _ in rounds),
+        "p99_ms": statistics.median(got["p99_ms"] for got, _ in rounds),
+        "max_ms": max(got["max_ms"] for got, _ in rounds),
+        "errors": sum(got["errors"] for got, _ in rounds),
+        "cpu_us_per_req": round(sum(cpu for _, cpu in rounds) / max(1, ok) * 1e6, 1),
+        "load_avg_1m": load_avg(),
+    }
 
 
 def direct(concurrencies: list[int], duration_s: float) -> dict[int, dict[str, float]]:
@@ -369,7 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--servers", nargs="+", default=["hypercorn:1", "uvicorn:2", "granian:2"])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--keys", type=int, nargs="+", default=[1, 1000, 100_000])
-    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds per side and point")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per point")
     ap.add_argument("--profile", type=Path, default=None)
     ap.add_argument("--profile-concurrency", type=int, default=32)
     ap.add_argument("--before", default=None, help="PYTHONPATH of an older sluice to compare")
@@ -390,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         before=args.before,
         gc_dir=args.gc,
         profile_c=args.profile_concurrency,
+        rounds_per_point=args.rounds,
     )
     with (results.RESULTS_DIR / f"{RUNNER}.jsonl").open("a") as f:
         for p in points:
@@ -401,7 +418,10 @@ def main(argv: list[str] | None = None) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with args.out.open("a") as f:
         f.write(f"\n## {args.label or 'run'} ({when}, git {(results.git_sha() or '?')[:10]})\n\n")
-        f.write(f"{args.duration:g} s per point; wrk -t1.\n\n{text}\n")
+        f.write(
+            f"{args.duration:g} s per side and point in {args.rounds} alternating rounds; "
+            f"wrk -t1.\n\n{text}\n"
+        )
 
 
 if __name__ == "__main__":
