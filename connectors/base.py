@@ -87,6 +87,8 @@ class Statement:
     `max_rows` is the fetch cap the guardrails chose (cap + 1, so truncation is seen);
     `readonly` is lifted only for a request that passed the pipeline with a write grant.
     `bulk` asks for the columnar fetch path (Arrow batches) instead of row tuples.
+    `inline` is the same statement with its parameters written out as the literals that were
+    checked, for a connector that finds a parameter it cannot bind as given.
     """
 
     text: str
@@ -97,6 +99,7 @@ class Statement:
     batch_size: int = 10_000
     bulk: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    inline: str | None = None
 
 
 class StatSource(msgspec.Struct, frozen=True):

@@ -17,6 +17,7 @@ UUID/Decimal values, so those are sent as text and cast by the `$n::type[]` in t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -48,6 +49,8 @@ DEFAULT_TIMEOUT_S = 30.0
 # the client-side deadline trails the server's statement_timeout so the server stops first
 CLIENT_GRACE_S = 1.0
 COLUMN_CACHE_SIZE = 2048
+# parameter types a Python str binds to exactly as the same string literal would be read
+_STRING_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
 STATEMENT_CACHE_SIZE = 1024
 _STATEMENT_TIMEOUT = re.compile(r"statement timeout", re.I)
 
@@ -72,6 +75,7 @@ class PostgresConnector:
         self._pool: asyncpg.Pool | None = None
         self._adbc: AdbcPool | None = None
         self._columns: dict[str, list[Column]] = {}
+        self._string_binds: dict[str, bool] = {}  # text -> its str parameters bind as given
         # connections whose last use left no session state behind (see _reset)
         self._clean: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
         self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
@@ -192,21 +196,27 @@ class PostgresConnector:
         deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
         small = statement.max_rows is not None and statement.max_rows <= statement.batch_size
         if small and statement.readonly:
-            # the dashboard path: one deadline scope around acquire and query, one shielded
-            # scope for the release (anyio scopes were ~10% of a lookup's CPU in bench/)
-            with self._errors(statement, deadline):
-                conn = await pool.acquire()
-                try:
-                    if statement.timeout != self._default_timeout:
-                        await conn.execute(_set_timeout(statement.timeout, local=False))
-                    columns = await self._columns_of(conn, statement.text)
-                    records = await conn._execute(
-                        statement.text, tuple(statement.params), statement.max_rows, None
-                    )
-                    if statement.timeout == self._default_timeout:
-                        self._clean.add(conn._con)  # the connection behind the pool's proxy
-                finally:
-                    await _release(pool, conn)
+            # the dashboard path: one asyncio deadline around acquire and query (anyio's
+            # scopes were ~10% of a lookup's CPU in bench/, asyncio's costs half of one), one
+            # shielded scope for the release
+            try:
+                async with asyncio.timeout_at(deadline):
+                    with self._mapped(statement):
+                        conn = await pool.acquire()
+                        try:
+                            if statement.timeout != self._default_timeout:
+                                await conn.execute(_set_timeout(statement.timeout, local=False))
+                            text, params = await self._bindable(conn, statement)
+                            columns = await self._columns_of(conn, text)
+                            records = await conn._execute(
+                                text, tuple(params), statement.max_rows, None
+                            )
+                            if statement.timeout == self._default_timeout:
+                                self._clean.add(conn._con)  # the connection behind the proxy
+                        finally:
+                            await _release(pool, conn)
+            except TimeoutError:
+                raise QueryTimedOut(self.config.name, statement.timeout) from None
             yield Batch(columns, rows=[tuple(r) for r in records])
             return
         async with (
@@ -223,9 +233,11 @@ class PostgresConnector:
         mode = "READ ONLY" if statement.readonly else "READ WRITE"
         try:
             with self._errors(statement, deadline):
+                # before BEGIN: a statement that fails to prepare would abort the transaction
+                text, params = await self._bindable(conn, statement)
                 await conn.execute(f"BEGIN {mode}; {_set_timeout(statement.timeout, local=True)}")
-                cursor = await conn.cursor(statement.text, *statement.params)
-                columns = self._columns_from_state(statement.text, cursor._state)
+                cursor = await conn.cursor(text, *params)
+                columns = self._columns_from_state(text, cursor._state)
             sent = 0
             while limit is None or sent < limit:
                 want = (
@@ -262,22 +274,51 @@ class PostgresConnector:
     @contextlib.contextmanager
     def _errors(self, statement: Statement, deadline: float) -> Iterator[None]:
         """Map driver errors (and the client-side deadline) onto connector errors."""
-        db = self.config.name
-        with anyio.CancelScope(deadline=deadline) as scope:
-            try:
-                yield
-            except asyncpg.QueryCanceledError as exc:
-                if _STATEMENT_TIMEOUT.search(str(exc)):
-                    raise QueryTimedOut(db, statement.timeout) from exc
-                raise QueryFailed(db, _message(exc)) from exc
-            except asyncpg.PostgresError as exc:
-                raise failure(db, exc) from exc
-            except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-                raise QueryFailed(db, str(exc)) from exc
-            except (OSError, ConnectionError) as exc:
-                raise ConnectorUnavailable(db, f"connection lost: {exc}") from exc
+        with anyio.CancelScope(deadline=deadline) as scope, self._mapped(statement):
+            yield
         if scope.cancelled_caught:
-            raise QueryTimedOut(db, statement.timeout)
+            raise QueryTimedOut(self.config.name, statement.timeout)
+
+    @contextlib.contextmanager
+    def _mapped(self, statement: Statement) -> Iterator[None]:
+        """Driver errors as connector errors."""
+        db = self.config.name
+        try:
+            yield
+        except asyncpg.QueryCanceledError as exc:
+            if _STATEMENT_TIMEOUT.search(str(exc)):
+                raise QueryTimedOut(db, statement.timeout) from exc
+            raise QueryFailed(db, _message(exc)) from exc
+        except asyncpg.PostgresError as exc:
+            raise failure(db, exc) from exc
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            raise QueryFailed(db, str(exc)) from exc
+        except (OSError, ConnectionError) as exc:
+            raise ConnectorUnavailable(db, f"connection lost: {exc}") from exc
+
+    async def _bindable(self, conn: Any, statement: Statement) -> tuple[str, Sequence[Any]]:
+        """The text and parameters to run: `statement.inline` unless every str parameter has
+        a type that takes a Python str (a string key compared with a date or an integer
+        column gets that column's type, which asyncpg would refuse a str for)."""
+        if statement.inline is None or not any(isinstance(p, str) for p in statement.params):
+            return statement.text, statement.params
+        ok = self._string_binds.get(statement.text)
+        if ok is None:
+            try:
+                state = await conn._get_statement(statement.text, None)
+            except asyncpg.PostgresError:
+                ok = False  # the inline text gets its own answer (or its own error)
+            else:
+                types = state._get_parameters()
+                ok = all(
+                    t.name in _STRING_TYPES
+                    for t, p in zip(types, statement.params, strict=True)
+                    if isinstance(p, str)
+                )
+            if len(self._string_binds) >= COLUMN_CACHE_SIZE:
+                self._string_binds.clear()
+            self._string_binds[statement.text] = ok
+        return (statement.text, statement.params) if ok else (statement.inline, ())
 
     async def _columns_of(self, conn: Any, text: str) -> list[Column]:
         cached = self._columns.get(text)

@@ -39,4 +39,5 @@ def to_statement(
         batch_size=batch_size,
         bulk=bulk,
         options={"collection": step.table},
+        inline=step.text if params else None,
     )

@@ -23,8 +23,10 @@ rendering the real values back reproduces the real rewrite exactly. Shapes that 
 
 On PostgreSQL the inert integers of the rewrite become `$n::int4` / `$n::int8` parameters,
 the type PostgreSQL gives the same literal, so `WHERE id = 4711` and `WHERE id = 4712` are
-one prepared statement (asyncpg's statement cache and the server's plan cache hit); strings
-stay inline. Other dialects get the rendered text.
+one prepared statement (asyncpg's statement cache and the server's plan cache hit). Inert
+plain strings become untyped `$n` parameters, typed by PostgreSQL from the column as the
+literal was; the connector runs the inline text instead when that type does not take a
+Python str (a date, an enum, an integer column). Other dialects get the rendered text.
 """
 
 from __future__ import annotations
@@ -135,9 +137,16 @@ class Hit:
         params: list[Any] = []
         bound = list(values)
         for i, lit in enumerate(self.literals):
-            if self.template.inert[i] and lit[0] != _STRING:
+            if not self.template.inert[i]:
+                continue
+            if lit[0] != _STRING:
                 params.append(int(lit[1]))
                 bound[i] = f"${len(params)}::{lit[0]}"
+            elif _plain(lit):
+                # untyped: PostgreSQL gives it the column's type, as it does the literal;
+                # the connector runs `text` instead unless that type takes a Python str
+                params.append(lit[1])
+                bound[i] = f"${len(params)}"
         if not params:
             return Rewrite(text, text, (), link)
         return Rewrite(text, _join(render.pieces, render.slots, bound), tuple(params), link)
@@ -436,6 +445,19 @@ def _split(sql: str, sentinels: dict[str, int]) -> tuple[tuple[str, ...], tuple[
         prev = at + len(s)
     pieces.append(sql[prev:])
     return tuple(pieces), tuple(slots)
+
+
+def _plain(literal: Literal) -> bool:
+    """A string literal whose value is its source between the quotes, `''` read as `'`, with
+    no backslash (whose meaning depends on standard_conforming_strings) and no prefix
+    (E'', U&''): bound as a parameter it means exactly what it meant inline."""
+    source = literal[2]
+    return (
+        len(source) >= 2
+        and source[0] == source[-1] == "'"
+        and "\\" not in source
+        and source[1:-1].replace("''", "'") == literal[1]
+    )
 
 
 def _inline(dialect: str, literal: Literal) -> str:

@@ -55,3 +55,30 @@ def test_other_databases_render_the_template(server: Server) -> None:
             got = c.post("/v1/query/simple", json=lookup(key, db="lite"))
             assert got.status_code == 200, got.text
             assert [r["id"] for r in got.json()["data"]["rows"]] == [key]
+
+
+def test_string_keys_get_their_rows_whatever_the_column_type(server: Server) -> None:
+    """String keys are bound where the column takes a str (text) and run inline where it
+    does not (date, uuid): each of several keys of one template gets its own row, and the
+    audit shows the literal that was asked for."""
+    cases = [
+        ("name", lambda k: f"'item {k}'"),
+        ("day", lambda k: f"'2025-01-{1 + k:02d}'"),
+        ("uid", lambda k: f"'00000000-0000-0000-0000-{k:012d}'"),
+    ]
+    with server.client() as c:
+        for column, literal in cases:
+            ids = {}
+            for key in (3, 4, 5, 6):
+                body = {
+                    "database": "pg",
+                    "table": "items",
+                    "query": f"SELECT id FROM items WHERE {column} = {literal(key)}",
+                }
+                got = c.post("/v1/query/simple", json=body)
+                assert got.status_code == 200, got.text
+                assert got.json()["data"]["rows"] == [{"id": key}], (column, key)
+                ids[got.json()["request_id"]] = literal(key)
+            lines = audit_lines(server, set(ids))
+            for rid, lit in ids.items():
+                assert lines[rid]["steps"][0]["rewritten"].endswith(f"= {lit} LIMIT 101")

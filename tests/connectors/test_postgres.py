@@ -141,3 +141,50 @@ async def test_link_values_beyond_one_batch_as_one_array(pg, pg_server) -> None:
     assert max(len(b) for b in batches) <= 500 and len(batches) == 5
     assert sorted(r[0] for b in batches for r in b.rows) == wanted
     await anyio.to_thread.run_sync(pg_server.run, "DROP TABLE many")
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["cursor", "single-fetch"])
+async def test_a_string_parameter_binds_only_where_its_column_takes_a_str(
+    pg, pg_server, small: bool
+) -> None:
+    """Statement templates bind inert string keys as untyped `$n` parameters: PostgreSQL
+    types them from the column, as it types the literal. A text column runs the bound
+    statement; a date, integer or uuid column runs the inline text that was checked, and
+    both give the rows the literal would."""
+    pool = pg._require_pool()
+    setup = [
+        "DROP TABLE IF EXISTS str_keys",
+        "CREATE TABLE str_keys (id int, name text, tag varchar(10), day date, uid uuid)",
+        "INSERT INTO str_keys VALUES (1, 'it''s', 'a', '2025-01-02', "
+        "'00000000-0000-0000-0000-000000000001'), (2, 'b', 'b', '2025-01-03', "
+        "'00000000-0000-0000-0000-000000000002')",
+    ]
+    await anyio.to_thread.run_sync(pg_server.run, *setup)
+    max_rows = 10 if small else None
+    cases = [
+        ("name", "it's", "'it''s'", True),
+        ("tag", "b", "'b'", True),
+        ("day", "2025-01-03", "'2025-01-03'", False),
+        ("id", "1", "'1'", False),
+        (
+            "uid",
+            "00000000-0000-0000-0000-000000000002",
+            "'00000000-0000-0000-0000-000000000002'",
+            False,
+        ),
+    ]
+    for column, value, literal, binds in cases:
+        st = Statement(
+            f"SELECT id FROM str_keys WHERE {column} = $1",
+            params=(value,),
+            max_rows=max_rows,
+            inline=f"SELECT id FROM str_keys WHERE {column} = {literal}",
+        )
+        async with pool.acquire() as conn:
+            text, params = await pg._bindable(conn, st)
+        assert (text == st.text) is binds, column
+        assert params == ((value,) if binds else ())
+        rows = [r for b in [b async for b in pg.stream(st)] for r in b.rows or []]
+        expected = {"name": 1, "tag": 2, "day": 2, "id": 1, "uid": 2}[column]
+        assert rows == [(expected,)], column
+    await anyio.to_thread.run_sync(pg_server.run, "DROP TABLE str_keys")

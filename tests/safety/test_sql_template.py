@@ -160,7 +160,7 @@ def test_a_function_argument_is_checked_per_request(config: Config) -> None:
     assert again.block is not None and again.block.stage == bad.block.stage
 
 
-def test_postgres_binds_inert_integers(config: Config) -> None:
+def test_postgres_binds_inert_integers_and_strings(config: Config) -> None:
     teach(
         config,
         "/* panel 3 */ SELECT id FROM items WHERE id IN (1, 3000000000) AND name = 'a'",
@@ -174,9 +174,9 @@ def test_postgres_binds_inert_integers(config: Config) -> None:
     step = got.steps[0]
     assert step.text == "SELECT id FROM items WHERE id IN (3, 4000000000) AND name = 'b' LIMIT 101"
     assert step.run_text == (
-        "SELECT id FROM items WHERE id IN ($1::int4, $2::int8) AND name = 'b' LIMIT 101"
+        "SELECT id FROM items WHERE id IN ($1::int4, $2::int8) AND name = $3 LIMIT 101"
     )
-    assert step.params == (3, 4000000000)
+    assert step.params == (3, 4000000000, "b")
     # other dialects reuse the template but run the rendered text
     teach(config, "SELECT id FROM items WHERE id = 1", "items", "mysql")
     my = run(config, "SELECT id FROM items WHERE id = 2", "items", "mysql").steps[0]
@@ -209,3 +209,37 @@ def test_the_cache_is_bounded(config: Config, monkeypatch: pytest.MonkeyPatch) -
     for i in range(20):
         run(config, f"SELECT id FROM items WHERE id = 1 AND id + {i} > 0", "items")
     assert len(sql_template._shapes) <= 8
+
+
+def test_a_verdict_changing_string_literal_gets_its_own_verdict(config: Config) -> None:
+    """One template shape, two texts: the string key is inert and bound, the strings of the
+    tautology are pinned, so the text whose strings are equal is checked on its own."""
+    clean_text = "SELECT id FROM items WHERE name = 'a' OR 'x' = 'y'"
+    hostile_text = "SELECT id FROM items WHERE name = 'b' OR 'x' = 'x'"
+    assert (
+        sql_template._shape_of("postgres", clean_text)[0]
+        == sql_template._shape_of("postgres", hostile_text)[0]
+    )
+    clean = teach(config, clean_text, "items")
+    assert clean.block is None and clean.warnings == []
+    assert hit_of("postgres", clean_text) is not None  # learned
+    hostile = run(config, hostile_text, "items")
+    assert summary(hostile) != summary(clean)
+    assert hostile.warnings or hostile.block is not None
+    sql_template.clear()
+    assert summary(run(config, hostile_text, "items")) == summary(hostile)  # as a full check
+    # another key of the clean text's template runs bound
+    again = run(config, "SELECT id FROM items WHERE name = 'c' OR 'x' = 'y'", "items")
+    assert again.warnings == [] and again.block is None
+
+
+def test_a_string_key_binds_only_when_plain(config: Config) -> None:
+    """Only a string whose value is its quoted source is bound; a backslash (its meaning
+    depends on standard_conforming_strings) keeps the literal inline."""
+    teach(config, "SELECT id FROM items WHERE name = 'a'", "items")
+    quoted = run(config, "SELECT id FROM items WHERE name = 'it''s'", "items").steps[0]
+    assert quoted.run_text == "SELECT id FROM items WHERE name = $1 LIMIT 101"
+    assert quoted.params == ("it's",)
+    slashed = run(config, "SELECT id FROM items WHERE name = 'a\\b'", "items").steps[0]
+    assert slashed.params == ()
+    assert slashed.run_text == slashed.text
