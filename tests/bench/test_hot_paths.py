@@ -11,7 +11,7 @@ import pytest
 from connectors.base import LinkFilter, Statement
 from connectors.sql_link import apply_link
 from engine.config import Config, load_config_text
-from safety.audit import _MAY_HOLD_SECRET_JSON, AuditLog, redact, secret_values
+from safety.audit import AuditLog, _may_hold_secret, redact, secret_values
 
 LINK = LinkFilter("id", [3, 1, 2], "BIGINT")
 CAP_FETCH = 20_000_001  # the guardrails' row cap + 1, as Statement.max_rows carries it
@@ -91,7 +91,7 @@ def test_audit_fast_encoding_matches_full_redaction(tmp_path: Path, entry: dict)
 def test_a_plain_entry_takes_the_fast_path(tmp_path: Path) -> None:
     config = load_config_text("databases:\n  - {name: pg, type: postgresql, host: h}\n")
     entry = ENTRIES[0]
-    assert _MAY_HOLD_SECRET_JSON.search(msgspec.json.encode(entry)) is None
+    assert not _may_hold_secret(msgspec.json.encode(entry))
     assert _encoded(tmp_path, config, entry) == msgspec.json.encode(entry) + b"\n"
 
 
@@ -101,3 +101,26 @@ def test_audit_secret_that_json_escapes_takes_the_full_path(tmp_path: Path) -> N
     )
     entry = {"query": "SELECT 'a\"b\\c'"}
     assert b"***" in _encoded(tmp_path, config, entry)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"q":"PassWord=x"}',
+        b'{"PWD":1}',
+        b'{"q":"my SECRET"}',
+        b'{"Token":"t"}',
+        b'{"q":"API_KEY=1"}',
+        b'{"q":"Api-Key: 1"}',
+        b'{"q":"apiKEY"}',
+        b'{"q":"postgres://u:p@h/db"}',
+        b'{"q":"Bearer abc"}',
+        b'{"Authorization":"x"}',
+    ],
+)
+def test_every_trigger_sends_an_entry_to_full_redaction_in_any_case(raw: bytes) -> None:
+    assert _may_hold_secret(raw)
+
+
+def test_an_entry_without_a_trigger_is_not_redacted() -> None:
+    assert not _may_hold_secret(b'{"query":"SELECT id FROM users WHERE id = 4711","api":"key"}')
