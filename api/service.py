@@ -51,6 +51,7 @@ from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult
 from safety import pipeline
 from safety.audit import AuditBlock, AuditEntry, AuditStep
 from safety.catalog_view import database_visible, grants_for, tables_view
+from safety.languages import registry as languages
 from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
 
 if TYPE_CHECKING:
