@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from connectors.arrow_rows import ARROW_TYPES, arrow_type
+from connectors.errors import SluiceError
 from engine import spark_sql
 from engine.errors import (
     InvalidRequest,
@@ -122,6 +123,15 @@ class SparkMerger:
                     ) from exc
             return self._session
 
+    def forget(self) -> None:
+        """Drop the session after the server failed (it may have restarted: its sessions
+        are gone); the next merge connects again."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.client.close()
+
     def close(self) -> None:
         with self._lock:
             session, self._session = self._session, None
@@ -172,13 +182,22 @@ class _Job:
         self.request_id = request_id
         self.tree = tree if tree is not None else _select_all(step_ids)
         self.tag = f"sluice-{secrets.token_hex(6)}"
-        self.views = {sid: f"sluice_{self.tag[7:]}_{sid}" for sid in step_ids}
+        # only the step tables the merge reads are staged (a CTE's name is not a step)
+        read = {t.name.lower() for t in self.tree.find_all(exp.Table)}
+        self.views = {
+            sid: f"sluice_{self.tag[7:]}_{sid}" for sid in step_ids if sid.lower() in read
+        }
         self.folder = merger.settings.staging_dir / f"{request_id}-{self.tag[7:]}"
         self.stop = threading.Event()
         self.session: Any = None
 
     def interrupt(self) -> None:
+        """Called on the event loop when the request is cancelled: the gRPC call that stops
+        the Spark job runs in a thread of its own, so the loop never waits on the network."""
         self.stop.set()
+        threading.Thread(target=self._stop_job, name="sluice-spark-interrupt", daemon=True).start()
+
+    def _stop_job(self) -> None:
         if self.session is not None:
             with contextlib.suppress(Exception):
                 self.session.interruptTag(self.tag)
@@ -198,14 +217,19 @@ class _Job:
             return store.store_reader(
                 self.request_id, reader, head_rows=inline_rows, owner=owner, stop=self.stop
             )
-        except Interrupted:
-            raise
-        except (MergeNotPortable, SparkUnavailable, InvalidRequest):
+        except (Interrupted, SluiceError):
+            # refused, too large (the store's bound), or cancelled: a job still streaming
+            # its result is stopped, not left to run
+            self._stop_job()
             raise
         except Exception as exc:
+            self._stop_job()
             if self.stop.is_set():
                 raise Interrupted from exc
-            raise _spark_error(exc) from exc
+            error = _spark_error(exc)
+            if isinstance(error, SparkUnavailable):
+                self.merger.forget()  # the next request opens a new session
+            raise error from exc
         finally:
             self._clean()
 
@@ -263,7 +287,7 @@ class _Job:
 
     def _stage(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=False)
-        for sid in self.step_ids:
+        for sid in self.views:
             reader = self.tables.merge_cursor.sql(self._select(sid)).to_arrow_reader(
                 STAGE_BATCH_ROWS
             )

@@ -12,6 +12,7 @@ does not answer in time is a failure carrying the tail of its log, never a skip.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 
 STARTUP_S = 180.0
 STOP_S = 20.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
@@ -82,6 +84,14 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM when the process that started it
+    dies (a test run killed by a timeout leaves no JVM behind; spark-submit execs java)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _answers(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
         return True
@@ -129,6 +139,7 @@ def spark_server(port: int | None = None, heap: str = "1g") -> Iterator[SparkSer
             env=env,
             cwd=work,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     try:
         deadline = time.monotonic() + STARTUP_S

@@ -11,14 +11,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from connectors.base import Connector
 from engine.config import load_config_text
-from engine.errors import ConfigError, InvalidRequest, MergeNotPortable, SparkUnavailable
-from engine.results import ResultStore
+from engine.errors import (
+    ConfigError,
+    InvalidRequest,
+    MergeNotPortable,
+    ResultTooLarge,
+    SparkUnavailable,
+)
+from engine.federated import run_federated
+from engine.ir import FederatedQuery
+from engine.results import DiskResultStore, ResultStore
+from engine.sink import Sink
 from engine.spark import SparkMerger
 from engine.spark_settings import SparkSettings
+from safety.config import SafetyConfig
 from tests.engine.conftest import Run
+from tests.engine.support import checked
 
 # the first test pays for starting the Spark Connect server (tests/spark_server.py)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -224,3 +237,58 @@ def test_the_settings_are_checked_at_start() -> None:
         load_config_text(
             "engine:\n  spark:\n    remote: sc://h:1\n    staging: file:///x\n    min_row: 5\n"
         )
+
+
+async def test_spilled_steps_are_handed_to_spark_and_everything_is_given_back(
+    run: Run,
+    connectors: dict[str, Connector],
+    merger: SparkMerger,
+    store: ResultStore,
+    tmp_path: Path,
+    staging: Path,
+) -> None:
+    # the step's rows pass spill_after: they are in Parquet files, read through the
+    # request's own merge DuckDB, staged from there for Spark
+    from tests.engine.test_spill import BIG, Spilling
+
+    query = {
+        "steps": [step("b", "pg", "customers", BIG)],
+        "merge": "SELECT b.customer_id, count(*) AS n, sum(b.amount) AS total, "
+        "max(b.note) AS last_note FROM b GROUP BY b.customer_id ORDER BY b.customer_id",
+    }
+    spilling = Spilling(tmp_path / "spill", spill_after=256 * 1024)
+    local = await spilling.run(query, connectors, store)
+    remote = await spilling.run({**query, "engine": "spark"}, connectors, store, spark=merger)
+    assert local.memory is not None and local.memory.spilled_steps == ["b"]
+    assert remote.memory is not None and remote.memory.spilled_steps == ["b"]
+    assert remote.merge_engine == "spark" and local.merge_engine is None
+    assert remote.rows == local.rows and remote.row_count == local.row_count == 300
+    spilling.assert_clean()
+    assert os.listdir(staging) == []
+
+
+async def test_a_result_past_the_store_bound_stops_the_job_and_keeps_nothing(
+    connectors: dict[str, Connector], sink: Sink, merger: SparkMerger, tmp_path: Path, staging: Path
+) -> None:
+    small = DiskResultStore(tmp_path / "small", max_bytes=64 * 1024)
+    query = msgspec.convert(
+        {
+            "steps": [step("i", "lite", "items", "SELECT id, order_id, sku, qty FROM items")],
+            "merge": "SELECT i.*, g.n FROM i CROSS JOIN (SELECT unnest(range(200)) AS n) g",
+            "engine": "spark",
+        },
+        FederatedQuery,
+    )
+    with pytest.raises(ResultTooLarge):
+        await run_federated(
+            query,
+            checked(query),
+            connectors,
+            sink=sink,
+            store=small,
+            safety=SafetyConfig(),
+            request_id="req_sparktoolarge",
+            spark=merger,
+        )
+    assert len(small) == 0 and os.listdir(tmp_path / "small") == []
+    assert os.listdir(staging) == [] and sink.schemas() == []
