@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ def config_yaml(
     pool_size: int = 32,
     max_rows: int = JOIN_MAX_ROWS,
     pg_only: bool = False,
+    limits: Mapping[str, object] | None = None,
 ) -> str:
     """sluice.yaml for the benchmark databases (JSON is valid YAML). Each database's
     query_timeout_seconds equals the safety one, as with the defaults: a step whose timeout
@@ -87,6 +88,8 @@ def config_yaml(
             "body_limit_bytes": 1_048_576,
         },
     }
+    if limits:
+        config["limits"] = dict(limits)
     if pg_only:
         config["databases"] = config["databases"][:1]
         config["permissions"] = {"default": {bodies.PG_NAME: {"level": "R"}}}
@@ -207,6 +210,7 @@ def serve(
     gc_log: Path | None = None,
     extra_env: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
+    limits: Mapping[str, object] | None = None,
 ) -> Iterator[RunningSluice]:
     """`sluice serve` as a subprocess on a free loopback port; stopped on exit. `gc_log`:
     run it under bench/gc_probe.py, which writes its garbage collections' pauses there."""
@@ -224,6 +228,7 @@ def serve(
             pool_size=max(4, pool_size // workers),
             max_rows=max_rows,
             pg_only=pg_only,
+            limits=limits,
         )
     )
     log_path = work / "server.log"
