@@ -226,6 +226,7 @@ class RequestTables:
     merge_memory_limit: int | None = None  # the grant of a merge in its own DuckDB
     _seen: dict[str, int] = field(default_factory=dict)  # Arrow bytes per step so far
     _merge_db: duckdb.DuckDBPyConnection | None = None
+    _registered: list[pa.Table] = field(default_factory=list)  # the merge's small steps
     _grant: Grant | None = None
     _dropped: bool = False
 
@@ -399,8 +400,9 @@ class RequestTables:
     async def prepare_merge(self) -> None:
         """With spilled steps: wait for a grant from the merge pool, open the request's own
         DuckDB with it as `memory_limit`, read the spilled steps through views over their
-        files and copy the other (small) step tables in, under the same schema name, so the
-        merge SQL is qualified as it would be here."""
+        files and the other (small: under spill_after each) step tables through views over
+        their Arrow copies, under the same schema name, so the merge SQL is qualified as it
+        would be here."""
         if self.spill is None or not self.spill.steps:
             return
         assert self.pool is not None
@@ -426,12 +428,12 @@ class RequestTables:
                         f"FROM read_parquet({parquet_list(files.files)}{union})"
                     )
                     continue
-                reader = self.cursor.sql(f"SELECT * FROM {target}").to_arrow_reader(FLUSH_ROWS)
-                db.register("_sluice_copy", reader)
-                try:
-                    db.execute(f"CREATE TABLE {target} AS SELECT * FROM _sluice_copy")
-                finally:
-                    db.unregister("_sluice_copy")
+                # below spill_after, so small: scanned in place (faster than a copy)
+                data = self.cursor.sql(f"SELECT * FROM {target}").to_arrow_table()
+                name = f"_sluice_step_{len(self._registered)}"
+                db.register(name, data)
+                self._registered.append(data)
+                db.execute(f"CREATE VIEW {target} AS SELECT * FROM {quote(name)}")
 
         await anyio.to_thread.run_sync(build)
 
@@ -446,6 +448,7 @@ class RequestTables:
             try:
                 if self._merge_db is not None:
                     self._merge_db.close()
+                    self._registered.clear()
             finally:
                 try:
                     if self.spill is not None:

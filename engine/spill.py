@@ -84,7 +84,9 @@ class StepFiles:
             self.close(disk)
             path = self.folder / f"{self.step_id}.{len(self.files)}.parquet"
             self._sink = pa.OSFile(str(path), "wb")
-            self._writer = pq.ParquetWriter(self._sink, table.schema, compression="snappy")
+            self._writer = pq.ParquetWriter(
+                self._sink, table.schema, compression="snappy", use_dictionary=False
+            )
             self.files.append(path)
         assert self._writer is not None and self._sink is not None
         estimate = table.nbytes
