@@ -12,7 +12,7 @@ from connectors.base import TableInfo
 from engine.execute import StepMeta
 from engine.federated import MemoryReport, ResultPages
 from engine.ir import FederatedQuery
-from safety.types import StageName
+from safety.types import StageName, Step
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -27,6 +27,12 @@ class SimpleQueryRequest(Body):
     query: str
     language: str | None = None
     dry_run: bool = False
+
+    def step(self) -> Step:
+        """The one step it asks for, as the safety pipeline reads it."""
+        return Step(
+            database=self.database, table=self.table, query=self.query, language=self.language
+        )
 
 
 class Pagination(msgspec.Struct, kw_only=True):

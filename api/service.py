@@ -52,7 +52,7 @@ from safety import pipeline
 from safety.audit import AuditBlock, AuditEntry, AuditStep
 from safety.catalog_view import database_visible, grants_for, tables_view
 from safety.languages import registry as languages
-from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, StepInput
+from safety.types import CheckedStep, CheckRequest, RequestBlock, SafetyOutcome, Step
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -117,7 +117,7 @@ class RequestContext:
     client: str | None = None
     body_bytes: int = 0
 
-    def check_request(self, steps: list[StepInput], max_rows: int | None = None) -> CheckRequest:
+    def check_request(self, steps: list[Step], max_rows: int | None = None) -> CheckRequest:
         """What the safety pipeline reads: the steps and who asks, how, from where."""
         return CheckRequest(
             steps=steps,
@@ -150,18 +150,7 @@ class QueryService:
         started = time.perf_counter()
         state = self._state(req.database, ctx.principal)
         db_type = state.config.type
-        request = ctx.check_request(
-            [
-                StepInput(
-                    step_id=None,
-                    database=req.database,
-                    db_type=db_type,
-                    table=req.table,
-                    query=req.query,
-                    language=req.language,
-                )
-            ]
-        )
+        request = ctx.check_request([req.step()])
         if len(req.query) > _on_loop_chars(req.language or spoken_by(db_type)):
             outcome = await off_loop(pipeline.check, request, self.config)
         else:
@@ -270,21 +259,10 @@ class QueryService:
         plan = explain(query, self.catalog.names())
         check_depth({s: n.parents for s, n in plan.nodes.items()}, plan.order, limits.max_dag_depth)
         max_rows = self.row_cap(query, ctx, export)
-        inputs = []
         for step in query.steps:
-            state = self._state(step.database, ctx.principal)
-            inputs.append(
-                StepInput(
-                    step_id=step.step_id,
-                    database=step.database,
-                    db_type=state.config.type,
-                    table=step.table,
-                    query=step.query,
-                    language=step.language,
-                    depends_on=list(step.depends_on),
-                )
-            )
-        request = ctx.check_request(inputs, max_rows)
+            self._state(step.database, ctx.principal)  # 404 for an unknown database
+        # the steps as sent: the pipeline reads them, no copy
+        request = ctx.check_request(list(query.steps), max_rows)
         return pipeline.check(request, self.config), request, plan
 
     async def federated(
@@ -448,6 +426,11 @@ class QueryService:
             raise UnknownDatabase(database, self.visible_databases(principal))
         return state
 
+    def _spoken_by(self, database: str) -> str | None:
+        """The language a configured database speaks (its connector type says)."""
+        db = self.config.database(database)
+        return None if db is None else spoken_by(db.type)
+
     def _reachable(self, database: str) -> DatabaseState:
         state = self._state(database)
         if not state.reachable:
@@ -473,7 +456,7 @@ class QueryService:
                     step_id=s.step_id,
                     database=s.database,
                     table=s.table,
-                    language=s.language or spoken_by(s.db_type),
+                    language=s.language or self._spoken_by(s.database),
                     query=s.query,
                     rewritten=rewritten.get(s.step_id),
                 )

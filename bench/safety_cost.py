@@ -29,7 +29,7 @@ from bench.server import LOOKUP_MAX_ROWS, config_yaml
 from bench.simple import emit, load_avg
 from engine.config import Config, load_config_text
 from safety import pipeline
-from safety.types import CheckRequest, StepInput
+from safety.types import CheckRequest, Step
 
 RUNNER = "sluice"
 SAFETY_PIPELINE = "SAFETY_PIPELINE"
@@ -47,10 +47,8 @@ def lookup_request(user_id: int, alias: str | None = None) -> CheckRequest:
         body["query"] = body["query"].replace("SELECT *", f"SELECT *, id AS {alias}")
     return CheckRequest(
         steps=[
-            StepInput(
-                step_id=None,
+            Step(
                 database=body["database"],
-                db_type="postgresql",
                 table=body["table"],
                 query=body["query"],
                 language=body["language"],

@@ -11,8 +11,12 @@ from typing import Literal
 
 import msgspec
 
+from safety.types import Step
 
-class StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+
+# The user's step (safety.types.Step: database, table, query, language, depends_on, what the
+# pipeline checks, as sent) with its id required and the link fields of a DAG.
+class StepSpec(Step, forbid_unknown_fields=True, kw_only=True):
     """One step: a native query on one database, optionally fed by a parent's link values.
 
     `link_from` names the parent's column (qualified `s0.col` when the step has several
@@ -20,11 +24,6 @@ class StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """
 
     step_id: str
-    database: str
-    table: str
-    query: str
-    language: str | None = None
-    depends_on: list[str] = msgspec.field(default_factory=list)
     link_from: str | None = None
     link_to: str | None = None
 

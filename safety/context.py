@@ -1,9 +1,9 @@
-"""One step as the stages see it: the input, its language object and dialect (from the
-database's connector type, never its name), the policy that applies, and the analysis parsed
-once and shared.
+"""One step as the stages see it: the step as sent, its database's configured type with the
+language object and dialect it gives (never from the database's name), the policy that
+applies, and the analysis parsed once and shared.
 
 The analysis is computed on first use (PROMPT_GUARD runs before any parsing) and cached by
-the language per text across requests; GUARDRAILS writes the emitted text, cap and timeout.
+the language per text across requests; GUARDRAILS writes the rewrite and the timeout.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from connectors.config import DatabaseConfig
     from safety.config import CheckConfig
     from safety.languages.base import Analysis, Language
-    from safety.types import CheckRequest, Operation, StepInput, TableRef
+    from safety.types import CheckRequest, Operation, Rewrite, Step, TableRef
 
 
-def speaks(db_type: str) -> tuple[Language, str] | None:
+def speaks(db_type: str | None) -> tuple[Language, str] | None:
     """(language, dialect) of a database type, or None when sluice has no connector for it."""
+    if db_type is None:
+        return None
     try:
         cls = connectors.get(db_type)
     except UnknownConnector:
@@ -40,41 +42,36 @@ class StepContext:
         "_grants",
         "config",
         "db",
+        "db_type",
         "dialect",
         "lang",
         "language",
-        "link_text",
         "request",
-        "row_cap",
+        "rewrite",
         "step",
-        "text",
         "timeout",
-        "run_text",
-        "params",
     )
 
-    def __init__(self, request: CheckRequest, config: CheckConfig, step: StepInput) -> None:
+    def __init__(self, request: CheckRequest, config: CheckConfig, step: Step) -> None:
         self.request = request
         self.config = config
         self.step = step
-        spoken = speaks(step.db_type)
+        self.db: DatabaseConfig | None = config.database(step.database)
+        # None: not configured (PROMPT_GUARD blocks it)
+        self.db_type: str | None = self.db.type if self.db is not None else None
+        spoken = speaks(self.db_type)
         self.lang: Language | None = spoken[0] if spoken else None
         # read by every stage after PROMPT_GUARD, which lets no step without a language on
         self.language: Language = cast("Language", self.lang)
         self.dialect = spoken[1] if spoken else ""
-        self.db: DatabaseConfig | None = config.database(step.database)
         self._analysis: Analysis | None = None
         self._grants: DatabaseGrants | None = None
         # asked by several stages (and per column by the language): computed once per step
         self._access: list[tuple[TableRef, Operation]] | None = None
         self._declared: TableRef | None = None
         self._grant_of: dict[TableRef, TableGrant] = {}
-        # written by GUARDRAILS
-        self.text: str | None = None
-        self.row_cap: int | None = None
-        self.link_text: str | None = None
-        self.run_text: str | None = None  # `text` with parameters bound as `params`
-        self.params: tuple[object, ...] = ()
+        # written by GUARDRAILS (None without it: the text runs as sent, uncapped)
+        self.rewrite: Rewrite | None = None
         self.timeout: float = config.safety.query_timeout_seconds
 
     @property
@@ -98,7 +95,7 @@ class StepContext:
     @property
     def grants(self) -> DatabaseGrants:
         if self._grants is None:
-            schemas = _default_schemas(self.db, self.step)
+            schemas = self.db.default_schemas() if self.db is not None else ()
             self._grants = database_grants(
                 self.config, self.request.principal, self.step.database, schemas
             )
@@ -134,13 +131,3 @@ class StepContext:
             return True
         defaults = self.grants.default_schemas
         return (not a.schema and b.schema in defaults) or (not b.schema and a.schema in defaults)
-
-
-def _default_schemas(db: DatabaseConfig | None, step: StepInput) -> tuple[str, ...]:
-    if db is not None:
-        return db.default_schemas()
-    try:  # not configured (a policy may still name it): the type's defaults
-        settings = connectors.settings_type(step.db_type)
-        return settings(name=step.database).default_schemas()
-    except (UnknownConnector, TypeError, ValueError):
-        return ()

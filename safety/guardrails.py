@@ -36,9 +36,7 @@ class Guardrails:
         asked = step.request.max_rows
         cap = asked or safety.max_rows_per_query
         step.timeout = timeout
-        rewrite = step.language.rewrite(a, step.step.query, step.dialect, cap, timeout)
-        step.text, step.row_cap, step.link_text = rewrite.text, rewrite.row_cap, rewrite.link_text
-        step.run_text, step.params = rewrite.run_text, rewrite.params
-        if step.row_cap is not None:
+        step.rewrite = step.language.rewrite(a, step.step.query, step.dialect, cap, timeout)
+        if step.rewrite.row_cap is not None:
             policy.append(f"max_rows={cap}" if asked else f"safety.max_rows_per_query={cap}")
         return Allow(", ".join(policy))

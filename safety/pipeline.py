@@ -139,20 +139,12 @@ def _strip(
 def _checked(ctx: StepContext) -> t.CheckedStep:
     s = ctx.step
     operation = ctx.operation
-    text = ctx.text if ctx.text is not None else s.query
     return t.CheckedStep(
-        step_id=s.step_id,
-        database=s.database,
-        table=s.table,
+        spec=s,
         language=ctx.language.name,
         dialect=ctx.dialect,
         operation=operation,
-        original=s.query,
-        text=text,
-        row_cap=ctx.row_cap,
-        link_text=ctx.link_text,
-        run_text=ctx.run_text,
-        params=ctx.params,
+        rewrite=ctx.rewrite or t.Rewrite(text=s.query, row_cap=None),
         timeout=ctx.timeout,
         readonly=operation == "SELECT",
         tables=list(dict.fromkeys(ref.display for ref, _ in ctx.access())) or [s.table],

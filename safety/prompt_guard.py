@@ -41,14 +41,21 @@ class PromptGuard:
 
     def check(self, step: StepContext) -> Verdict:
         s, config = step.step, step.config
+        if step.db_type is None:
+            return Block(
+                f"database {s.database!r} is not configured",
+                "use a database named under `databases` in sluice.yaml",
+                "builtin",
+            )
         if step.lang is None:
             return Block(
-                f"database {s.database!r} has type {s.db_type!r}, which sluice has no language for",
+                f"database {s.database!r} has type {step.db_type!r}, which sluice has no "
+                "language for",
                 f"use one of the types {', '.join(connectors.names())}",
                 "builtin",
             )
         spoken = step.language.name
-        problem = languages.mismatch(s.language, spoken, s.database, s.db_type)
+        problem = languages.mismatch(s.language, spoken, s.database, step.db_type)
         if problem is not None:  # a malformed request (400), on every path, checked here only
             return Block(*problem, "builtin", invalid=INVALID_REQUEST)
         limit = config.server.body_limit_bytes

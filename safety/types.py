@@ -1,6 +1,8 @@
-"""What the safety pipeline reads and what it returns. The API builds a `CheckRequest`,
-`safety.pipeline.check()` returns a `SafetyOutcome`; the engine executes only the
-`CheckedStep`s in it (what is checked is exactly what runs).
+"""What the safety pipeline reads and what it returns. The API builds a `CheckRequest` of
+`Step`s (each step as the user wrote it), `safety.pipeline.check()` returns a
+`SafetyOutcome`; the engine executes only the `CheckedStep`s in it (what is checked is exactly
+what runs). A step's field is declared once: on Step (what the user sends) or on
+CheckedStep/Rewrite (what checking decides); a checked step keeps its spec.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ class TableRef:
         return ".".join(p for p in (self.catalog, self.schema, self.name) if p)
 
 
-class StepInput(msgspec.Struct, frozen=True, kw_only=True):
-    """One step as the client sent it. `db_type` is the connector type from the config
-    (postgresql, mysql, sqlite, duckdb, mongodb): language and dialect come from it, never
-    from the database's name. `language` is what the client asked for (None = infer)."""
+class Step(msgspec.Struct, kw_only=True):
+    """One step as the user wrote it: the lone query of /v1/query/simple (no `step_id`) or a
+    step of a federated DAG (engine.ir.StepSpec, which requires the id and adds the link).
+    `language` is what the user asked for (None = infer); the language and dialect that
+    apply come from the database's connector type in the config, never from its name."""
 
-    step_id: str | None
+    step_id: str | None = None
     database: str
-    db_type: str
     table: str
     query: str
     language: str | None = None
@@ -43,7 +45,7 @@ class StepInput(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CheckRequest(msgspec.Struct, frozen=True, kw_only=True):
-    steps: list[StepInput]
+    steps: list[Step]
     principal: str | None = None  # None: the `permissions.default` set applies
     transport: str = "rest/local"
     client: str | None = None
@@ -52,26 +54,15 @@ class CheckRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_rows: int | None = None
 
 
-class CheckedStep(msgspec.Struct, kw_only=True):
-    """A step that passed: the rewritten native text the connector must run, unchanged.
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """GUARDRAILS' result (the language writes it): the text that runs, the cap the client
+    sees (None: no cap; the text fetches cap + 1 so truncation shows), and the text a link
+    filter is applied to (None: into `text`)."""
 
-    `row_cap` is the cap the client sees; the text fetches `row_cap + 1` rows so truncation
-    is detectable. `readonly` is False only when the policy granted the write it needs.
-    """
-
-    step_id: str | None
-    database: str
-    table: str
-    language: str
-    dialect: str
-    operation: Operation
-    original: str
     text: str
     row_cap: int | None
-    timeout: float
-    readonly: bool = True
-    tables: list[str] = msgspec.field(default_factory=list)  # every table it touches
-    # The checked SQL without the row cap. A link filter goes into this text, so the cap
+    # The checked text without the row cap. A link filter goes into this text, so the cap
     # counts rows after the filter (capping first would drop matching rows); the connector's
     # max_rows (row_cap + 1) still enforces the cap. None: link into `text` (MQL filters first).
     link_text: str | None = None
@@ -80,6 +71,60 @@ class CheckedStep(msgspec.Struct, kw_only=True):
     # statement serves every key.
     run_text: str | None = None
     params: tuple[object, ...] = ()
+
+
+class CheckedStep(msgspec.Struct, kw_only=True):
+    """A step that passed: its spec as sent, what checking found (language, dialect,
+    operation, tables) and the rewrite the connector must run, unchanged.
+
+    `readonly` is False only when the policy granted the write it needs.
+    """
+
+    spec: Step
+    language: str
+    dialect: str
+    operation: Operation
+    rewrite: Rewrite
+    timeout: float
+    readonly: bool = True
+    tables: list[str] = msgspec.field(default_factory=list)  # every table it touches
+
+    # read through, so a field is declared once (on the spec or the rewrite)
+    @property
+    def step_id(self) -> str | None:
+        return self.spec.step_id
+
+    @property
+    def database(self) -> str:
+        return self.spec.database
+
+    @property
+    def table(self) -> str:
+        return self.spec.table
+
+    @property
+    def original(self) -> str:
+        return self.spec.query
+
+    @property
+    def text(self) -> str:
+        return self.rewrite.text
+
+    @property
+    def row_cap(self) -> int | None:
+        return self.rewrite.row_cap
+
+    @property
+    def link_text(self) -> str | None:
+        return self.rewrite.link_text
+
+    @property
+    def run_text(self) -> str | None:
+        return self.rewrite.run_text
+
+    @property
+    def params(self) -> tuple[object, ...]:
+        return self.rewrite.params
 
 
 class StageVerdict(msgspec.Struct, kw_only=True):

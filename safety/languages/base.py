@@ -14,8 +14,10 @@ and how a step with no link values learns its columns (`empty_probe`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
+
+# Rewrite is part of the Language API (a language returns it); it lives with the step types
+from safety.types import Rewrite as Rewrite
 
 if TYPE_CHECKING:
     from connectors.base import Connector, Statement
@@ -77,21 +79,6 @@ class StepView(Protocol):
     def same_table(self, a: TableRef, b: TableRef) -> bool:
         """Same table, counting the database's default schemas (`public.t` is `t`)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Rewrite:
-    """GUARDRAILS' result: the text that runs, the cap the client sees (None: no cap; the
-    text fetches cap + 1 so truncation shows), and the text a link filter is applied to
-    (None: into `text`)."""
-
-    text: str
-    row_cap: int | None
-    link_text: str | None = None
-    # what the connector runs when it differs from `text`: the same statement with some
-    # literals bound as `params` (safety/languages/sql_template.py)
-    run_text: str | None = None
-    params: tuple[object, ...] = ()
 
 
 class Language(ABC):

@@ -16,7 +16,7 @@ import duckdb
 
 from connectors.base import Connector, LinkFilter, Statement
 from engine.ir import FederatedQuery
-from safety.types import CheckedStep
+from safety.types import CheckedStep, Rewrite
 
 REGIONS = ["north", "south", "east", "west", "centre"]
 N_CUSTOMERS = 300
@@ -168,15 +168,11 @@ def checked(
     """CheckedSteps as the pipeline would return them, the text unchanged (tests only)."""
     return {
         s.step_id: CheckedStep(
-            step_id=s.step_id,
-            database=s.database,
-            table=s.table,
+            spec=s,
             language="sql",
             dialect=DIALECTS.get(s.database, "postgres"),
             operation="SELECT",
-            original=s.query,
-            text=s.query,
-            row_cap=caps.get(s.step_id, row_cap),
+            rewrite=Rewrite(text=s.query, row_cap=caps.get(s.step_id, row_cap)),
             timeout=timeout,
         )
         for s in query.steps

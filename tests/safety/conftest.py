@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 
 from engine.config import Config, load_config_text
 from safety.pipeline import STAGES, check
-from safety.types import CheckRequest, SafetyOutcome, StepInput
+from safety.types import CheckRequest, SafetyOutcome, Step
 from safety.verdicts import Stage
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -97,11 +97,9 @@ def run(
     stages: tuple[Stage, ...] = STAGES,
     body_bytes: int = 0,
 ) -> SafetyOutcome:
-    database, db_type = DATABASES[dialect]
-    step = StepInput(
-        step_id=None,
+    database, _ = DATABASES[dialect]
+    step = Step(
         database=database,
-        db_type=db_type,
         table=table,
         query=query,
         language=language,

@@ -26,7 +26,7 @@ from connectors.registry import database_config
 from engine.config import Config, load_config_text
 from engine.statements import to_statement
 from safety.pipeline import check
-from safety.types import CheckRequest, StepInput
+from safety.types import CheckRequest, Step
 from tests.safety.conftest import DATABASES, TABLES_POLICY, load_corpus
 from tests.servers import MySQLServer, PgServer
 
@@ -212,10 +212,8 @@ async def snapshot(conn: Connector, dialect: str) -> dict[str, Any]:
 
 
 def _check(config: Config, backend: Backend, entry: dict[str, Any]):  # type: ignore[no-untyped-def]
-    database, db_type = DATABASES[backend.dialect]
-    step = StepInput(
-        step_id=None, database=database, db_type=db_type, table=entry["table"], query=entry["query"]
-    )
+    database, _ = DATABASES[backend.dialect]
+    step = Step(database=database, table=entry["table"], query=entry["query"])
     return check(CheckRequest(steps=[step]), config)
 
 

@@ -8,7 +8,7 @@ import pytest
 from engine.config import Config, load_config_text
 from safety.pipeline import check
 from safety.policy import GRANTS, UNBOUNDED
-from safety.types import CheckRequest, StepInput
+from safety.types import CheckRequest, Step
 from tests.safety.conftest import run
 
 LEVELS = ("none", "R", "W", "RW", "A", "RA", "RWA")
@@ -138,10 +138,9 @@ def _one(
     query: str,
     table: str,
     database: str = "pg",
-    db_type: str = "postgresql",
     principal: str | None = None,
 ):  # type: ignore[no-untyped-def]
-    step = StepInput(step_id=None, database=database, db_type=db_type, table=table, query=query)
+    step = Step(database=database, table=table, query=query)
     return check(CheckRequest(steps=[step], principal=principal), config)
 
 
@@ -198,7 +197,7 @@ def test_schema_qualified_entry_and_default_schema_fallback(policy: Config) -> N
 
 
 def test_mysql_default_schema_is_the_configured_database(policy: Config) -> None:
-    assert _one(policy, "SELECT id FROM shop.orders", "orders", "my", "mysql").allowed
-    other = _one(policy, "SELECT id FROM other_db.orders", "orders", "my", "mysql")
+    assert _one(policy, "SELECT id FROM shop.orders", "orders", "my").allowed
+    other = _one(policy, "SELECT id FROM other_db.orders", "orders", "my")
     assert other.block is not None and other.block.stage == "RBAC_GATE"
     assert "my.other_db.orders" in other.block.reason

@@ -15,7 +15,7 @@ from safety.languages.sql_parse import parse
 from safety.pipeline import STAGES, check
 from safety.prompt_guard import PromptGuard
 from safety.rbac_gate import RbacGate
-from safety.types import CheckRequest, StepInput
+from safety.types import CheckRequest, Step
 from tests.safety.conftest import CORPUS_CONFIG, run
 
 
@@ -108,19 +108,19 @@ databases:
   - {name: postgres, type: mysql, host: 127.0.0.1, database: shop}
 permissions: {default: {postgres: {level: R}}}
 """)
-    step = StepInput(
-        step_id=None, database="postgres", db_type="mysql", table="t", query="SELECT `a` FROM t"
-    )
+    step = Step(database="postgres", table="t", query="SELECT `a` FROM t")
     outcome = check(CheckRequest(steps=[step]), config)
     assert outcome.allowed
     assert outcome.steps[0].dialect == "mysql"
     assert outcome.steps[0].text == "SELECT `a` FROM t LIMIT 10001"
 
 
-def test_unknown_database_type_is_blocked(config: Config) -> None:
-    step = StepInput(step_id=None, database="x", db_type="oracle", table="t", query="SELECT 1")
+def test_an_unconfigured_database_is_blocked(config: Config) -> None:
+    """Its type comes from the config only, so a database absent from it has none."""
+    step = Step(database="x", table="t", query="SELECT 1")
     outcome = check(CheckRequest(steps=[step]), config)
     assert outcome.block is not None and outcome.block.stage == "PROMPT_GUARD"
+    assert "'x' is not configured" in outcome.block.reason
 
 
 # --- GUARDRAILS ----------------------------------------------------------------------------
@@ -230,10 +230,9 @@ def test_every_stage_verdict_is_recorded_with_its_policy(config: Config) -> None
 
 def _federated(config: Config, steps: list[tuple[str, str, str, list[str]]]):  # type: ignore[no-untyped-def]
     inputs = [
-        StepInput(
+        Step(
             step_id=sid,
             database="pg",
-            db_type="postgresql",
             table=table,
             query=query,
             depends_on=deps,
