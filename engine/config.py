@@ -157,8 +157,9 @@ SECTIONS: dict[str, type[Base]] = {
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _results_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The shared result store needs a bucket and an index in PostgreSQL."""
+def _results_problems(values: Mapping[str, Any], env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The shared result store needs a bucket, an index in PostgreSQL and its credentials
+    in the environment."""
     results: ResultsConfig | None = values.get("results")
     if results is None or results.store != "s3":
         return []
@@ -174,6 +175,12 @@ def _results_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
                 "server.run_store to a postgresql://... URL",
             )
         )
+    for key in ("access_key_env", "secret_key_env"):
+        name = getattr(results, key)
+        if not env.get(name):
+            found.append(
+                (f"results.{key}", f"environment variable {name} (the S3 credentials) is not set")
+            )
     return found
 
 
@@ -334,7 +341,8 @@ def load_config_text(
                 "(databases, safety, permissions, auth, server)"
             ],
         )
-    doc = _interpolate(doc, problems, os.environ if env is None else env, "")
+    env = os.environ if env is None else env
+    doc = _interpolate(doc, problems, env, "")
 
     allowed_top = ["databases", *SECTIONS]
     for key in doc:
@@ -364,7 +372,7 @@ def load_config_text(
                     "give exactly one of `token` (e.g. ${SLUICE_TOKEN}) or `token_sha256`",
                 )
 
-    for key, message in _results_problems(values):
+    for key, message in _results_problems(values, env):
         problems.add(_line_of(doc, "results"), key, message)
     spark = values["engine"].spark if "engine" in values else None
     if spark is not None and (problem := spark.problem()) is not None:

@@ -337,3 +337,17 @@ class SparkMergeFailed(SluiceError):
             suggestion="the step tables are named by step_id; check the merge SQL",
         )
         self.detail = detail
+
+
+class ResultStoreUnavailable(SluiceError):
+    """Raised when the shared result store (its bucket or its index) cannot be reached."""
+
+    code = "result_store_unavailable"
+    status = 503
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        super().__init__(
+            f"the result store's {what} cannot be reached: {type(exc).__name__}: {exc}",
+            suggestion="retry in a few seconds; if it persists, check the `results` settings",
+            headers={"Retry-After": "5"},
+        )

@@ -16,13 +16,14 @@ killed between the two steps) are removed by the periodic sweep once they are ol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -33,7 +34,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine.config import ResultsConfig
-from engine.errors import ConfigError, ResultNotFound
+from engine.errors import ConfigError, ResultNotFound, ResultStoreUnavailable
 from engine.results import (
     ANONYMOUS,
     Page,
@@ -81,6 +82,22 @@ def filesystem(cfg: ResultsConfig, env: dict[str, str] | None = None) -> pafs.S3
         connect_timeout=5,
         request_timeout=30,
     )
+
+
+@contextlib.contextmanager
+def unavailable(what: str) -> Iterator[None]:
+    """A failure to reach the bucket or the index is a 503, not an internal error (a
+    missing object is the caller's ResultNotFound)."""
+    try:
+        yield
+    except (FileNotFoundError, ResultNotFound):
+        raise
+    except (OSError, TimeoutError) as exc:  # asyncpg's and pyarrow's network errors
+        raise ResultStoreUnavailable(what, exc) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("asyncpg"):
+            raise ResultStoreUnavailable(what, exc) from exc
+        raise
 
 
 class _Lru(OrderedDict[str, Any]):
@@ -199,7 +216,8 @@ class ObjectResultStore(ResultStore):
     ) -> StoredResult:
         key = f"{self.prefix}{check_request_id(request_id)}.{secrets.token_hex(6)}.parquet"
         path = self._path(key)
-        sink = self.fs.open_output_stream(path)
+        with unavailable("bucket"):
+            sink = self.fs.open_output_stream(path)
         try:
             written = write_parquet(
                 reader,
@@ -210,7 +228,8 @@ class ObjectResultStore(ResultStore):
                 owner=owner,
                 stop=stop,
             )
-            sink.close()  # completes the upload
+            with unavailable("bucket"):
+                sink.close()  # completes the upload
         except BaseException:
             # the stream cannot be abandoned without uploading what it holds: finish it,
             # then remove the object (no index row ever named it)
@@ -229,7 +248,8 @@ class ObjectResultStore(ResultStore):
             row_groups=written.row_groups,
         )
         try:
-            replaced = self._call(self.index.put, entry)
+            with unavailable("index"):
+                replaced = self._call(self.index.put, entry)
         except BaseException:
             self._remove_object(key)
             raise
@@ -258,7 +278,9 @@ class ObjectResultStore(ResultStore):
 
     # -- reading ---------------------------------------------------------------------------
     async def _entry(self, request_id: str, reader: Reader) -> IndexEntry:
-        entry = await self.index.get(check_request_id(request_id))
+        check_request_id(request_id)
+        with unavailable("index"):
+            entry = await self.index.get(request_id)
         if entry is None or not may_read(entry.owner, reader):
             raise ResultNotFound(request_id)  # another principal's result does not exist
         return entry
@@ -288,10 +310,11 @@ class ObjectResultStore(ResultStore):
         """Rows [start, stop) with ranged GETs: the footer (unless kept) and the row groups
         that hold them, adjacent ones in one request."""
         try:
-            source = self.fs.open_input_file(self._path(entry.object_key))
+            with unavailable("bucket"):
+                source = self.fs.open_input_file(self._path(entry.object_key))
         except FileNotFoundError:
             raise ResultNotFound(entry.request_id) from None
-        with source:
+        with source, unavailable("bucket"):
             footer = self._footers.take(entry.object_key)
             file = pq.ParquetFile(source, metadata=footer, pre_buffer=True)
             if footer is None:
@@ -301,9 +324,10 @@ class ObjectResultStore(ResultStore):
     async def open_file(self, request_id: str, reader: Reader | None = None) -> pa.NativeFile:
         entry = await self._entry(request_id, reader or ANONYMOUS)
         try:
-            return await anyio.to_thread.run_sync(
-                self.fs.open_input_file, self._path(entry.object_key)
-            )
+            with unavailable("bucket"):
+                return await anyio.to_thread.run_sync(
+                    self.fs.open_input_file, self._path(entry.object_key)
+                )
         except FileNotFoundError:
             raise ResultNotFound(request_id) from None
 

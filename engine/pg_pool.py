@@ -22,7 +22,14 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(query))), schema
 
 
-async def open_pool(url: str, *, pool_size: int, tables: str, lock_key: int) -> Any:
+async def open_pool(
+    url: str,
+    *,
+    pool_size: int,
+    tables: str,
+    lock_key: int,
+    command_timeout: float | None = None,
+) -> Any:
     """A pool on `url` whose search_path is its schema, after creating the schema and
     running `tables` (CREATE ... IF NOT EXISTS) under advisory lock `lock_key`, so processes
     starting together do not race on the catalog."""

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_age ON results (created_at DESC, request_id DESC);
 """
 LOCK_KEY = 727275  # beside the run store's 727274
+COMMAND_TIMEOUT_S = 30.0  # a page never waits longer on the index
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,11 @@ class ResultIndex:
 
     async def open(self) -> None:
         self._pool = await open_pool(
-            self.url, pool_size=self.pool_size, tables=TABLES, lock_key=LOCK_KEY
+            self.url,
+            pool_size=self.pool_size,
+            tables=TABLES,
+            lock_key=LOCK_KEY,
+            command_timeout=COMMAND_TIMEOUT_S,
         )
 
     async def close(self) -> None:

@@ -99,7 +99,23 @@ def free_block(ports: range, size: int) -> int:
     raise S3StartError(f"no {size} free ports in {ports.start}-{ports.stop - 1}")
 
 
-def start(bucket: str = BUCKET) -> S3Server:
+def start(bucket: str = BUCKET, attempts: int = 3) -> S3Server:
+    """A server on the first free block of ports; another session may take the same block
+    at the same moment (weed binds some ports late), so a server that exits while starting
+    is tried again on the next block."""
+    first = PORTS.start
+    for attempt in range(attempts):
+        base = free_block(range(first, PORTS.stop), PORTS_PER_SERVER)
+        try:
+            return _start_on(base, bucket)
+        except S3StartError as exc:
+            if "exited" not in str(exc) or attempt == attempts - 1:
+                raise
+            first = base + PORTS_PER_SERVER
+    raise AssertionError("unreachable")
+
+
+def _start_on(base: int, bucket: str) -> S3Server:
     weed = weed_binary()
     work = Path(tempfile.mkdtemp(prefix="sluice-s3-"))
     access, secret = f"sluice{secrets.token_hex(6)}", secrets.token_hex(16)
@@ -111,7 +127,6 @@ def start(bucket: str = BUCKET) -> S3Server:
     }
     config.write_text(json.dumps({"identities": [identity]}))
     (work / "data").mkdir()
-    base = free_block(PORTS, PORTS_PER_SERVER)
     s3_port = base + 6
     args = [
         str(weed),
@@ -227,6 +242,7 @@ class CountingProxy:
     lock: threading.Lock = field(default_factory=threading.Lock)
     sock: socket.socket = field(default_factory=socket.socket)
     closed: bool = False
+    live: set[socket.socket] = field(default_factory=set)
 
     @property
     def endpoint(self) -> str:
@@ -249,6 +265,8 @@ class CountingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.live |= {client, upstream}
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
@@ -268,11 +286,21 @@ class CountingProxy:
                 dst.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            with self.lock:
+                self.live.discard(src)
             src.close()
 
     def close(self) -> None:
+        """Stop accepting and cut the connections in progress (kept-alive ones too)."""
         self.closed = True
+        with contextlib.suppress(OSError):  # wakes the accepting thread (close alone does not)
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        with self.lock:
+            live = list(self.live)
+        for s in live:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
 
 if __name__ == "__main__":

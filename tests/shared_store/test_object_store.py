@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from engine.errors import ConfigError, ResultNotFound, ResultTooLarge
+from engine.errors import ConfigError, ResultNotFound, ResultStoreUnavailable, ResultTooLarge
 from engine.object_results import ObjectResultStore, filesystem
 from engine.results import Reader
 from tests.s3_server import S3Server
@@ -250,3 +250,26 @@ async def test_a_missing_bucket_or_credential_fails_at_start(
     )
     with pytest.raises(ConfigError, match="ACCESS_DENIED|AccessDenied|denied"):
         await wrong.open()
+
+
+async def test_an_unreachable_bucket_or_index_is_a_503_not_an_internal_error(
+    make_store: StoreFactory, proxy: CountingProxy
+) -> None:
+    writer, reader = make_store(), make_store(endpoint=proxy.endpoint)
+    await writer.open()
+    await reader.open()
+    try:
+        await put(writer, "req_unreach0001", table(30_000, width=8))
+        reader._tables.clear()
+        proxy.close()  # the bucket is gone for the reader
+        with pytest.raises(ResultStoreUnavailable) as caught:
+            await reader.page("req_unreach0001", 2, 10, ALICE)
+        assert caught.value.status == 503 and "bucket" in caught.value.message
+        await reader.index._pool.close()  # and now its index too (a closed pool)
+        with pytest.raises(ResultStoreUnavailable, match="index"):
+            await reader.page("req_unreach0001", 2, 10, ALICE)
+        # the writer, still connected to both, pages it
+        assert (await writer.page("req_unreach0001", 2, 10, ALICE)).rows[0]["i"] == 10
+    finally:
+        await writer.close()
+        await reader.close()
