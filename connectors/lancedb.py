@@ -528,6 +528,12 @@ class LanceDBConnector:
         layout = await self._layout(table, fresh=True)
         if intent == "upsert":
             check_points(query, layout.dimension)
+            new = _new_fields(query, layout)
+            if new:
+                # nullable columns first (LanceDB's schema evolution: existing rows get
+                # NULL), then the points; a failed upsert leaves the columns, empty
+                await table.add_columns(new)
+                layout = await self._layout(table, fresh=True)
             data = _points_table(query, layout)
             merge = table.merge_insert(ID).when_matched_update_all()
             result = await merge.when_not_matched_insert_all().execute(data)
@@ -622,17 +628,49 @@ def _json_value(value: Any, typ: pa.DataType) -> Any:
     return value
 
 
-def _points_table(query: VectorQuery, layout: Layout) -> pa.Table:
-    """The points as an Arrow table of the table's schema; a payload field the table does not
-    have is refused (a Lance table has a fixed schema)."""
-    known = set(layout.payload)
+def _new_fields(query: VectorQuery, layout: Layout) -> list[pa.Field]:
+    """The payload fields the points set that the table lacks, typed from their values, when
+    the body asks to add them (`add_fields`, the A level); else they are refused by name (a
+    Lance table has a fixed schema)."""
+    values: dict[str, list[Any]] = {}
     for p in query.points:
-        extra = set(p.payload) - known
-        if extra:
-            raise InvalidVectorQuery(
-                f"point {p.id!r} sets {sorted(extra)[0]!r}, not a payload column of the table",
-                f"payload columns: {', '.join(layout.payload)}",
-            )
+        for key, value in p.payload.items():
+            if key not in layout.payload and key != layout.vector:
+                values.setdefault(key, []).append(value)
+    if not values:
+        return []
+    if not query.add_fields:
+        names = ", ".join(sorted(values))
+        raise InvalidVectorQuery(
+            f"the points set fields the table does not have: {names}",
+            'add "add_fields": true to the upsert to add them as nullable columns '
+            f"(needs the A level), or use the table's fields: {', '.join(layout.payload)}",
+        )
+    return [pa.field(name, _field_type(name, vs), nullable=True) for name, vs in values.items()]
+
+
+def _field_type(name: str, values: list[Any]) -> pa.DataType:
+    """The Arrow type of a new column from its JSON values (nested values: JSON text)."""
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        raise InvalidVectorQuery(f"new field {name!r} is null in every point: its type is unknown")
+    if kinds == {bool}:
+        return pa.bool_()
+    if kinds == {int}:
+        return pa.int64()
+    if kinds <= {int, float}:
+        return pa.float64()
+    if kinds == {str} or kinds <= {dict, list}:
+        return pa.string()
+    found = ", ".join(sorted(k.__name__ for k in kinds))
+    raise InvalidVectorQuery(
+        f"new field {name!r} has values of mixed types ({found})",
+        "send one type per field",
+    )
+
+
+def _points_table(query: VectorQuery, layout: Layout) -> pa.Table:
+    """The points as an Arrow table of the table's schema (new fields were added before)."""
     columns: dict[str, pa.Array] = {}
     for f in layout.schema:
         if f.name == ID:

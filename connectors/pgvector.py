@@ -496,8 +496,13 @@ def _write_sql(query: VectorQuery, layout: Layout) -> tuple[str, list[Any]]:
         names: dict[str, None] = {}
         for p in query.points:
             names.update(dict.fromkeys(p.payload))
-        for n in names:
-            layout.column(n)
+        new = sorted(n for n in names if n not in layout.columns or n == layout.vector)
+        if new:
+            raise InvalidVectorQuery(
+                f"the points set fields that are not columns of {layout.table}: {', '.join(new)}",
+                "add the columns with ALTER TABLE (a `postgresql` entry for the same database, "
+                f"level A), or use its fields: {', '.join(layout.payload)}",
+            )
         fields = [ID, layout.vector, *names]
         arrays = [
             params.add([p.id for p in query.points], layout.columns[ID][1] + "[]"),

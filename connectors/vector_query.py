@@ -73,7 +73,7 @@ KEYS: dict[str, frozenset[str]] = {
     "fetch": _COMMON | {"ids", "with_payload"},
     "scroll": _COMMON | {"filter", "limit", "offset", "with_payload"},
     "count": _COMMON | {"filter"},
-    "upsert": _COMMON | {"points", "items"},
+    "upsert": _COMMON | {"points", "items", "add_fields"},
     "set_payload": _COMMON | {"ids", "filter", "payload"},
     "update": _COMMON | {"ids", "filter", "payload"},
     "delete": _COMMON | {"ids", "filter"},
@@ -155,6 +155,8 @@ class VectorQuery:
     payload: dict[str, Any] = field(default_factory=dict)
     dimension: int | None = None
     metric: Metric | None = None
+    # an upsert may add payload fields a fixed-schema collection lacks (a structure change)
+    add_fields: bool = False
 
     @property
     def is_read(self) -> bool:
@@ -478,6 +480,10 @@ def _parse(text: str) -> VectorQuery:
         raise InvalidVectorQuery("`fetch` needs `ids`")
     if intent == "upsert":
         q["points"] = _points(body)
+        add_fields = body.get("add_fields", False)
+        if not isinstance(add_fields, bool):
+            raise InvalidVectorQuery("`add_fields` is true or false")
+        q["add_fields"] = add_fields
     if intent in ("set_payload", "update"):
         if "payload" not in body:
             raise InvalidVectorQuery(f"`{intent}` needs a `payload` object to set")

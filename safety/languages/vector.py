@@ -7,7 +7,8 @@ Operation per intent (the levels the SQL path uses):
 - W: upsert (INSERT), set_payload/update (UPDATE), delete by `ids` or a non-empty `filter`
   (DELETE);
 - A: delete with an empty filter and delete_all (unbounded DELETE), set_payload with an empty
-  filter (unbounded UPDATE), create_collection and drop_collection (DDL).
+  filter (unbounded UPDATE), create_collection, drop_collection and an upsert with
+  `"add_fields": true` (it may add columns to a LanceDB table: DDL).
 
 Always refused: bodies that do not parse, unknown intents or keys, filters deeper or larger
 than the bounds, `ef`/`probes` over their bounds, non-finite numbers, and a `collection` in
@@ -73,9 +74,11 @@ def analyse_vector(text: str) -> VectorAnalysis:
         query = parse(text)
     except InvalidVectorQuery as exc:
         return VectorAnalysis(None, error=exc.message, suggestion=exc.suggestion)
+    # an upsert that may add fields to the collection's schema changes its structure
+    operation: Operation = "DDL" if query.add_fields else _OPERATIONS[query.intent]
     return VectorAnalysis(
         query,
-        operation=_OPERATIONS[query.intent],
+        operation=operation,
         unbounded=query.deletes_everything,
         fields=query.fields(),
     )

@@ -12,6 +12,7 @@ from tests.vector.conftest import (
     DIM,
     MATRIX,
     POINTS,
+    TABLE,
     Backend,
     brute_force,
     close,
@@ -221,6 +222,22 @@ async def test_refusals_leave_the_data_unchanged(backend: Backend) -> None:
             await backend.rows(unknown)
     with pytest.raises(QueryFailed, match="read-only"):
         await backend.rows({"intent": "delete_all"})
+    assert await backend.snapshot() == before
+
+
+async def test_new_payload_fields(backend: Backend) -> None:
+    """Qdrant's payloads have no schema: a new field is stored. LanceDB and pgvector tables
+    have one: the upsert is refused naming every new field, and nothing is written."""
+    point = {"id": 4242, "vector": query_vector(3), "payload": {"category": "x", "zz": 1, "aa": 2}}
+    body = {"intent": "upsert", "points": [point]}
+    if backend.kind == "qdrant":
+        assert await backend.write(body) == 1
+        got = backend.connector._client.retrieve(TABLE, [4242])  # type: ignore[attr-defined]
+        assert got[0].payload == point["payload"]
+        return
+    before = await backend.snapshot()
+    with pytest.raises(QueryFailed, match="aa, zz"):
+        await backend.write(body)
     assert await backend.snapshot() == before
 
 

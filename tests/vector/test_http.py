@@ -432,6 +432,49 @@ def test_writes_per_grant(scratch: Env) -> None:
     assert lance_rows(env) == []
 
 
+def test_upsert_adds_fields_only_when_asked_and_granted(scratch: Env) -> None:
+    """A Lance table has a fixed schema: new payload fields are a 400 naming them, unless the
+    upsert says `add_fields` (a structure change: the A level), which adds nullable columns
+    typed from the values and keeps every other row as it was (NULL in the new columns)."""
+    env = scratch
+    point = {
+        "id": 500,
+        "vector": unit(5),
+        "payload": {"description": "tent", "colour": "green", "weight_kg": 2, "tags": ["a"]},
+    }
+    plain = {"intent": "upsert", "points": [point]}
+    asked = {**plain, "add_fields": True}
+    before = lance_rows(env)
+    r = env.simple("lance", "scratch", plain, "writer")
+    assert r.status_code == 400, r.text
+    assert "colour, tags, weight_kg" in r.text and "add_fields" in r.text
+    assert_blocked(env.simple("lance", "scratch", asked, "writer"), "RBAC_GATE")
+    assert lance_rows(env) == before
+    r = env.simple("lance", "scratch", asked, "admin")
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["rows_affected"] == 1
+    after = lance_rows(env)
+    assert after[-1]["colour"] == "green" and after[-1]["weight_kg"] == 2
+    assert json.loads(after[-1]["tags"]) == ["a"]
+    old = [
+        {k: v for k, v in row.items() if k not in ("colour", "weight_kg", "tags")}
+        for row in after[:-1]
+    ]
+    assert old == before
+    assert all(row["colour"] is None and row["weight_kg"] is None for row in after[:-1])
+    # the new field is a field like the others: filtered on, and written without add_fields
+    r = env.simple("lance", "scratch", {"intent": "count", "filter": {"weight_kg": {"$gt": 1}}})
+    assert r.json()["data"]["rows"] == [{"count": 1}]
+    again = {"intent": "upsert", "points": [{**point, "id": 501, "payload": {"colour": "red"}}]}
+    assert env.simple("lance", "scratch", again, "writer").status_code == 200
+    mixed = {"intent": "upsert", "add_fields": True,
+             "points": [{"id": 502, "vector": unit(6), "payload": {"size": 1}},
+                        {"id": 503, "vector": unit(7), "payload": {"size": "L"}}]}  # fmt: skip
+    r = env.simple("lance", "scratch", mixed, "admin")
+    assert r.status_code == 400 and "mixed types" in r.text
+    assert "size" not in lance_rows(env)[0]
+
+
 HOSTILE: list[tuple[str, dict[str, Any], int, str | None]] = [
     (
         "another collection in the body",
