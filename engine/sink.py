@@ -206,6 +206,18 @@ class _Buffer:
     rows: int = 0
 
 
+def _every_column(state: TableState, data: pa.Table) -> str:
+    """A spilled piece's select list: every column the step has so far, in its table's
+    order, NULL where the piece has none (a document store's batches differ), so a file's
+    columns change only when the step's do."""
+    present = {f.name.lower(): f.name for f in data.schema}
+    return ", ".join(
+        f"CAST({quote(present[key]) if key in present else 'NULL'} AS {state.columns[key]}) "
+        f"AS {quote(name)}"
+        for key, name in state.names.items()
+    )
+
+
 # what a step sends to the writer: a batch of its rows, or None once it has finished
 Message = tuple[str, Batch | None]
 
@@ -364,7 +376,9 @@ class RequestTables:
                     )
                 else:  # typed by DuckDB's CAST as an append would be, then to Parquet
                     assert self.spill is not None
-                    typed = self.cursor.sql(f"SELECT {select} FROM {quote(view)}")
+                    typed = self.cursor.sql(
+                        f"SELECT {_every_column(state, data)} FROM {quote(view)}"
+                    )
                     files.write(typed.to_arrow_table(), self.spill.disk)
             finally:
                 self.cursor.unregister(view)
@@ -418,8 +432,10 @@ class RequestTables:
                 target = self.table_name(step_id)
                 files = spill.steps.get(step_id)
                 if files is not None:
+                    written = files.columns()  # a column added after the last write: NULL
                     cols = ", ".join(
-                        f"CAST({quote(name)} AS {state.columns[key]}) AS {quote(name)}"
+                        f"CAST({quote(name) if key in written else 'NULL'} AS "
+                        f"{state.columns[key]}) AS {quote(name)}"
                         for key, name in state.names.items()
                     )
                     union = ", union_by_name = true" if len(files.files) > 1 else ""

@@ -74,12 +74,13 @@ class StepFiles:
     _writer: pq.ParquetWriter | None = None
     _sink: pa.NativeFile | None = None
 
-    @property
-    def schema(self) -> pa.Schema | None:
-        return self._writer.schema if self._writer is not None else None
+    _names: set[str] = field(default_factory=set)  # columns (lowercase) in some file
+
+    def columns(self) -> set[str]:
+        return set(self._names)
 
     def write(self, table: pa.Table, disk: DiskBudget) -> None:
-        """Append `table` as a row group (its schema must be `schema`, or starts a file)."""
+        """Append `table` as a row group (a new file when its schema differs)."""
         if self._writer is None or not table.schema.equals(self._writer.schema):
             self.close(disk)
             path = self.folder / f"{self.step_id}.{len(self.files)}.parquet"
@@ -89,6 +90,7 @@ class StepFiles:
             )
             self.files.append(path)
         assert self._writer is not None and self._sink is not None
+        self._names.update(n.lower() for n in table.schema.names)
         estimate = table.nbytes
         disk.reserve(estimate, f"step {self.step_id!r}")
         before = self._sink.tell()

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import duckdb
 import msgspec
 import pytest
 
-from connectors.base import Connector
+from connectors.base import Batch, Column, Connector
 from engine.errors import MergeFailed, SpillLimitExceeded, StepFailed
 from engine.federated import FederatedResult, run_federated
 from engine.ir import FederatedQuery
@@ -348,3 +349,65 @@ async def test_two_concurrent_merges_share_the_pool(
         spilling.assert_clean()
     finally:
         spilling.sink.close()
+
+
+async def feed(tables: Any, messages: list[tuple[str, Batch | None]]) -> None:
+    send, receive = anyio.create_memory_object_stream[tuple[str, Batch | None]](2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(tables.serve, receive)
+        async with send:
+            for m in messages:
+                await send.send(m)
+
+
+DOCS: list[tuple[str, Batch | None]] = [  # a document store's batches: fields come and go
+    ("d", Batch([Column("id", "BIGINT"), Column("a", "VARCHAR")], rows=[(1, "x"), (2, "y")])),
+    ("d", Batch([Column("id", "BIGINT"), Column("b", "DOUBLE")], rows=[(3, 1.5)])),
+    ("d", Batch([Column("id", "BIGINT"), Column("c", "DATE")], rows=[])),  # c: no value ever
+    ("d", Batch([Column("ID", "BIGINT"), Column("a", "VARCHAR")], rows=[(4, "z")])),
+    ("d", None),
+]
+
+
+async def test_a_spilled_step_whose_columns_vary_reads_as_in_memory(
+    spilling: Spilling, sink: Sink
+) -> None:
+    async def rows(s: Sink) -> list[tuple[Any, ...]]:
+        tables = await s.open_request("req_docs")
+        try:
+            await feed(tables, DOCS)
+            await tables.prepare_merge()
+            sql = f"SELECT * FROM {tables.table_name('d')} ORDER BY id"
+            return tables.merge_cursor.sql(sql).fetchall()
+        finally:
+            await tables.drop()
+
+    want = await rows(sink)
+    got = await rows(spilling.sink)
+    assert [r[0] for r in want] == [1, 2, 3, 4]
+    assert got == want
+    spilling.assert_clean()
+
+
+async def test_a_spilled_merge_reads_only_its_own_folder(
+    spilling: Spilling, tmp_path: Path
+) -> None:
+    """The merge's DuckDB is locked down as the shared one is: no other file, no setting."""
+    outside = tmp_path / "outside.csv"
+    outside.write_text("secret\n1\n")
+    tables = await spilling.sink.open_request("req_lock")
+    try:
+        await feed(tables, DOCS)
+        await tables.prepare_merge()
+        cur = tables.merge_cursor
+        with pytest.raises(duckdb.Error, match="disabled|not allowed|Permission"):
+            cur.execute(f"SELECT * FROM read_csv('{outside}')").fetchall()
+        with pytest.raises(duckdb.Error, match="disabled|not allowed|Permission"):
+            cur.execute("SELECT * FROM read_csv('/etc/passwd')").fetchall()
+        with pytest.raises(duckdb.Error, match="locked"):
+            cur.execute("SET enable_external_access = true")
+        with pytest.raises(duckdb.Error, match="locked"):
+            cur.execute("SET memory_limit = '100GB'")
+    finally:
+        await tables.drop()
+    spilling.assert_clean()
