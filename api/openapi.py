@@ -25,6 +25,7 @@ _DESCRIPTIONS = {
     500: "Connector or merge failure",
     503: "Not ready, database unavailable, or the server at its bounds (Retry-After)",
     504: "Query timed out",
+    507: "Spill space (limits.merge_temp_limit) used up",
 }
 
 

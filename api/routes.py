@@ -401,7 +401,7 @@ ENDPOINTS: list[Endpoint] = [
         "A DAG of steps across databases, merged in DuckDB.",
         response=(env.QuerySuccess, env.DryRunResponse),
         body=FederatedQuery,
-        errors=(400, 403, 404, 413, 500, 503, 504),
+        errors=(400, 403, 404, 413, 500, 503, 504, 507),
     ),
     Endpoint(
         "GET",
