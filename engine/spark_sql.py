@@ -35,6 +35,8 @@ _FRACTIONAL = frozenset({_T.FLOAT, _T.DOUBLE, _T.DECIMAL, _T.BIGDECIMAL, _T.UNKN
 # an operand already without a fraction: the cast cannot round or truncate anything
 _WHOLE = (exp.Floor, exp.Ceil)
 _ROUNDED = (exp.Round, exp.Trunc)  # whole unless given decimals
+_TEXT = frozenset({_T.TEXT, _T.VARCHAR, _T.CHAR, _T.NCHAR, _T.NVARCHAR})
+_SAFE_DIFF_UNITS = {"day", "week"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _epoch(node: exp.Expression) -> Finding | None:
         return Finding(
             _sql(node),
             "DuckDB keeps the fraction of a second, Spark drops it",
-            "date_diff('second', TIMESTAMP '1970-01-01', ts) for whole seconds",
+            'compare timestamps directly, or run this merge on DuckDB ("engine": "duckdb")',
             silent=True,
         )
     if isinstance(node, exp.UnixToTime) or (
@@ -115,7 +117,7 @@ def _epoch(node: exp.Expression) -> Finding | None:
             _sql(node),
             "it has no Spark equivalent (sqlglot turns epoch_ms(ts) into a conversion the "
             "other way)",
-            "date_diff('millisecond', TIMESTAMP '1970-01-01', ts)",
+            'compare timestamps directly, or run this merge on DuckDB ("engine": "duckdb")',
             silent=False,
         )
     return None
@@ -155,6 +157,65 @@ def _engine_specific(node: exp.Expression) -> Finding | None:
     return None
 
 
+# strftime codes whose Spark translation gives the same text (the corpus checks each);
+# %j is '007' in DuckDB and '07' in Spark, others fail on Spark or differ
+_SAME_FORMAT_CODES = set("YmdHMSfAaBbyIp")
+_SAME_FORMAT_TEXT = set("-/:., ")
+
+
+def _time_format(node: exp.Expression) -> Finding | None:
+    if not isinstance(node, exp.TimeToStr | exp.StrToTime):
+        return None
+    fmt = node.args.get("format")
+    text = fmt.name if isinstance(fmt, exp.Literal) and fmt.is_string else None
+    bad = None if text is not None else "a format that is not a literal"
+    i = 0
+    while bad is None and text is not None and i < len(text):
+        if text[i] == "%":
+            code = text[i + 1 : i + 2]
+            if code not in _SAME_FORMAT_CODES:
+                bad = f"the code %{code}"
+            i += 2
+        elif text[i] not in _SAME_FORMAT_TEXT:
+            bad = f"the text {text[i]!r}"
+        else:
+            i += 1
+    if bad is None:
+        return None
+    codes = " ".join(f"%{c}" for c in sorted(_SAME_FORMAT_CODES))
+    return Finding(
+        f"{_sql(node)} ({bad})",
+        "Spark's datetime patterns differ from strftime's: some codes give other text "
+        "(%j is '007' in DuckDB, '07' in Spark), others fail",
+        f"only these codes, separated by - / : . , or spaces: {codes}",
+        silent=True,
+    )
+
+
+def _text_functions(node: exp.Expression) -> Finding | None:
+    if isinstance(node, exp.RegexpReplace):
+        flags = node.args.get("modifiers")
+        if not (isinstance(flags, exp.Literal) and flags.name == "g"):
+            return Finding(
+                _sql(node),
+                "DuckDB replaces the first match unless given 'g'; Spark replaces every "
+                "match (and ignores other flags)",
+                "regexp_replace(s, pattern, replacement, 'g'): every match, on both",
+                silent=True,
+            )
+    if isinstance(node, exp.Format) or (
+        isinstance(node, exp.Anonymous) and node.name.lower() == "printf"
+    ):
+        return Finding(
+            _sql(node),
+            "DuckDB's format()/printf() templates mean something else to Spark "
+            "(format('{}-{}', a, b) comes back as '{}-{}')",
+            "concatenate: CAST(a AS VARCHAR) || '-' || b",
+            silent=True,
+        )
+    return None
+
+
 def _unsupported(node: exp.Expression) -> Finding | None:
     """Constructs that Spark refuses or sqlglot cannot express: named here so the answer
     says what to write, rather than Spark's parser error after the steps ran."""
@@ -186,9 +247,20 @@ def _unsupported(node: exp.Expression) -> Finding | None:
     )
 
 
-def _cast_to_integer(node: exp.Expression) -> Finding | None:
-    """A cast of a value with a fraction to an integer type: DuckDB rounds, Spark truncates.
-    Runs on the typed copy of the tree; an operand of unknown type is refused too."""
+def _kind(node: exp.Expression) -> object:
+    """The node's annotated type (a DataType.Type), UNKNOWN when none."""
+    return node.type.this if node.type is not None else _T.UNKNOWN
+
+
+def _typed_as(node: exp.Expression) -> str:
+    if node.type is None or _kind(node) == _T.UNKNOWN:
+        return ""
+    return f" (a {node.type.sql(SOURCE)})"
+
+
+def _cast_to_integer(node: exp.Expression, certain_only: bool) -> Finding | None:
+    """A cast of a value with a fraction to an integer type: DuckDB rounds, Spark truncates
+    (a text '5.5' too: DuckDB gives 6)."""
     if not isinstance(node, exp.Cast) or node.to.this not in _INTEGER_TYPES:
         return None
     operand = node.this
@@ -196,17 +268,59 @@ def _cast_to_integer(node: exp.Expression) -> Finding | None:
         return None
     if isinstance(operand, _ROUNDED) and operand.args.get("decimals") is None:
         return None
-    kind = operand.type.this if operand.type is not None else _T.UNKNOWN
-    if kind not in _FRACTIONAL and kind not in {_T.TEXT, _T.VARCHAR}:
+    kind = _kind(operand)
+    if kind == _T.UNKNOWN and certain_only:
         return None
-    known = "" if kind == _T.UNKNOWN else f" (a {operand.type.sql(SOURCE)})"
+    if kind not in _FRACTIONAL and kind not in _TEXT:
+        return None
     return Finding(
-        f"{_sql(node)}{known}",
+        f"{_sql(node)}{_typed_as(operand)}",
         "a cast of a value with a fraction to an integer rounds in DuckDB (5.5 -> 6) and "
         "truncates in Spark (5.5 -> 5)",
         "say which you mean: CAST(round(x) AS INTEGER) or CAST(trunc(x) AS INTEGER)",
         silent=True,
     )
+
+
+def _float_to_text(node: exp.Expression, certain_only: bool) -> Finding | None:
+    """A DOUBLE written as text: '1.25e+20' in DuckDB, '1.25E20' in Spark."""
+    if not isinstance(node, exp.Cast) or node.to.this not in _TEXT:
+        return None
+    kind = _kind(node.this)
+    if kind in {_T.FLOAT, _T.DOUBLE} or (kind == _T.UNKNOWN and not certain_only):
+        return Finding(
+            f"{_sql(node)}{_typed_as(node.this)}",
+            "floating-point numbers are written differently as text ('1.25e+20' in "
+            "DuckDB, '1.25E20' in Spark)",
+            "CAST(CAST(x AS DECIMAL(38, 9)) AS VARCHAR), which is the same on both",
+            silent=True,
+        )
+    return None
+
+
+def _date_diff(node: exp.Expression, certain_only: bool) -> Finding | None:
+    """date_diff counts boundaries crossed in DuckDB and whole units elapsed in Spark: the
+    same only for days and weeks between DATEs (measured by the corpus)."""
+    if not isinstance(node, exp.DateDiff):
+        return None
+    given = node.args.get("unit")
+    unit = (given.name if given is not None else "day").lower()
+    if unit in _SAFE_DIFF_UNITS:
+        kinds = {_kind(node.this), _kind(node.expression)}
+        if kinds <= {_T.DATE} or (certain_only and _T.UNKNOWN in kinds):
+            return None
+    return Finding(
+        _sql(node),
+        "DuckDB counts the unit boundaries crossed, Spark the whole units elapsed "
+        "(2023-12-31 23:00 to 2024-01-01 01:00 is 1 day in DuckDB, 0 in Spark)",
+        "date_diff('day', CAST(a AS DATE), CAST(b AS DATE)), or run this merge on DuckDB "
+        '("engine": "duckdb")',
+        silent=True,
+    )
+
+
+TypedRule = Callable[[exp.Expression, bool], Finding | None]
+TYPED_RULES: tuple[TypedRule, ...] = (_cast_to_integer, _float_to_text, _date_diff)
 
 
 RULES: tuple[Rule, ...] = (
@@ -216,6 +330,8 @@ RULES: tuple[Rule, ...] = (
     _epoch,
     _ordered_aggregate,
     _engine_specific,
+    _time_format,
+    _text_functions,
 )
 
 
@@ -231,42 +347,41 @@ def findings(
             hit = rule(node)
             if hit is not None:
                 found.append(hit)
-    found.extend(_cast_findings(tree, types))
+    found.extend(_typed_findings(tree, types))
     return found
 
 
-def _cast_findings(
+def _typed_findings(
     tree: exp.Expression, types: Mapping[str, Mapping[str, str]] | None
 ) -> list[Finding]:
-    casts = [c for c in tree.find_all(exp.Cast) if c.to.this in _INTEGER_TYPES]
-    if not casts:
+    """The rules that need types, on a typed copy of the tree. Without the step tables'
+    types (before the steps ran) only what literals make certain is refused; with them, an
+    operand whose type cannot be told is refused too."""
+    if not any(isinstance(n, exp.Cast | exp.DateDiff) for n in tree.walk()):
         return []
-    if types is None:  # before the steps ran: only what a literal says
-        literal = [c for c in casts if isinstance(c.this, exp.Literal) and not c.this.is_string]
-        return [f for c in literal if (f := _literal_cast(c)) is not None]
-    schema = {t.lower(): {c.lower(): ty for c, ty in cols.items()} for t, cols in types.items()}
+    certain_only = types is None
+    schema: dict[str, object] = {
+        t.lower(): {c.lower(): ty for c, ty in cols.items()} for t, cols in (types or {}).items()
+    }
     try:
-        typed = qualify_columns(
-            tree.copy(), schema=schema, dialect=SOURCE, validate_qualify_columns=False
-        )
-        typed = annotate_types(typed, schema=schema, dialect=SOURCE)
+        typed = tree.copy()
+        if schema:
+            typed = qualify_columns(
+                typed, schema=schema, dialect=SOURCE, validate_qualify_columns=False
+            )
+        typed = annotate_types(typed, schema=schema or None, dialect=SOURCE)
     except (SqlglotError, KeyError, ValueError) as exc:
+        if certain_only:
+            return []
         return [
             Finding(
-                _sql(casts[0]),
-                f"the type of the value cast to an integer cannot be told ({exc})",
-                "say which you mean: CAST(round(x) AS INTEGER) or CAST(trunc(x) AS INTEGER)",
+                _sql(tree),
+                f"the types of its casts and date differences cannot be told ({exc})",
+                'write the merge more plainly, or run it on DuckDB ("engine": "duckdb")',
                 silent=True,
             )
         ]
-    return [f for c in typed.find_all(exp.Cast) if (f := _cast_to_integer(c)) is not None]
-
-
-def _literal_cast(cast: exp.Cast) -> Finding | None:
-    text = cast.this.name
-    if "." not in text and "e" not in text.lower():
-        return None
-    return _cast_to_integer(annotate_types(cast.copy()))
+    return [f for n in typed.walk() for rule in TYPED_RULES if (f := rule(n, certain_only))]
 
 
 def check(tree: exp.Expression, types: Mapping[str, Mapping[str, str]] | None = None) -> None:
