@@ -17,8 +17,10 @@ killed between the two steps) are removed by the periodic sweep once they are ol
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -57,6 +59,7 @@ FOOTER_CACHE = 1_024  # Parquet footers kept, one per object
 ORPHAN_AGE_S = 600.0  # an object without an index row this old is removed
 ORPHAN_SWEEP_S = 300.0
 ORPHAN_SWEEP_MAX = 10_000  # objects looked at per sweep
+_OBJECT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}\.[0-9a-f]{12}\.parquet$")  # <id>.<token>
 
 
 def filesystem(cfg: ResultsConfig, env: dict[str, str] | None = None) -> pafs.S3FileSystem:
@@ -235,21 +238,21 @@ class ObjectResultStore(ResultStore):
             # then remove the object (no index row ever named it)
             self._discard(sink, key)
             raise
-        now = time.time()
-        entry = IndexEntry(
-            request_id=request_id,
-            object_key=key,
-            owner=owner,
-            created_at=now,
-            expires_at=now + self.ttl,
-            total_rows=written.total,
-            nbytes=written.nbytes,
-            columns=written.schema.names,
-            row_groups=written.row_groups,
-        )
         try:
             with unavailable("index"):
-                replaced = self._call(self.index.put, entry)
+                replaced = self._call(
+                    functools.partial(
+                        self.index.put,
+                        request_id=request_id,
+                        object_key=key,
+                        owner=owner,
+                        ttl=self.ttl,
+                        total_rows=written.total,
+                        nbytes=written.nbytes,
+                        columns=written.schema.names,
+                        row_groups=written.row_groups,
+                    )
+                )
         except BaseException:
             self._remove_object(key)
             raise
@@ -353,15 +356,17 @@ class ObjectResultStore(ResultStore):
         return gone
 
     def sweep_orphans(self, older_than: float = ORPHAN_AGE_S) -> list[str]:
-        """Remove objects under the prefix that no index row names, once `older_than`
-        seconds old (a younger one may be an upload whose row is being written)."""
+        """Remove objects this store named (`<request_id>.<token>.parquet`, right under the
+        prefix) that no index row names, once `older_than` seconds old (a younger one may be
+        an upload whose row is being written). Nothing else under the prefix is touched."""
         selector = pafs.FileSelector(
-            f"{self.bucket}/{self.prefix}".rstrip("/"), recursive=True, allow_not_found=True
+            f"{self.bucket}/{self.prefix}".rstrip("/"), allow_not_found=True
         )
         cutoff = time.time() - older_than
         found: list[str] = []
         for info in self.fs.get_file_info(selector):
-            if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
+            # only names this store writes: other objects under the prefix are not ours
+            if info.type != pafs.FileType.File or not _OBJECT_NAME.match(info.base_name):
                 continue
             if info.mtime is not None and info.mtime.timestamp() > cutoff:
                 continue

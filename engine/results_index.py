@@ -9,7 +9,6 @@ them at once; removing its object follows.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ CREATE INDEX IF NOT EXISTS results_age ON results (created_at DESC, request_id D
 """
 LOCK_KEY = 727275  # beside the run store's 727274
 COMMAND_TIMEOUT_S = 30.0  # a page never waits longer on the index
+NOW = "extract(epoch FROM clock_timestamp())"  # one clock for every process and host
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,35 +86,44 @@ class ResultIndex:
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
 
-    async def put(self, entry: IndexEntry) -> str | None:
-        """Record `entry`, replacing a result stored under the same id; the replaced
-        object's key (to remove), if any."""
+    async def put(
+        self,
+        *,
+        request_id: str,
+        object_key: str,
+        owner: str | None,
+        ttl: float,
+        total_rows: int,
+        nbytes: int,
+        columns: list[str],
+        row_groups: list[int],
+    ) -> str | None:
+        """Record a result, replacing one stored under the same id; the replaced object's
+        key (to remove), if any. Its age and expiry are on the database's clock, the one
+        every process compares them with."""
         async with self._pool.acquire() as conn, conn.transaction():
             old = await conn.fetchval(
-                "DELETE FROM results WHERE request_id = $1 RETURNING object_key", entry.request_id
+                "DELETE FROM results WHERE request_id = $1 RETURNING object_key", request_id
             )
             await conn.execute(
                 "INSERT INTO results (request_id, object_key, owner, created_at, expires_at, "
                 "total_rows, nbytes, columns, row_groups) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                entry.request_id,
-                entry.object_key,
-                entry.owner,
-                entry.created_at,
-                entry.expires_at,
-                entry.total_rows,
-                entry.nbytes,
-                entry.columns,
-                entry.row_groups,
+                f"VALUES ($1, $2, $3, {NOW}, {NOW} + $4::float8, $5, $6, $7, $8)",
+                request_id,
+                object_key,
+                owner,
+                ttl,
+                total_rows,
+                nbytes,
+                columns,
+                row_groups,
             )
         return str(old) if old is not None else None
 
     async def get(self, request_id: str) -> IndexEntry | None:
         """The live (unexpired) entry of `request_id`."""
         row = await self._pool.fetchrow(
-            "SELECT * FROM results WHERE request_id = $1 AND expires_at > $2",
-            request_id,
-            time.time(),
+            f"SELECT * FROM results WHERE request_id = $1 AND expires_at > {NOW}", request_id
         )
         return _entry(row) if row is not None else None
 
@@ -132,14 +141,13 @@ class ResultIndex:
         rows = await self._pool.fetch(
             "WITH ranked AS (SELECT request_id, "
             "row_number() OVER w AS n, sum(nbytes) OVER w AS kept "
-            "FROM results WHERE expires_at > $3 "
+            f"FROM results WHERE expires_at > {NOW} "
             "WINDOW w AS (ORDER BY created_at DESC, request_id DESC)) "
-            "DELETE FROM results r WHERE r.expires_at <= $3 OR r.request_id IN "
+            f"DELETE FROM results r WHERE r.expires_at <= {NOW} OR r.request_id IN "
             "(SELECT request_id FROM ranked WHERE n > $1 OR kept > $2) "
             "RETURNING r.request_id, r.object_key",
             max_results,
             max_bytes,
-            time.time(),
         )
         return [(r["request_id"], r["object_key"]) for r in rows]
 

@@ -214,15 +214,16 @@ async def test_orphan_objects_are_swept_and_indexed_ones_kept(
     await store.open()
     try:
         await put(store, "req_kept0000001", table(3))
-        with s3.filesystem().open_output_stream(
-            f"{s3.bucket}/{place.prefix}req_orphan00001.abc.parquet"
-        ) as out:
-            out.write(b"left by a process killed before its index row")
+        fs = s3.filesystem()
+        for name in ("req_orphan00001.0123456789ab.parquet", "someone-elses.parquet"):
+            with fs.open_output_stream(f"{s3.bucket}/{place.prefix}{name}") as out:
+                out.write(b"left by a process killed before its index row, or not ours")
         # too young: an upload whose row is being written
         assert await anyio.to_thread.run_sync(store.sweep_orphans) == []
         gone = await anyio.to_thread.run_sync(lambda: store.sweep_orphans(older_than=0))
-        assert gone == [f"{place.prefix}req_orphan00001.abc.parquet"]
-        assert [o.split(".")[0] for o in objects(s3, place)] == ["req_kept0000001"]
+        assert gone == [f"{place.prefix}req_orphan00001.0123456789ab.parquet"]
+        # what the store did not name is never touched
+        assert [o.split(".")[0] for o in objects(s3, place)] == ["req_kept0000001", "someone-elses"]
         assert (await store.page("req_kept0000001", 1, 10, ALICE)).total == 3
     finally:
         await store.close()
