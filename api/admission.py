@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from engine.config import Config
 
 RETRY_AFTER_S = 1
+Held = tuple[bool, str | None, int]  # (counted, principal, body bytes)
+_OPEN: Held = (False, None, 0)
 
 
 class Admission:
@@ -36,9 +38,22 @@ class Admission:
         self.by_principal: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        held = await self.enter(scope, send)
+        if held is None:
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.leave(held)
+
+    async def enter(self, scope: Scope, send: Send) -> Held | None:
+        """Count an HTTP request in; None when it is refused (the refusal has been sent).
+        Probes, metrics and the OpenAPI document are never counted nor refused."""
+        if scope.get("path") in OPEN_PATHS:
+            return _OPEN
         # without tokens there is one user (loopback only): the server-wide bounds apply
         who = scope.get("state", {}).get("principal")
         size = _body_size(scope, self.body_limit)
@@ -54,20 +69,24 @@ class Admission:
                 suggestion=f"retry after {RETRY_AFTER_S}s, or raise limits.{setting}",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-            return
+            return None
         self.total += 1
         self.bytes += size
         if who is not None:
             self.by_principal[who] += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.total -= 1
-            self.bytes -= size
-            if who is not None:
-                self.by_principal[who] -= 1
-                if self.by_principal[who] <= 0:
-                    del self.by_principal[who]
+        return (True, who, size)
+
+    def leave(self, held: Held) -> None:
+        """Count a request `enter` let in back out."""
+        counted, who, size = held
+        if not counted:
+            return
+        self.total -= 1
+        self.bytes -= size
+        if who is not None:
+            self.by_principal[who] -= 1
+            if self.by_principal[who] <= 0:
+                del self.by_principal[who]
 
     def _refusal(self, who: str | None, size: int) -> tuple[int, str, str, str] | None:
         if who is not None and self.by_principal[who] >= self.max_per_principal:

@@ -16,12 +16,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from api import heap, metrics
-from api.admission import Admission
-from api.auth import BearerAuth
 from api.envelopes import ENCODER, ErrorBody, ErrorEnvelope
-from api.guard import BrowserGuard
+from api.front import Front
 from api.mcp_server import McpHttp
-from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, request_id_of
+from api.middleware import request_id_of
 from api.openapi import build_openapi
 from api.ops_routes import OPS_ENDPOINTS
 from api.responses import MsgspecResponse
@@ -94,12 +92,7 @@ def build_app(
     app.state.config = config
     app.state.openapi = ENCODER.encode(build_openapi(endpoints))
 
-    wrapped: ASGIApp = Admission(app, config)
-    wrapped = BearerAuth(wrapped, config)
-    wrapped = BrowserGuard(wrapped, config.server, with_tokens=bool(config.auth.tokens))
-    wrapped = BodyLimitMiddleware(wrapped, config.server.body_limit_bytes)
-    wrapped = metrics.MetricsMiddleware(wrapped)
-    return RequestIdMiddleware(wrapped), app
+    return Front(app, config), app
 
 
 def create_app(

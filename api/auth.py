@@ -81,14 +81,19 @@ class BearerAuth:
         self.failures: OrderedDict[str, TokenBucket] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await self.authenticate(scope, send):
+            await self.app(scope, receive, send)
+
+    async def authenticate(self, scope: Scope, send: Send) -> bool:
+        """Whether the request may go on (its principal in scope state); if not, the
+        refusal has been sent."""
         if (
             scope["type"] not in ("http", "websocket")
             or not self.entries
             or scope.get("method") == "OPTIONS"
             or scope.get("path") in OPEN_PATHS
         ):
-            await self.app(scope, receive, send)
-            return
+            return True
         address = client_host(scope) or "?"
         retry = self._failures_exhausted(address)
         if retry is not None:
@@ -103,22 +108,22 @@ class BearerAuth:
                 suggestion=f"retry after {seconds}s with a valid token",
                 headers={"Retry-After": str(seconds)},
             )
-            return
+            return False
         presented = _bearer(scope)
         if scope["type"] == "websocket" and (
             presented is None or self.principal_of(presented) is None
         ):
             await send({"type": "websocket.close", "code": 1008})  # policy violation
-            return
+            return False
         if presented is None:
             self._failed(address)
             await self._unauthorized(scope, send, "missing bearer token")
-            return
+            return False
         principal = self.principal_of(presented)
         if principal is None:
             self._failed(address)
             await self._unauthorized(scope, send, "invalid bearer token")
-            return
+            return False
         state = scope.setdefault("state", {})
         state["principal"] = principal
         state["admin"] = principal in self.admins
@@ -136,8 +141,8 @@ class BearerAuth:
                 "token under auth.tokens",
                 headers={"Retry-After": str(seconds)},
             )
-            return
-        await self.app(scope, receive, send)
+            return False
+        return True
 
     def principal_of(self, presented: str) -> str | None:
         """The principal of a presented token; every entry is compared (constant time)."""

@@ -57,6 +57,23 @@ class BrowserGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        passed, origin = await self.screen(scope, send)
+        if not passed:
+            return
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *cors(origin)]}
+            await send(message)
+
+        await self.app(scope, receive, send_cors)
+
+    async def screen(self, scope: Scope, send: Send) -> tuple[bool, str | None]:
+        """(passed, CORS origin): a refused request (or an answered preflight) is not
+        passed; a passed one from a configured origin gets its CORS headers (`cors()`)."""
         headers = dict(scope.get("headers", []))
         host = headers.get(b"host", b"").decode("latin-1")
         if self.hosts is not None and host_name(host) not in self.hosts:
@@ -68,10 +85,10 @@ class BrowserGuard:
                 f"Host {host!r} is not one this server answers to",
                 "use a name listed in server.allowed_hosts (default: the loopback names)",
             )
-            return
+            return False, None
         origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
-        cors = bool(origin) and origin in self.origins
-        if origin and not cors and _origin_host(origin) != host_name(host):
+        allowed = bool(origin) and origin in self.origins
+        if origin and not allowed and _origin_host(origin) != host_name(host):
             await self._refuse(
                 scope,
                 send,
@@ -80,11 +97,11 @@ class BrowserGuard:
                 f"requests from the web origin {origin!r} are not allowed",
                 "list the origin under server.cors_origins to allow a browser app",
             )
-            return
+            return False, None
         method = scope.get("method", "GET")
-        if cors and method == "OPTIONS":
+        if allowed and method == "OPTIONS":
             await self._preflight(send, origin)
-            return
+            return False, None
         if method in _BODY_METHODS and _has_body(headers) and not _is_json(headers):
             ctype = headers.get(b"content-type", b"").decode("latin-1") or "none"
             await self._refuse(
@@ -95,18 +112,8 @@ class BrowserGuard:
                 f"the body must be JSON sent as Content-Type: application/json, not {ctype}",
                 "send the header Content-Type: application/json",
             )
-            return
-        if not cors:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                extra = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_cors)
+            return False, None
+        return True, origin if allowed else None
 
     async def _preflight(self, send: Send, origin: str) -> None:
         await send(
@@ -135,6 +142,11 @@ class BrowserGuard:
             await send(msg)
 
         await send_envelope(closing, status, request_id_of(scope), code, message, suggestion)
+
+
+def cors(origin: str) -> list[tuple[bytes, bytes]]:
+    """The headers a response to an allowed origin carries."""
+    return [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
 
 
 def _has_body(headers: dict[bytes, bytes]) -> bool:

@@ -373,16 +373,20 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             self.m.in_flight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            method = scope.get("method", "GET")
-            method = method if method in _METHODS else "OTHER"
-            key = (method, template, status)
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    self.m.requests.labels(method, template, str(status)),
-                    self.m.request_seconds.labels(method, template),
-                )
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self.record(scope, status, started)
+
+    def record(self, scope: Scope, status: int, started: float) -> None:
+        """Count one finished request and its duration (api/front.py calls it too)."""
+        route = scope.get("route")
+        template = getattr(route, "path", None) or UNMATCHED
+        method = scope.get("method", "GET")
+        method = method if method in _METHODS else "OTHER"
+        key = (method, template, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.m.requests.labels(method, template, str(status)),
+                self.m.request_seconds.labels(method, template),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)

@@ -64,9 +64,26 @@ async def send_envelope(
     await send({"type": "http.response.body", "body": body})
 
 
+def stamped(message: Message, header: tuple[bytes, bytes]) -> Message:
+    """A response start carrying the request id header (unless the app set its own)."""
+    headers = list(message.get("headers", []))
+    if not any(k.lower() == b"x-request-id" for k, _ in headers):
+        headers.append(header)
+    return {**message, "headers": headers}
+
+
+async def unhandled(send: Send, rid: str, answered: bool) -> None:
+    """An exception escaped the app: logged, and a 500 envelope unless a response began."""
+    log.exception("unhandled error in request %s", rid)
+    if not answered:
+        message = f"internal error; see the server log for request {rid}"
+        await send_envelope(send, 500, rid, "internal_error", message)
+
+
 class RequestIdMiddleware:
     """Gives every request a `req_` + 12 hex id, echoes it as X-Request-ID, and turns any
-    exception that escaped the app into a 500 envelope (never an HTML page or a trace)."""
+    exception that escaped the app into a 500 envelope (never an HTML page or a trace).
+    The server uses api/front.py, which does the same in its one layer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -83,24 +100,13 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = list(message.get("headers", []))
-                if not any(k.lower() == b"x-request-id" for k, _ in headers):
-                    headers.append(header)
-                message = {**message, "headers": headers}
+                message = stamped(message, header)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error in request %s", rid)
-            if not started:
-                await send_envelope(
-                    send,
-                    500,
-                    rid,
-                    "internal_error",
-                    f"internal error; see the server log for request {rid}",
-                )
+            await unhandled(send, rid, started)
 
 
 class BodyLimitMiddleware:
@@ -114,15 +120,26 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.declared_too_large(scope):
+            await self.too_large(scope, send)
+            return
+        try:
+            await self.app(scope, self.limited(receive), send)
+        except BodyTooLarge:
+            await self.too_large(scope, send)
+
+    def declared_too_large(self, scope: Scope) -> bool:
+        """Whether the Content-Length alone is over the limit."""
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
-                    length = int(value)
+                    return int(value) > self.limit
                 except ValueError:
-                    length = 0
-                if length > self.limit:
-                    await self._too_large(scope, send)
-                    return
+                    return False
+        return False
+
+    def limited(self, receive: Receive) -> Receive:
+        """`receive` raising BodyTooLarge once the body read so far passes the limit."""
         received = 0
 
         async def limited_receive() -> Message:
@@ -134,12 +151,9 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(self.limit)
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            await self._too_large(scope, send)
+        return limited_receive
 
-    async def _too_large(self, scope: Scope, send: Send) -> None:
+    async def too_large(self, scope: Scope, send: Send) -> None:
         await send_envelope(
             send,
             413,
