@@ -55,7 +55,7 @@ log = logging.getLogger("sluice.results")
 T = TypeVar("T")
 
 TABLE_CACHE_BYTES = 64 * 1024**2  # small results this process wrote, kept in memory
-FOOTER_CACHE = 1_024  # Parquet footers kept, one per object
+FOOTER_CACHE_BYTES = 32 * 1024**2  # Parquet footers kept (a large result's is large)
 ORPHAN_AGE_S = 600.0  # an object without an index row this old is removed
 ORPHAN_SWEEP_S = 300.0
 ORPHAN_SWEEP_MAX = 10_000  # objects looked at per sweep
@@ -156,7 +156,7 @@ class ObjectResultStore(ResultStore):
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.index = index
         self._tables = _Lru(TABLE_CACHE_BYTES, lambda t: int(t.nbytes))
-        self._footers = _Lru(FOOTER_CACHE, lambda _: 1)
+        self._footers = _Lru(FOOTER_CACHE_BYTES, lambda m: int(m.serialized_size))
         self._token: Any = None
         self._count = 0
         self._bytes = 0

@@ -332,6 +332,14 @@ def test_a_run_submitted_to_one_completes_and_its_result_pages_from_both(pair: P
             assert csv.status_code == 200 and csv.text.count("\n") == 3001
         with pair.client(server, "bob") as bob:
             assert bob.get(f"/v1/runs/{run_id}/result").status_code == 404
+            assert bob.delete(f"/v1/runs/{run_id}").status_code == 404
+    # deleted from the other process: the run and its result are gone for both
+    with pair.client(pair.other) as other:
+        assert other.delete(f"/v1/runs/{run_id}").status_code == 204
+    for server in (pair.one, pair.other):
+        with pair.client(server) as c:
+            assert c.get(f"/v1/runs/{run_id}").status_code == 404
+            assert c.get(f"/v1/results/{run_id}").status_code == 404
 
 
 def test_a_killed_process_runs_are_failed_by_the_other_which_keeps_serving(
