@@ -139,7 +139,10 @@ class _Sources(Collector):
         yield in_use
         yield size
         yield up
-        stored = GaugeMetricFamily("sluice_result_store_bytes", "Bytes of stored results on disk")
+        stored = GaugeMetricFamily(
+            "sluice_result_store_bytes",
+            "Bytes of stored results (of the whole shared store with results.store: s3)",
+        )
         stored.add_metric([], float(getattr(self.results, "nbytes", 0) or 0))
         yield stored
         count = GaugeMetricFamily("sluice_result_store_results", "Stored results")

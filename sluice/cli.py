@@ -342,6 +342,11 @@ safety:
 server:
   host: 127.0.0.1
   port: 8787
+  # run_store: postgresql://sluice@db/sluice   # runs shared by several processes
+# results:                        # results shared by several processes (README: "Beyond one
+#   store: s3                     # machine"); the credentials come from AWS_ACCESS_KEY_ID and
+#   endpoint: http://127.0.0.1:8333   # AWS_SECRET_ACCESS_KEY, never from this file
+#   bucket: sluice
 """
 
 
