@@ -428,6 +428,7 @@ class RequestTables:
         def build() -> None:
             self._merge_db = db = open_merge_db(spill, self.merge_memory_limit or 0, self.threads)
             db.execute(f"CREATE SCHEMA {quote(self.schema)}")
+            in_place = 0
             for step_id, state in self.tables.items():
                 target = self.table_name(step_id)
                 files = spill.steps.get(step_id)
@@ -444,12 +445,22 @@ class RequestTables:
                         f"FROM read_parquet({parquet_list(files.files)}{union})"
                     )
                     continue
-                # below spill_after, so small: scanned in place (faster than a copy)
-                data = self.cursor.sql(f"SELECT * FROM {target}").to_arrow_table()
+                rows = self.cursor.sql(f"SELECT * FROM {target}")
                 name = f"_sluice_step_{len(self._registered)}"
-                db.register(name, data)
-                self._registered.append(data)
-                db.execute(f"CREATE VIEW {target} AS SELECT * FROM {quote(name)}")
+                if in_place < (self.spill_after or 0):
+                    # small (each is under spill_after): Arrow scanned in place is faster
+                    # than a copy; at most spill_after of them, outside DuckDB's limit
+                    data = rows.to_arrow_table()
+                    in_place += data.nbytes
+                    db.register(name, data)
+                    self._registered.append(data)
+                    db.execute(f"CREATE VIEW {target} AS SELECT * FROM {quote(name)}")
+                    continue
+                db.register(name, rows.to_arrow_reader(FLUSH_ROWS))  # the rest: copied in
+                try:
+                    db.execute(f"CREATE TABLE {target} AS SELECT * FROM {quote(name)}")
+                finally:
+                    db.unregister(name)
 
         await anyio.to_thread.run_sync(build)
 

@@ -411,3 +411,50 @@ async def test_a_spilled_merge_reads_only_its_own_folder(
     finally:
         await tables.drop()
     spilling.assert_clean()
+
+
+async def test_small_steps_beside_a_spilled_one_are_read_in_place_or_copied(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """Beside a spilled step, the small ones are scanned as Arrow in place up to
+    spill_after bytes in all, and copied into the merge's DuckDB past that: same answer."""
+    cols = [Column("k", "BIGINT"), Column("v", "VARCHAR")]
+    messages: list[tuple[str, Batch | None]] = [
+        ("big", Batch(cols, rows=[(i % 40, f"big {i}") for i in range(400)]))
+    ]
+    small = [f"s{n}" for n in range(6)]
+    for sid in small:
+        messages.append((sid, Batch(cols, rows=[(i, f"{sid} {i}") for i in range(40)])))
+    messages += [(sid, None) for sid in ["big", *small]]
+    joins = " ".join(f"JOIN {{{sid}}} {sid} USING (k)" for sid in small)
+    sizes: list[int] = []
+
+    async def answer(s: Sink) -> list[tuple[Any, ...]]:
+        tables = await s.open_request("req_mix")
+        try:
+            await feed(tables, messages)
+            await tables.prepare_merge()
+            names = {sid: tables.table_name(sid) for sid in ["big", *small]}
+            sql = (
+                f"SELECT k, count(*) AS n, max(big.v) AS v FROM {names['big']} big "
+                + joins.format(**names)
+                + " GROUP BY k ORDER BY k"
+            )
+            if tables.spill is not None:
+                assert tables.spilled == ["big"]
+                sizes.append(len(tables._registered))
+            return tables.merge_cursor.sql(sql).fetchall()
+        finally:
+            await tables.drop()
+
+    spilling = Spilling(tmp_path / "spill", spill_after=2_000)
+    try:
+        got = await answer(spilling.sink)
+        assert spilling.area.leftovers() == []
+        want = await answer(sink)
+        assert len(want) == 40 and got == want
+        # the big step spilled; some small ones in place, the rest copied
+        assert 0 < sizes[0] < len(small)
+        spilling.assert_clean()
+    finally:
+        spilling.sink.close()
