@@ -13,6 +13,7 @@ from api import metrics as m
 from api.envelopes import QuerySuccess
 from api.service import bounded
 from engine.execute import Outcome, StepProgress
+from engine.federated import MemoryReport
 from engine.ir import FederatedQuery
 from engine.run_execution import RunOutcome
 from engine.run_records import RunRecord, StepStatus
@@ -68,9 +69,25 @@ def service_executor(
             progress.step(meta.step_id, state, meta.rows_returned, meta.latency_ms)
         for warning in result.safety.warnings:
             progress.log(f"warning: {warning}", "warning")
+        if (memory := result.metadata.memory) is not None:
+            progress.log(memory_line(memory))
         return RunOutcome(records_written=result.data.row_count, result_id=record.run_id)
 
     return execute
+
+
+def memory_line(memory: MemoryReport) -> str:
+    """The run log's line about memory: peak RSS, and what spilled to Parquet."""
+    mib = 1024**2
+    line = f"memory: peak RSS {memory.peak_rss_bytes / mib:.0f} MiB"
+    if memory.spilled_steps:
+        line += (
+            f"; steps spilled to Parquet: {', '.join(memory.spilled_steps)} "
+            f"({memory.spilled_bytes / mib:.1f} MiB)"
+        )
+    if memory.merge_memory_limit_bytes is not None:
+        line += f"; merge memory_limit {memory.merge_memory_limit_bytes / mib:.0f} MiB"
+    return line
 
 
 def build_run_manager(config: Config, service: QueryService) -> RunManager:

@@ -39,7 +39,7 @@ MiB = 1024**2
 def one_join(n: int, targets: Targets, budget: str) -> dict[str, Any]:
     body = bodies.join_body(n, orders_db=bodies.PG_NAME)
     limits = {"memory_budget": budget}
-    with serve(targets, pg_only=True, max_rows=JOIN_MAX_ROWS, limits=limits) as s:
+    with serve(targets, pg_only=True, max_rows=JOIN_MAX_ROWS, limits=limits, pool_size=8) as s:
         post_join(s.base_url, bodies.join_body(1000, orders_db=bodies.PG_NAME))
         sampler = RssSampler(s.pid)
         before = sampler.sample()

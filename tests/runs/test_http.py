@@ -192,6 +192,8 @@ def test_lifecycle_result_and_logs(server: RunServer, tmp_path: Path) -> None:
         assert all(e.id is not None for e in events if e.event == "log")
         ids = [e.id for e in events if e.event == "log"]
         assert ids == sorted(ids) and ids[0] == 1
+        messages = [e.data["message"] for e in events if e.event == "log"]
+        assert any(m.startswith("memory: peak RSS ") for m in messages), messages
         record = c.run(run_id)
         assert record["status"] == "completed", record
         assert record["records_written"] == 250
