@@ -133,6 +133,7 @@ async def one(session: Any, merge: str, engine: str) -> dict[str, Any]:
         "total_s": time.perf_counter() - started,
         "merge_s": (meta.merge_latency_ms or 0) / 1000,
         "rows": result.data.row_count,
+        "rss_mib": (meta.memory.peak_rss_bytes if meta.memory else 0) / 2**20,
         "answer": sorted(map(repr, result.data.rows)) if result.data.row_count <= 100 else None,
     }
 
@@ -186,15 +187,16 @@ def report(
         "times, are the figures). Spark's merge time includes staging the step tables as "
         "Parquet, Spark's analysis, the job, and streaming the result into the result store.",
         "",
-        "| merge | rows out | DuckDB total / merge (s) | Spark total / merge (s) | Spark / DuckDB (total) | (merge) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| merge | rows out | DuckDB total / merge (s) | Spark total / merge (s) | Spark / DuckDB (total) | (merge) | sluice peak RSS, DuckDB / Spark (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in rows:
         d, s = runs["duckdb"], runs["spark"]
         lines.append(
             f"| {name} | {d[0]['rows']:,} | {med(d, 'total_s'):.2f} / {med(d, 'merge_s'):.2f} "
             f"| {med(s, 'total_s'):.2f} / {med(s, 'merge_s'):.2f} "
-            f"| {med(s, 'total_s') / med(d, 'total_s'):.2f}x | {med(s, 'merge_s') / med(d, 'merge_s'):.2f}x |"
+            f"| {med(s, 'total_s') / med(d, 'total_s'):.2f}x | {med(s, 'merge_s') / med(d, 'merge_s'):.2f}x "
+            f"| {med(d, 'rss_mib'):.0f} / {med(s, 'rss_mib'):.0f} |"
         )
     start = f"{start_s:.1f} s" if start_s is not None else "not measured (--remote given)"
     lines += [
@@ -202,6 +204,9 @@ def report(
         f"Start cost: the Spark Connect server took {start} to accept connections; the first "
         f"request handed to Spark (session, first job) took {cold['total_s']:.2f} s "
         f"(a `count(*)` merge). Making the data: {data_s:.1f} s.",
+        "",
+        "Peak RSS is the sluice process's own (metadata.memory: the steps' tables in its DuckDB "
+        "count in both; the Spark JVM is another process).",
         "",
         "What it says: on one small machine Spark is not faster than DuckDB for a join DuckDB "
         "can hold (it pays the Parquet staging, the JVM's scheduling, and shares the same two "

@@ -18,7 +18,10 @@ from connectors.base import Connector
 from engine.config import load_config_text
 from engine.errors import (
     ConfigError,
+    InvalidQuery,
     InvalidRequest,
+    MergeBlocked,
+    MergeFailed,
     MergeNotPortable,
     ResultTooLarge,
     SparkUnavailable,
@@ -292,3 +295,33 @@ async def test_a_result_past_the_store_bound_stops_the_job_and_keeps_nothing(
         )
     assert len(small) == 0 and os.listdir(tmp_path / "small") == []
     assert os.listdir(staging) == [] and sink.schemas() == []
+
+
+@pytest.mark.parametrize(
+    "merge",
+    [
+        # Spark functions that call into the JVM or read the host: not DuckDB functions, so
+        # the merge never binds and never reaches Spark
+        "SELECT reflect('java.lang.System', 'getProperty', 'user.home') AS h FROM c",
+        "SELECT java_method('java.lang.Runtime', 'getRuntime') AS r FROM c",
+        "SELECT input_file_name() AS f FROM c",
+    ],
+)
+async def test_spark_only_functions_never_reach_spark(
+    run: Run, merger: SparkMerger, store: ResultStore, staging: Path, merge: str
+) -> None:
+    query = {"steps": JOIN["steps"][:1], "merge": merge, "engine": "spark"}
+    with pytest.raises(MergeFailed, match="does not exist"):
+        await run(query, spark=merger)
+    assert os.listdir(staging) == [] and len(store) == 0
+
+
+async def test_a_merge_reading_files_is_blocked_before_spark(run: Run, merger: SparkMerger) -> None:
+    for merge, error in (
+        ("SELECT * FROM parquet.`/etc/passwd`", InvalidQuery),  # Spark's syntax: not DuckDB's
+        ('SELECT * FROM "/etc/passwd.parquet"', MergeBlocked),
+        ("SELECT * FROM read_parquet('/etc/passwd')", MergeBlocked),
+        ("SELECT * FROM c JOIN default.secrets s ON s.id = c.id", MergeBlocked),
+    ):
+        with pytest.raises(error):
+            await run({"steps": JOIN["steps"][:1], "merge": merge, "engine": "spark"}, spark=merger)
