@@ -187,7 +187,11 @@ class ObjectResultStore(ResultStore):
                 "results",
                 [f"results.bucket: bucket {self.bucket!r} does not exist; create it first"],
             )
-        self._count, self._bytes = await self.index.totals()
+        try:
+            self._count, self._bytes = await self.index.totals()
+        except BaseException:
+            await self.index.close()
+            raise
 
     async def close(self) -> None:
         await self.index.close()
@@ -261,7 +265,10 @@ class ObjectResultStore(ResultStore):
             self._tables.keep(key, written.table)
         if replaced is not None:
             self._remove_object(replaced)
-        self.evict_bounds()
+        try:
+            self.evict_bounds()
+        except Exception:  # the result is stored; the periodic eviction retries the bounds
+            log.exception("evicting stored results failed")
         return written.stored(request_id)
 
     def _discard(self, sink: pa.NativeFile, key: str) -> None:
