@@ -48,6 +48,7 @@ from engine.ir import FederatedQuery
 from engine.offload import off_loop
 from engine.parse_pool import ParsePool
 from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult, run_simple
+from engine.spark_handoff import Handoff
 from safety import pipeline
 from safety.audit import AuditBlock, AuditEntry, AuditStep
 from safety.catalog_view import database_visible, grants_for, tables_view
@@ -331,6 +332,8 @@ class QueryService:
         checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
         if query.dry_run:
+            # what a dry run can tell: Spark asked for but not configured, a merge it refuses
+            Handoff.prepare(query.engine, self.spark, plan, plan.merge)
             return DryRunResponse(
                 request_id=ctx.request_id,
                 status="dry_run",

@@ -347,6 +347,11 @@ server:
 #   store: s3                     # machine"); the credentials come from AWS_ACCESS_KEY_ID and
 #   endpoint: http://127.0.0.1:8333   # AWS_SECRET_ACCESS_KEY, never from this file
 #   bucket: sluice
+# engine:
+#   spark:                        # big merges on a Spark Connect server (README: "Big
+#     remote: sc://127.0.0.1:15002    # merges on Spark"); requests ask with "engine": "spark"
+#     staging: file:///var/lib/sluice/staging   # a folder sluice and Spark both see
+#     min_rows: 50000000          # or: merges past this many step rows go there by themselves
 """
 
 

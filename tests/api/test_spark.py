@@ -120,3 +120,18 @@ def test_a_run_asking_for_spark_completes_with_the_duckdb_answer(
     assert remote.num_rows == local.num_rows > 50  # the whole result, past safety.inline_rows
     assert remote.column_names == local.column_names
     assert remote.to_pylist() == local.to_pylist()
+
+
+def test_a_dry_run_checks_the_merge_for_spark_too(spark_server_http: tuple[Server, Path]) -> None:
+    server, _ = spark_server_http
+    with server.client() as c:
+        ok = c.post("/v1/query", json={**LINKED, "engine": "spark", "dry_run": True})
+        refused = c.post(
+            "/v1/query",
+            json={**LINKED, "engine": "spark", "dry_run": True,
+                  "merge": "SELECT dayofweek(CURRENT_DATE) AS d FROM i"},
+        )  # fmt: skip
+    assert ok.status_code == 200 and ok.json()["status"] == "dry_run", ok.text
+    assert (
+        "DAYOFWEEK" in assert_error_envelope(refused, 400, "merge_not_portable")["error"]["message"]
+    )
