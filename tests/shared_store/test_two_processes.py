@@ -67,7 +67,7 @@ databases:
     port: {pg.port}
     database: {pg.database}
     user: {pg.user}
-    pool_size: 4
+    pool_size: 2
 auth:
   tokens:
 {tokens}
@@ -99,6 +99,17 @@ class Pair:
     one: Server
     other: Server
     pg: PgServer
+    env: dict[str, str]
+
+    def revive(self, dead: Server) -> None:
+        """A killed process started again with its config (so the next test has two)."""
+        config = dead.config_path
+        fresh = start_server(config.read_text(), config.parent, env=self.env, timeout=60)
+        wait_ready(fresh)
+        if self.one is dead:
+            self.one = fresh
+        else:
+            self.other = fresh
 
     def client(self, server: Server, who: str | None = "alice") -> httpx.Client:
         headers = {"Authorization": f"Bearer {TOKENS[who]}"} if who else {}
@@ -123,7 +134,7 @@ def start_pair(pg: PgServer, s3: S3Server, folder: Path) -> Pair:
         for srv in servers:
             stop_server(srv)
         raise
-    return Pair(servers[0], servers[1], pg)
+    return Pair(servers[0], servers[1], pg, env)
 
 
 def wait_ready(server: Server, within: float = 30) -> None:
@@ -342,20 +353,17 @@ def test_a_run_submitted_to_one_completes_and_its_result_pages_from_both(pair: P
             assert c.get(f"/v1/results/{run_id}").status_code == 404
 
 
-def test_a_killed_process_runs_are_failed_by_the_other_which_keeps_serving(
-    seeded: PgServer, s3: S3Server, tmp_path: Path
-) -> None:
-    pair = start_pair(seeded, s3, tmp_path)
+def test_a_killed_process_runs_are_failed_by_the_other_which_keeps_serving(pair: Pair) -> None:
+    with pair.client(pair.one) as one:
+        stored = one.post("/v1/query", json=ITEMS).json()["request_id"]
+        marker = str(secrets.randbelow(90_000) + 10_000)
+        run_id = one.post("/v1/runs", json={"config": slow_run(marker)}).json()["run_id"]
+        wait_status(one, run_id, "running")
+    owner, survivor = owner_and_bystander(pair)
+    os.kill(owner.process.pid, signal.SIGKILL)
+    owner.process.wait()
+    killed_at = time.monotonic()
     try:
-        with pair.client(pair.one) as one:
-            stored = one.post("/v1/query", json=ITEMS).json()["request_id"]
-            marker = str(secrets.randbelow(90_000) + 10_000)
-            run_id = one.post("/v1/runs", json={"config": slow_run(marker)}).json()["run_id"]
-            wait_status(one, run_id, "running")
-        owner, survivor = owner_and_bystander(pair)
-        os.kill(owner.process.pid, signal.SIGKILL)
-        owner.process.wait()
-        killed_at = time.monotonic()
         with pair.client(survivor) as c:
             run = wait_status(c, run_id, "failed", within=STALE_S + 20)
             took = time.monotonic() - killed_at
@@ -368,5 +376,8 @@ def test_a_killed_process_runs_are_failed_by_the_other_which_keeps_serving(
             assert wait_status(c, again, "completed")["records_written"] == 3000
             assert c.post("/v1/query", json=ITEMS).status_code == 200
     finally:
-        stop_pair(pair)
-        stop_spins(seeded)
+        stop_spins(pair.pg)
+        pair.revive(owner)
+    for server in (pair.one, pair.other):  # the restarted one included
+        with pair.client(server) as c:
+            assert c.get(f"/v1/runs/{run_id}").json()["status"] == "failed"
