@@ -311,6 +311,19 @@ def thin_caller(client: httpx.AsyncClient, qs: np.ndarray) -> Callable[[int], Aw
     return call
 
 
+def local_caller(session: Any, qs: np.ndarray) -> Callable[[int], Awaitable[Any]]:
+    """sluice without HTTP: the same body through api.local (safety, engine, connector)."""
+    texts = [json.dumps(search_body(q, probes=PROBES)) for q in qs]
+    seq = itertools.count()
+
+    async def call(i: int) -> Any:
+        rows = await session.rows("vec", "points", texts[next(seq) % len(texts)])
+        assert len(rows) == K, rows
+        return rows
+
+    return call
+
+
 def client_caller(
     search: Callable[[np.ndarray, int, int], Awaitable[Any]], qs: np.ndarray
 ) -> Callable[[int], Awaitable[Any]]:
@@ -350,29 +363,33 @@ def sluice_config(backend: str, target: str) -> str:
     )
 
 
-def targets(backend: str, n: int, qdrant_n: int, work: Path) -> tuple[str, str, str]:
+def targets(backend: str, n: int, qdrant_n: int, work: Path) -> tuple[str, str, str, str]:
     """Where the client, the thin service and sluice find the data. Qdrant's local mode
     locks its folder to one process: each gets its own copy of the cached folder."""
     if backend == "lancedb":
         path = str(CACHE / f"lance-{n}" / "db")
-        return path, path, path
+        return path, path, path, path
     if backend == "pgvector":
         host = str(CACHE / f"pg-{n}" / "pgdata")
-        return host, host, host
+        return host, host, host, host
     src = CACHE / f"qdrant-{min(n, qdrant_n)}" / "db"
     copies = []
-    for who in ("client", "thin", "sluice"):
+    for who in ("client", "thin", "sluice", "local"):
         shutil.copytree(src, work / f"qdrant-{who}")
         copies.append(str(work / f"qdrant-{who}"))
-    return copies[0], copies[1], copies[2]
+    return copies[0], copies[1], copies[2], copies[3]
 
 
 async def measure_backend(
     backend: str, args: argparse.Namespace, qs: np.ndarray, work: Path
 ) -> dict[str, Any]:
+    from api.local import open_service
     from bench.vector_clients import OPENERS
+    from engine.config import load_config
 
-    client_at, thin_at, sluice_at = targets(backend, args.n, args.qdrant_n, work)
+    client_at, thin_at, sluice_at, local_at = targets(backend, args.n, args.qdrant_n, work)
+    local_cfg = work / f"{backend}-local.yaml"
+    local_cfg.write_text(sluice_config(backend, local_at))
     bin_dir = Path(sys.executable).parent
     cfg = work / f"{backend}.yaml"
     cfg.write_text(sluice_config(backend, sluice_at))
@@ -392,9 +409,11 @@ async def measure_backend(
         async with (
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{thin_port}", timeout=120, limits=limits) as thin,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{sluice_port}", timeout=120, limits=limits) as sl,
+            open_service(load_config(str(local_cfg))) as local,
         ):  # fmt: skip
             calls = {
                 "client": client_caller(search, qs),
+                "local": local_caller(local, qs),
                 "thin": thin_caller(thin, qs),
                 "sluice": sluice_caller(sl, "vec", qs, probes=PROBES),
             }
@@ -490,8 +509,8 @@ def write_markdown(out: dict[str, Any], note: str) -> str:
         "",
         f"`python -m bench.vector` (bench/vector.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         "on 2 cores **shared by 7 agents**: absolute times are noisy, the ratios are side by "
-        f"side in one run ({out['rounds']} interleaved slices per cell: client, thin, sluice, "
-        "client, ...). Load average (1 min) after each backend: "
+        f"side in one run ({out['rounds']} interleaved slices per cell: client, in-process, "
+        "thin, sluice, client, ...). Load average (1 min) after each backend: "
         + ", ".join(f"{b} {out['load_' + b]:.1f}" for b in out["cells"]) + ".",
         "",
         f"- Points: unit vectors of {DIM} dimensions (numpy, seeded), an int payload `bucket`; "
@@ -505,6 +524,9 @@ def write_markdown(out: dict[str, Any], note: str) -> str:
         "- **client**: the backend's own client in the bench process (bench/vector_clients.py: "
         "LanceDB's async API; asyncpg with the SQL sluice sends in a read-only transaction with "
         "`SET LOCAL ivfflat.probes`; qdrant-client's local mode in a thread).",
+        "- **in-process**: sluice without HTTP, in the bench process: the same body through "
+        "`api.local` (`open_service(config).rows(...)`: safety pipeline, engine, connector), "
+        "against the client in the same process: sluice's own share.",
         "- **thin**: the same client behind the thinnest HTTP service (bench/thin_vector.py: "
         "Starlette, hypercorn with 1 uvloop worker as `sluice serve`, msgspec JSON, no safety): "
         "what HTTP alone costs.",
@@ -512,20 +534,21 @@ def write_markdown(out: dict[str, Any], note: str) -> str:
         "\"search\", \"vector\": [384 floats], \"limit\": 10, \"probes\": 10}`: safety "
         "pipeline, engine, connector, JSON envelope.",
         "",
-        "| backend | points | conc. | client p50 ms | thin p50 ms | sluice p50 ms | sluice/client | sluice/thin | client q/s | thin q/s | sluice q/s | target <= 1.3x (sluice/client) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| backend | points | conc. | client p50 ms | in-process p50 ms | thin p50 ms | sluice p50 ms | in-process/client | sluice/thin | sluice/client | client q/s | in-process q/s | thin q/s | sluice q/s | target <= 1.3x (sluice/client) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for b, cells in out["cells"].items():
         points = out["qdrant_n"] if b == "qdrant" else out["n"]
         for c in ("1", "8"):
             r = cells[c]
-            cl, th, sl = r["client"], r["thin"], r["sluice"]
+            cl, lo, th, sl = r["client"], r["local"], r["thin"], r["sluice"]
             ratio = sl["p50_ms"] / cl["p50_ms"]
             met = "met" if ratio <= 1.3 else "**missed**"
             lines.append(
-                f"| {b} | {points:,} | {c} | {cl['p50_ms']:.2f} | {th['p50_ms']:.2f} | "
-                f"{sl['p50_ms']:.2f} | {ratio:.2f}x | {sl['p50_ms'] / th['p50_ms']:.2f}x | "
-                f"{cl['qps']:.0f} | {th['qps']:.0f} | {sl['qps']:.0f} | {met} |"
+                f"| {b} | {points:,} | {c} | {cl['p50_ms']:.2f} | {lo['p50_ms']:.2f} | "
+                f"{th['p50_ms']:.2f} | {sl['p50_ms']:.2f} | {lo['p50_ms'] / cl['p50_ms']:.2f}x | "
+                f"{sl['p50_ms'] / th['p50_ms']:.2f}x | {ratio:.2f}x | {cl['qps']:.0f} | "
+                f"{lo['qps']:.0f} | {th['qps']:.0f} | {sl['qps']:.0f} | {met} |"
             )
     for b, cells in out["cells"].items():
         nt = cells.get("near_text")
@@ -559,11 +582,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backends", default="lancedb,pgvector,qdrant")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--build-only", action="store_true", help="build and cache the datasets")
+    p.add_argument("--rewrite", action="store_true", help="re-render the last run's figures")
     args = p.parse_args(argv)
-    builds = build_all(args.n, args.qdrant_n, args.backends.split(","))
-    if args.build_only:
-        return
-    out = asyncio.run(measure(args, builds))
+    last = CACHE / "last-run.json"
+    if args.rewrite:  # the last run's figures again, e.g. with a new --note
+        out = json.loads(last.read_text())
+    else:
+        builds = build_all(args.n, args.qdrant_n, args.backends.split(","))
+        if args.build_only:
+            return
+        out = asyncio.run(measure(args, builds))
+        last.write_text(json.dumps(out))
     text = write_markdown(out, args.note.read_text() if args.note else "")
     args.out.write_text(text)
     print(text)
