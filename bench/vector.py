@@ -1,13 +1,15 @@
 """Vector search through sluice against each backend's own client, side by side in one run.
 
-    python -m bench.vector --n 200000 --queries 200 [--backends lancedb,pgvector,qdrant]
+    python -m bench.vector [--n 1000000] [--qdrant-n 20000] [--queries 200] [--rounds 4]
+        [--backends lancedb,pgvector,qdrant] [--build-only] [--rewrite --note NOTE.md]
 
-Data: `n` random unit vectors of 384 dimensions (numpy, seeded) with an int payload field.
-Each backend gets the same points and an index (LanceDB IVF_FLAT and pgvector ivfflat with
-sqrt(n) lists, probes 10 on both paths; Qdrant's embedded local mode is exact). The same
-query vectors run through `sluice serve` (HTTP, `/v1/query/simple`, the vector language:
-safety pipeline, JSON in and out) and through the client in this process (LanceDB async
-API, asyncpg with the same SQL sluice sends, qdrant-client), at concurrency 1 and 8. Then
+Data: `n` random unit vectors of 384 dimensions (numpy, seeded) with an int payload field,
+built once per size under .cache/bench-vector/ (LanceDB IVF_FLAT and pgvector ivfflat with
+sqrt(n) lists, probes 10 on every path; Qdrant's embedded local mode is exact and holds
+`qdrant-n` points). Four sides run the same search with a fresh query vector per call, in
+interleaved slices, at concurrency 1 and 8: the client in this process
+(bench/vector_clients.py), sluice in this process (api.local), the thin HTTP service over
+the client (bench/thin_vector.py: what HTTP costs) and `sluice serve` over HTTP. Then
 near_text: the embedding time of new texts and of repeated ones, in process and end to end.
 
 Writes bench/results/vector.md (figures, sizes, build times and the load average).
@@ -507,7 +509,7 @@ def write_markdown(out: dict[str, Any], note: str) -> str:
     lines = [
         "# Vector search: sluice vs each backend's own client",
         "",
-        f"`python -m bench.vector` (bench/vector.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"`python -m bench.vector` (bench/vector.py), run ending {out['when']}, "
         "on 2 cores **shared by 7 agents**: absolute times are noisy, the ratios are side by "
         f"side in one run ({out['rounds']} interleaved slices per cell: client, in-process, "
         "thin, sluice, client, ...). Load average (1 min) after each backend: "
@@ -592,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.build_only:
             return
         out = asyncio.run(measure(args, builds))
+        out["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         last.write_text(json.dumps(out))
     text = write_markdown(out, args.note.read_text() if args.note else "")
     args.out.write_text(text)
