@@ -71,7 +71,7 @@ def canonical(query: FederatedQuery) -> str:
 def check(service: QueryService, query: FederatedQuery, ctx: RequestContext) -> None:
     """Validation and safety, synchronously: each refusal is a 422 with details."""
     try:
-        outcome, _, _ = service.check_federated(query, ctx, export=True)
+        outcome = service.check_federated(query, ctx, export=True).safety
     except SluiceError as exc:
         details = dict(exc.details or {})
         step_id = getattr(exc, "step_id", None)

@@ -47,6 +47,7 @@ from engine.federated import (
 from engine.ir import FederatedQuery
 from engine.offload import off_loop
 from engine.parse_pool import ParsePool
+from engine.plan import CheckedPlan
 from engine.simple import OFF_LOOP_ROWS, BytesInFlight, InlineBudget, StepResult, run_simple
 from engine.spark_handoff import Handoff
 from safety import pipeline
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from engine.catalog import DatabaseState
-    from engine.plan import Plan
     from engine.runtime import Runtime
 
 T = TypeVar("T")
@@ -252,9 +252,9 @@ class QueryService:
 
     def check_federated(
         self, query: FederatedQuery, ctx: RequestContext, *, export: bool = False
-    ) -> tuple[SafetyOutcome, CheckRequest, Plan]:
+    ) -> CheckedPlan:
         """Validate the DAG once (400s name the step; the merge is parsed here) and run the
-        safety pipeline once; runs nothing. The plan is what the engine then runs."""
+        safety pipeline once; runs nothing. The checked plan is what the engine then runs."""
         limits = self.config.limits
         check_steps(query, limits, self.config.safety.max_query_chars)
         plan = explain(query, self.catalog.names())
@@ -264,7 +264,7 @@ class QueryService:
             self._state(step.database, ctx.principal)  # 404 for an unknown database
         # the steps as sent: the pipeline reads them, no copy
         request = ctx.check_request(list(query.steps), max_rows)
-        return pipeline.check(request, self.config), request, plan
+        return CheckedPlan(query, plan, request, pipeline.check(request, self.config))
 
     async def federated(
         self,
@@ -283,20 +283,18 @@ class QueryService:
         `bound_whole_request` is False (a run has its own bound)."""
         started = time.perf_counter()
         if request_chars(query) > OFF_LOOP_CHARS:
-            outcome, request, plan = await off_loop(
+            checked = await off_loop(
                 functools.partial(self.check_federated, query, ctx, export=export)
             )
         else:
-            outcome, request, plan = self.check_federated(query, ctx, export=export)
-        audit = self._audit_entry(ctx, request, outcome)
-        work = self._federated_run(
-            query, plan, ctx, outcome, audit, started, on_progress, result_id
-        )
+            checked = self.check_federated(query, ctx, export=export)
+        audit = self._audit_entry(ctx, checked.request, checked.safety)
+        work = self._federated_run(checked, ctx, audit, started, on_progress, result_id)
         if export and not query.allow_truncation:
-            work = self._complete(work, query, ctx, request.max_rows or 0)
+            work = self._complete(work, query, ctx, checked.request.max_rows or 0)
         seconds = None
         if bound_whole_request:  # each step's timeout is already min(database, safety)
-            seconds = max((s.timeout for s in outcome.steps), default=None)
+            seconds = max((s.timeout for s in checked.safety.steps), default=None)
         return await self._finishing(audit, started, bounded(work, seconds))
 
     async def _complete(
@@ -318,27 +316,25 @@ class QueryService:
 
     async def _federated_run(
         self,
-        query: FederatedQuery,
-        plan: Plan,
+        checked: CheckedPlan,
         ctx: RequestContext,
-        outcome: SafetyOutcome,
         audit: Audited,
         started: float,
         on_progress: Callable[[StepProgress], None] | None,
         result_id: str | None,
     ) -> QuerySuccess | DryRunResponse:
+        outcome = checked.safety
         if outcome.block is not None:
             raise blocked(outcome.block)
-        checked = {s.step_id: s for s in outcome.steps if s.step_id is not None}
         report = SafetyReport(stages_passed=outcome.stages_passed, warnings=list(outcome.warnings))
-        if query.dry_run:
+        if checked.query.dry_run:
             # what a dry run can tell: Spark asked for but not configured, a merge it refuses
-            Handoff.prepare(query.engine, self.spark, plan, plan.merge)
+            Handoff.prepare(checked.query.engine, self.spark, checked.plan, checked.plan.merge)
             return DryRunResponse(
                 request_id=ctx.request_id,
                 status="dry_run",
                 safety=report,
-                plan=repr(plan.keep(list(checked))),
+                plan=repr(checked.plan.keep(list(checked.steps))),
                 steps=[dry_run_step(s) for s in outcome.steps],
             )
         used = {s.database for s in outcome.steps}
@@ -349,7 +345,6 @@ class QueryService:
                 known = self.visible_tables(ctx.principal, state)
                 raise StepUnknownTable(step.step_id or "", step.database, step.table, known)
         result = await run_federated(
-            query,
             checked,
             {n: st.connector for n, st in states.items()},
             sink=self.sink,
@@ -359,7 +354,6 @@ class QueryService:
             on_progress=on_progress,
             limiters={n: st.limiter for n, st in states.items()},
             owner=ctx.principal,
-            plan=plan,
             spark=self.spark,
         )
         report.warnings.extend(result.warnings)

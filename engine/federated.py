@@ -1,6 +1,6 @@
 """The federated engine's entry point: plan, execute into the sink, merge, store, report.
 
-    result = await run_federated(query, checked, connectors, sink=sink, store=store,
+    result = await run_federated(checked_plan, connectors, sink=sink, store=store,
                                  safety=config.safety, request_id=request_id)
 
 Compile and execute stay apart: `build_plan` validates and plans (its repr is the explain
@@ -33,14 +33,13 @@ from engine.execute import FULL_SCAN_AFTER, Execution, StepError, StepMeta, Step
 from engine.ir import FederatedQuery
 from engine.memory import RSS
 from engine.merge import parse_merge, qualify
-from engine.offload import interruptible, off_loop
-from engine.plan import Plan, build_plan
+from engine.offload import interruptible
+from engine.plan import CheckedPlan, Plan, build_plan
 from engine.results import Interrupted, ResultStore, StoredResult
 from engine.sink import Message, RequestTables, Sink, quote
 from engine.spark import SparkMerger
 from engine.spark_handoff import Handoff
 from safety.config import SafetyConfig
-from safety.types import CheckedStep
 
 DEFAULT_PAGE_SIZE = 100  # GET /v1/results default `size`
 MERGE_BATCH_ROWS = 65_536
@@ -109,8 +108,7 @@ def explain(
 
 
 async def run_federated(
-    query: FederatedQuery,
-    checked: Mapping[str, CheckedStep],
+    checked_plan: CheckedPlan,
     connectors: Mapping[str, Connector],
     *,
     sink: Sink,
@@ -123,22 +121,19 @@ async def run_federated(
     full_scan_after: int | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     owner: str | None = None,
-    plan: Plan | None = None,
     spark: SparkMerger | None = None,
 ) -> FederatedResult:
     """Run a validated-and-checked federated query and store its result under request_id.
 
     Args:
-        query: the request as decoded (engine.ir).
-        checked: the safety pipeline's CheckedStep per step_id; a step missing here was
-            stripped, and its dependants are dropped with it.
+        checked_plan: the request, its validated plan and the safety pipeline's checked
+            steps (a step missing from them was stripped; its dependants are dropped).
         connectors: open connectors by database name.
         limiters: per-database concurrency limiters (the catalog's); default: one per
             database sized by its pool.
         batch_size: rows per connector batch (default: 10,000; tests use small ones).
         full_scan_after: distinct link values after which a child scans instead.
         owner: the principal the stored result belongs to (only it may page it).
-        plan: the plan `explain(query, ...)` already validated (not validated again).
         spark: the hand-off to Spark (engine.spark), when configured.
 
     Raises:
@@ -147,18 +142,14 @@ async def run_federated(
         MergeFailed: DuckDB rejected the merge (its message is kept).
     """
     started = time.perf_counter()
-    if plan is not None:
-        plan = plan.keep(list(checked))
-        merge_text = _merge_sql(plan)
-        if plan.dropped and merge_text is not None:
-            tree = plan.merge_tree if plan.merge_tree is not None else parse_merge(merge_text)
-            missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
-            if missing:
-                raise MergeReadsStripped(missing[0])
-    else:
-        # stripped steps need no connector; their databases were validated by the caller
-        known = set(connectors) | {s.database for s in query.steps if s.step_id not in checked}
-        plan = await _plan(query, known, list(checked))
+    query, checked = checked_plan.query, checked_plan.steps
+    plan = checked_plan.plan.keep(list(checked))  # not validated again
+    merge_text = _merge_sql(plan)
+    if plan.dropped and merge_text is not None:
+        tree = plan.merge_tree if plan.merge_tree is not None else parse_merge(merge_text)
+        missing = sorted({t.lower() for t in plan.dropped} & _tables_of(tree))
+        if missing:
+            raise MergeReadsStripped(missing[0])
     warnings = [
         f"step {sid} was dropped: it or a step it depends on was stripped by the safety policy"
         for sid in plan.dropped
@@ -214,24 +205,6 @@ async def run_federated(
 
 
 OFF_LOOP_CHARS = 4_096  # a request with more text than this is planned in a worker thread
-
-
-async def _plan(query: FederatedQuery, known: set[str], keep: list[str]) -> Plan:
-    """Plan (the merge parsed and checked again: what runs is what was checked), and refuse a
-    merge that reads a stripped step before any step runs; a large request off the loop."""
-
-    def plan() -> Plan:
-        built = build_plan(query, known, keep=keep)
-        merge = _merge_sql(built)
-        if built.dropped and merge is not None:
-            missing = sorted({t.lower() for t in built.dropped} & _tables_of(parse_merge(merge)))
-            if missing:
-                raise MergeReadsStripped(missing[0])
-        return built
-
-    if request_chars(query) > OFF_LOOP_CHARS:
-        return await off_loop(plan)
-    return plan()
 
 
 def request_chars(query: FederatedQuery) -> int:

@@ -14,6 +14,7 @@ from sqlglot import exp
 
 from engine.ir import FederatedQuery, StepSpec
 from engine.validate import Link, validate_query
+from safety.types import CheckedStep, CheckRequest, SafetyOutcome
 
 
 @dataclass(slots=True)
@@ -98,6 +99,24 @@ class Plan:
         if self.dropped:
             lines.append(f"  dropped: {', '.join(self.dropped)}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedPlan:
+    """A federated request checked once, and what the engine runs: the request, its plan
+    (the DAG validated and the merge parsed, once), what the safety pipeline was asked and
+    its outcome, whose checked steps are exactly what runs (a step missing from them was
+    stripped; the engine drops its dependants with it)."""
+
+    query: FederatedQuery
+    plan: Plan
+    request: CheckRequest
+    safety: SafetyOutcome
+
+    @property
+    def steps(self) -> dict[str, CheckedStep]:
+        """The checked steps by step_id."""
+        return {s.step_id: s for s in self.safety.steps if s.step_id is not None}
 
 
 def build_plan(

@@ -28,7 +28,7 @@ from engine.results import DiskResultStore, ResultStore
 from engine.sink import Sink
 from safety.config import SafetyConfig
 from safety.types import CheckedStep
-from tests.engine.support import Data, checked, generate, values_sql
+from tests.engine.support import Data, checked, checked_plan, generate, values_sql
 from tests.servers import MySQLServer, PgServer
 
 Run = Callable[..., Any]
@@ -176,8 +176,7 @@ def run(connectors: dict[str, Connector], sink: Sink, store: ResultStore) -> Run
     ) -> FederatedResult:
         q = query if isinstance(query, FederatedQuery) else msgspec.convert(query, FederatedQuery)
         result = await run_federated(
-            q,
-            checked_steps or checked(q),
+            checked_plan(q, checked_steps or checked(q), conns or connectors),
             conns or connectors,
             sink=sink,
             store=store,

@@ -9,6 +9,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,8 @@ import duckdb
 
 from connectors.base import Connector, LinkFilter, Statement
 from engine.ir import FederatedQuery
-from safety.types import CheckedStep, Rewrite
+from engine.plan import CheckedPlan, build_plan
+from safety.types import CheckedStep, CheckRequest, Rewrite, SafetyOutcome
 
 REGIONS = ["north", "south", "east", "west", "centre"]
 N_CUSTOMERS = 300
@@ -160,6 +162,21 @@ def recording(connector: Connector, calls: Calls) -> Connector:
 
 
 DIALECTS = {"pg": "postgres", "my": "mysql", "lite": "sqlite", "duck": "duckdb"}
+
+
+def checked_plan(
+    query: FederatedQuery, steps: Mapping[str, CheckedStep], connectors: Mapping[str, object]
+) -> CheckedPlan:
+    """The checked plan the service would build (the DAG validated here, as it does), with
+    `steps` as the pipeline's outcome: a step missing from them was stripped."""
+    # a stripped step needs no connector; its database was validated by the caller
+    known = set(connectors) | {s.database for s in query.steps if s.step_id not in steps}
+    return CheckedPlan(
+        query,
+        build_plan(query, known),
+        CheckRequest(steps=list(query.steps)),
+        SafetyOutcome(steps=list(steps.values())),
+    )
 
 
 def checked(

@@ -34,7 +34,7 @@ from engine.spark import SparkMerger
 from engine.spark_settings import SparkSettings
 from safety.config import SafetyConfig
 from tests.engine.conftest import Run
-from tests.engine.support import checked
+from tests.engine.support import checked, checked_plan
 
 # the first test pays for starting the Spark Connect server (tests/spark_server.py)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -284,8 +284,7 @@ async def test_a_result_past_the_store_bound_stops_the_job_and_keeps_nothing(
     )
     with pytest.raises(ResultTooLarge):
         await run_federated(
-            query,
-            checked(query),
+            checked_plan(query, checked(query), connectors),
             connectors,
             sink=sink,
             store=small,

@@ -26,7 +26,7 @@ from engine.sink import Sink
 from engine.spill import SpillArea
 from safety.config import SafetyConfig
 from tests.engine.conftest import Run
-from tests.engine.support import checked, same_rows
+from tests.engine.support import checked, checked_plan, same_rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql, pytest.mark.sqlite, pytest.mark.duckdb]
 
@@ -69,8 +69,7 @@ class Spilling:
         q = msgspec.convert(query, FederatedQuery)
         self.counter += 1
         return await run_federated(
-            q,
-            checked(q, row_cap=None),
+            checked_plan(q, checked(q, row_cap=None), connectors),
             connectors,
             sink=self.sink,
             store=store,
