@@ -53,6 +53,7 @@ from engine.sink import RequestTables, quote
 from engine.spark_settings import SparkSettings
 
 STAGE_BATCH_ROWS = 131_072
+WATCH_S = 0.5  # a cancelled job's tag is interrupted this often until its thread ends
 # DuckDB types Spark's Parquet reader has no match for travel as text (or a wide decimal)
 _STAGED_AS = {
     "UUID": "VARCHAR",
@@ -192,10 +193,18 @@ class _Job:
         self.session: Any = None
 
     def interrupt(self) -> None:
-        """Called on the event loop when the request is cancelled: the gRPC call that stops
-        the Spark job runs in a thread of its own, so the loop never waits on the network."""
+        """Called on the event loop when the request is cancelled (the watchdog stops the
+        Spark job; the loop never waits on the network)."""
         self.stop.set()
-        threading.Thread(target=self._stop_job, name="sluice-spark-interrupt", daemon=True).start()
+
+    def _watch(self, done: threading.Event) -> None:
+        """Until the job's thread is done: once `stop` is set, interrupt its tag again every
+        WATCH_S, so a job submitted just after a first interrupt is stopped too (an
+        interrupt only reaches operations the server already has)."""
+        self.stop.wait()
+        while not done.is_set():
+            self._stop_job()
+            done.wait(WATCH_S)
 
     def _stop_job(self) -> None:
         if self.session is not None:
@@ -208,10 +217,17 @@ class _Job:
         text = spark_sql.to_spark(self.tree, self.views)
         self.session = self.merger.session()
         self.session.addTag(self.tag)
+        done = threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch, args=(done,), name="sluice-spark-watch", daemon=True
+        )
+        watchdog.start()
         try:
             self._analyse(text)
             self._stage()
             self._views_over_staging()
+            if self.stop.is_set():
+                raise Interrupted
             frame = self.session.sql(text)
             reader = _as_duckdb(self._batches(frame), names, types)
             return store.store_reader(
@@ -231,6 +247,8 @@ class _Job:
                 self.merger.forget()  # the next request opens a new session
             raise error from exc
         finally:
+            done.set()
+            self.stop.set()  # releases the watchdog, which sees `done` and returns
             self._clean()
 
     # -- the step tables -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -324,3 +325,25 @@ async def test_a_merge_reading_files_is_blocked_before_spark(run: Run, merger: S
     ):
         with pytest.raises(error):
             await run({"steps": JOIN["steps"][:1], "merge": merge, "engine": "spark"}, spark=merger)
+
+
+async def test_a_cancelled_request_stops_its_spark_job_and_cleans_up(
+    run: Run, merger: SparkMerger, staging: Path
+) -> None:
+    heavy = {
+        "steps": [step("i", "lite", "items", "SELECT id, order_id, sku, qty FROM items")],
+        "merge": "SELECT count(*) AS n, sum(i.qty * g.n) AS s FROM i CROSS JOIN "
+        "(SELECT unnest(range(200000)) AS n) g CROSS JOIN (SELECT unnest(range(100)) AS m) h",
+        "engine": "spark",
+    }
+    started = time.monotonic()
+    with anyio.move_on_after(4) as scope:
+        await run(heavy, spark=merger, check_schemas=False)
+    assert scope.cancelled_caught
+    assert time.monotonic() - started < 40  # interrupted, not waited out
+    assert os.listdir(staging) == []
+    # nothing of it is left running on the server: interrupting everything finds nothing
+    assert await anyio.to_thread.run_sync(merger.session().interruptAll) == []
+    # the shared session still serves the next request
+    after = await run({**JOIN, "engine": "spark"}, spark=merger)
+    assert after.merge_engine == "spark" and after.row_count > 1
