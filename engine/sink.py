@@ -238,7 +238,6 @@ class RequestTables:
     merge_memory_limit: int | None = None  # the grant of a merge in its own DuckDB
     _seen: dict[str, int] = field(default_factory=dict)  # Arrow bytes per step so far
     _merge_db: duckdb.DuckDBPyConnection | None = None
-    _registered: list[pa.Table] = field(default_factory=list)  # the merge's small steps
     _grant: Grant | None = None
     _dropped: bool = False
 
@@ -414,9 +413,8 @@ class RequestTables:
     async def prepare_merge(self) -> None:
         """With spilled steps: wait for a grant from the merge pool, open the request's own
         DuckDB with it as `memory_limit`, read the spilled steps through views over their
-        files and the other (small: under spill_after each) step tables through views over
-        their Arrow copies, under the same schema name, so the merge SQL is qualified as it
-        would be here."""
+        files and copy the other (small: under spill_after each) step tables in, under the
+        same schema name, so the merge SQL is qualified as it would be here."""
         if self.spill is None or not self.spill.steps:
             return
         assert self.pool is not None
@@ -428,7 +426,6 @@ class RequestTables:
         def build() -> None:
             self._merge_db = db = open_merge_db(spill, self.merge_memory_limit or 0, self.threads)
             db.execute(f"CREATE SCHEMA {quote(self.schema)}")
-            in_place = 0
             for step_id, state in self.tables.items():
                 target = self.table_name(step_id)
                 files = spill.steps.get(step_id)
@@ -445,22 +442,14 @@ class RequestTables:
                         f"FROM read_parquet({parquet_list(files.files)}{union})"
                     )
                     continue
-                rows = self.cursor.sql(f"SELECT * FROM {target}")
-                name = f"_sluice_step_{len(self._registered)}"
-                if in_place < (self.spill_after or 0):
-                    # small (each is under spill_after): Arrow scanned in place is faster
-                    # than a copy; at most spill_after of them, outside DuckDB's limit
-                    data = rows.to_arrow_table()
-                    in_place += data.nbytes
-                    db.register(name, data)
-                    self._registered.append(data)
-                    db.execute(f"CREATE VIEW {target} AS SELECT * FROM {quote(name)}")
-                    continue
-                db.register(name, rows.to_arrow_reader(FLUSH_ROWS))  # the rest: copied in
+                # small (under spill_after): copied in, as a DuckDB table scans faster than
+                # registered Arrow (measured: the 10M-event join's merge 1.45 s against 2.7 s)
+                reader = self.cursor.sql(f"SELECT * FROM {target}").to_arrow_reader(FLUSH_ROWS)
+                db.register("_sluice_copy", reader)
                 try:
-                    db.execute(f"CREATE TABLE {target} AS SELECT * FROM {quote(name)}")
+                    db.execute(f"CREATE TABLE {target} AS SELECT * FROM _sluice_copy")
                 finally:
-                    db.unregister(name)
+                    db.unregister("_sluice_copy")
 
         await anyio.to_thread.run_sync(build)
 
@@ -475,7 +464,6 @@ class RequestTables:
             try:
                 if self._merge_db is not None:
                     self._merge_db.close()
-                    self._registered.clear()
             finally:
                 try:
                     if self.spill is not None:
