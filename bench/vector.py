@@ -1,7 +1,8 @@
 """Vector search through sluice against each backend's own client, side by side in one run.
 
     python -m bench.vector [--n 1000000] [--qdrant-n 20000] [--queries 200] [--rounds 4]
-        [--backends lancedb,pgvector,qdrant] [--build-only] [--rewrite --note NOTE.md]
+        [--backends lancedb,pgvector,qdrant] [--carry lancedb] [--build-only]
+        [--rewrite --note NOTE.md]
 
 Data: `n` random unit vectors of 384 dimensions (numpy, seeded) with an int payload field,
 built once per size under .cache/bench-vector/ (LanceDB IVF_FLAT and pgvector ivfflat with
@@ -524,8 +525,9 @@ def write_markdown(out: dict[str, Any], note: str) -> str:
         "call (no repeated body), "
         "returning id, score and `bucket`.",
         "- **client**: the backend's own client in the bench process (bench/vector_clients.py: "
-        "LanceDB's async API; asyncpg with the SQL sluice sends in a read-only transaction with "
-        "`SET LOCAL ivfflat.probes`; qdrant-client's local mode in a thread).",
+        "LanceDB's async API; asyncpg with the `pgvector` package's binary codec, the probes "
+        "as a connection setting and one `pool.fetch` per search; qdrant-client's local mode "
+        "in a thread).",
         "- **in-process**: sluice without HTTP, in the bench process: the same body through "
         "`api.local` (`open_service(config).rows(...)`: safety pipeline, engine, connector), "
         "against the client in the same process: sluice's own share.",
@@ -539,6 +541,14 @@ def write_markdown(out: dict[str, Any], note: str) -> str:
         "| backend | points | conc. | client p50 ms | in-process p50 ms | thin p50 ms | sluice p50 ms | in-process/client | sluice/thin | sluice/client | client q/s | in-process q/s | thin q/s | sluice q/s | target <= 1.3x (sluice/client) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
+    carried = out.get("carried", {})
+    if carried:
+        lines.insert(
+            3,
+            "Rows of "
+            + ", ".join(f"**{b}** come from the run ending {w}" for b, w in carried.items())
+            + " (not re-measured in this one; compare their ratios, not their times, with the rest).",
+        )
     for b, cells in out["cells"].items():
         points = out["qdrant_n"] if b == "qdrant" else out["n"]
         for c in ("1", "8"):
@@ -582,6 +592,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--note", type=Path, help="a markdown file appended to the results")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--backends", default="lancedb,pgvector,qdrant")
+    p.add_argument("--carry", default="", help="backends whose cells the last run keeps")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--build-only", action="store_true", help="build and cache the datasets")
     p.add_argument("--rewrite", action="store_true", help="re-render the last run's figures")
@@ -593,8 +604,20 @@ def main(argv: list[str] | None = None) -> None:
         builds = build_all(args.n, args.qdrant_n, args.backends.split(","))
         if args.build_only:
             return
+        before = json.loads(last.read_text()) if args.carry and last.exists() else {}
         out = asyncio.run(measure(args, builds))
         out["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        out["carried"] = {}
+        for b in filter(None, args.carry.split(",")):
+            if b in before.get("cells", {}):
+                out["cells"] = {b: before["cells"][b], **out["cells"]}
+                out["load_" + b] = before["load_" + b]
+                out["builds"].setdefault(b, before["builds"].get(b))
+                out["carried"][b] = (
+                    before["carried"].get(b, before["when"])
+                    if before.get("carried")
+                    else before["when"]
+                )
         last.write_text(json.dumps(out))
     text = write_markdown(out, args.note.read_text() if args.note else "")
     args.out.write_text(text)

@@ -45,23 +45,37 @@ async def open_lancedb(path: str) -> tuple[Search, Close]:
 
 
 PG_SQL = (
-    "SELECT id, 1 - (embedding <=> ($1::text)::vector) AS score, bucket FROM points "
-    "ORDER BY embedding <=> ($1::text)::vector LIMIT {k}"
+    "SELECT id, 1 - (embedding <=> $1) AS score, bucket FROM points "
+    "ORDER BY embedding <=> $1 LIMIT {k}"
 )
 
 
-async def open_pgvector(host: str, pool_size: int = 8) -> tuple[Search, Close]:
+async def open_pgvector(host: str, pool_size: int = 8, probes: int = 10) -> tuple[Search, Close]:
+    """asyncpg as pgvector's documentation uses it: the `pgvector` package's binary codec
+    (`register_vector`) on every connection, numpy arrays bound as they are, and the
+    usual probes as a connection setting (it survives the pool's RESET ALL), so a search at
+    those probes is one `pool.fetch`; other probes take a transaction with SET LOCAL."""
     import asyncpg
+    from pgvector.asyncpg import register_vector
 
     pool = await asyncpg.create_pool(
-        host=host, user="postgres", database="postgres", min_size=1, max_size=pool_size
+        host=host,
+        user="postgres",
+        database="postgres",
+        min_size=1,
+        max_size=pool_size,
+        init=register_vector,
+        server_settings={"ivfflat.probes": str(probes)},
     )
+    usual = probes
 
     async def search(q: np.ndarray, k: int, probes: int) -> list[dict[str, Any]]:
-        text = "[" + ",".join(repr(float(x)) for x in q) + "]"
+        sql = PG_SQL.format(k=int(k))
+        if probes == usual:
+            return [dict(r) for r in await pool.fetch(sql, q)]
         async with pool.acquire() as conn, conn.transaction(readonly=True):
             await conn.execute(f"SET LOCAL ivfflat.probes = {int(probes)}")
-            return [dict(r) for r in await conn.fetch(PG_SQL.format(k=int(k)), text)]
+            return [dict(r) for r in await conn.fetch(sql, q)]
 
     return search, pool.close
 

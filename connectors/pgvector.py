@@ -15,10 +15,18 @@ configured twice (as `postgresql` for SQL, as `pgvector` for intents), each with
 A table is a collection when it has a `vector(n)` column (n is the dimension) and an `id`
 column; every other column is payload. The metric comes from the operator class of the
 column's index (vector_cosine_ops, vector_ip_ops, vector_l2_ops), cosine without one.
-Search orders by the operator of that metric (`<=>`, `<#>`, `<->`) so the index is used;
-`ef` and `probes` become `SET LOCAL hnsw.ef_search` / `ivfflat.probes` in the read's
-transaction. Filters are SQL over the payload columns with every value a `$n` parameter; a
-link is `"column" = ANY($n::type[])` ANDed to it, typed as the column is.
+Search orders by the operator of that metric (`<=>`, `<#>`, `<->`) so the index is used.
+
+A search is one round trip in the steady state (bench/results/vector.md): the query vector is
+bound in pgvector's binary form (a codec registered on each connection the first time it
+searches; the `postgresql` connector registers none), and `ef` / `probes` are session
+settings (`SET hnsw.ef_search`, `ivfflat.probes`, or RESET when a search leaves them out)
+sent only when they differ from what that connection last had. The read runs in an implicit
+transaction, read-only by the pool's `default_transaction_read_only`. A connection that took
+any other path is reset by the pool (RESET ALL), and what it had is forgotten.
+
+Filters are SQL over the payload columns with every value a `$n` parameter; a link is
+`"column" = ANY($n::type[])` ANDed to it, typed as the column is.
 
 Rows: `id`, `score` (cosine: 1 - `<=>`; dot: -`<#>`; l2: `<->`), then the payload columns
 with PostgreSQL's types.
@@ -28,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import struct
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,7 +53,6 @@ from connectors.postgres import (
     CLIENT_GRACE_S,
     PostgresConnector,
     PostgresSettings,
-    _rollback,
     _set_timeout,
 )
 from connectors.types_map import pg_type
@@ -158,8 +167,48 @@ class Layout:
 
 
 def vector_text(vec: Sequence[float]) -> str:
-    """pgvector's text form, bound as a text parameter and cast (asyncpg has no codec)."""
+    """pgvector's text form (the writes bind arrays of it and cast them)."""
     return "[" + ",".join(repr(float(x)) for x in vec) + "]"
+
+
+def encode_vector(vec: Sequence[float]) -> bytes:
+    """pgvector's binary form: dimension and a reserved word (uint16 each), then float4s,
+    all big-endian. 1.5 KB for 384 dimensions instead of ~7 KB of text parsed by the server."""
+    n = len(vec)
+    return struct.pack(f">HH{n}f", n, 0, *vec)
+
+
+def decode_vector(data: bytes) -> tuple[float, ...]:
+    (n,) = struct.unpack_from(">H", data)
+    return struct.unpack_from(f">{n}f", data, 4)
+
+
+VECTOR_TYPE_SQL = """
+SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.oid = to_regtype('vector')
+"""
+
+
+async def register_vector_codec(conn: Any) -> None:
+    """The binary codec for `vector` on this connection, where the SQL's `::vector` resolves
+    (none when the extension is absent: the query then fails as it would anyway)."""
+    schema = await conn.fetchval(VECTOR_TYPE_SQL)
+    if schema is not None:
+        await conn.set_type_codec(
+            "vector", schema=schema, encoder=encode_vector, decoder=decode_vector, format="binary"
+        )
+
+
+Effort = tuple[int | None, int | None]  # (hnsw.ef_search, ivfflat.probes); None: default
+_EFFORT_GUCS = ("hnsw.ef_search", "ivfflat.probes")
+
+
+def effort_sql(want: Effort) -> str:
+    """One simple-protocol batch setting both, RESET for the default."""
+    return "; ".join(
+        f"RESET {guc}" if value is None else f"SET {guc} = {int(value)}"
+        for guc, value in zip(_EFFORT_GUCS, want, strict=True)
+    )
 
 
 class _Params:
@@ -241,6 +290,14 @@ class PgvectorConnector(PostgresConnector):
     def __init__(self, config: PgvectorSettings) -> None:
         super().__init__(config)
         self._layouts: dict[str, Layout] = {}
+        # per connection: the vector codec is registered / the session's search effort
+        self._codec: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._effort: weakref.WeakKeyDictionary[Any, Effort] = weakref.WeakKeyDictionary()
+
+    async def _reset(self, conn: Any) -> None:
+        if conn not in self._clean:
+            self._effort.pop(conn, None)  # RESET ALL follows
+        await super()._reset(conn)
 
     def _split(self, collection: str) -> tuple[str, str]:
         schema, _, table = collection.rpartition(".")
@@ -285,7 +342,7 @@ class PgvectorConnector(PostgresConnector):
             return
         layout = await self._layout(collection, statement, deadline)
         try:
-            sql, params, columns, settings = await self._compile_read(query, layout, statement)
+            sql, params, columns, effort = await self._compile_read(query, layout, statement)
         except InvalidVectorQuery as exc:
             raise QueryRejected(db, exc.message, hint=exc.suggestion) from exc
         inner = Statement(
@@ -297,9 +354,8 @@ class PgvectorConnector(PostgresConnector):
             batch_size=statement.batch_size,
             bulk=statement.bulk,
         )
-        if settings:
-            batch = await self._read_with_settings(inner, settings, deadline)
-            yield Batch(columns, rows=batch)
+        if effort is not None:
+            yield Batch(columns, rows=await self._search(inner, effort, deadline))
             return
         sent = False
         async with contextlib.aclosing(super().stream(inner)) as batches:
@@ -311,34 +367,31 @@ class PgvectorConnector(PostgresConnector):
 
     async def _compile_read(
         self, query: VectorQuery, layout: Layout, statement: Statement
-    ) -> tuple[str, list[Any], list[Column], list[str]]:
+    ) -> tuple[str, list[Any], list[Column], Effort | None]:
+        """The SQL, its parameters and columns, and the effort of a search (None otherwise)."""
         params = _Params()
         link: LinkFilter | None = statement.options.get("link")
         names = layout.selected(query)
         scored = query.intent in ("search", "near_text", "hybrid")
         columns = layout.result_columns(names, scored=scored)
         payload = "".join(f", {quote(n)}" for n in names)
-        settings: list[str] = []
+        effort: Effort | None = None
         if query.intent == "count":
             where = where_sql(query, layout, params, link)
             sql = f"SELECT count(*) AS count FROM {layout.relation}{where}"
-            return sql, params.values, [Column("count", "BIGINT")], settings
+            return sql, params.values, [Column("count", "BIGINT")], effort
         limit = fetch_limit(query, statement)
         if scored:
             vec = await search_vector(query)
             check_dimension(query, vec, layout.dimension)
             op, score, _ = METRIC_SQL[layout.metric]
-            bound = params.add(vector_text(vec), "text")
-            distance = f"{quote(layout.vector)} {op} ({bound})::vector"
+            distance = f"{quote(layout.vector)} {op} {params.add(vec, 'vector')}"
             where = where_sql(query, layout, params, link)
             sql = (
                 f"SELECT {quote(ID)}, {score.format(d=distance)} AS {SCORE}{payload} "
                 f"FROM {layout.relation}{where} ORDER BY {distance}"
             )
-            if query.ef is not None:
-                settings.append(f"SET LOCAL hnsw.ef_search = {int(query.ef)}")
-            if query.probes is not None:
-                settings.append(f"SET LOCAL ivfflat.probes = {int(query.probes)}")
+            effort = (query.ef, query.probes)
         else:
             where = where_sql(query, layout, params, link)
             sql = f"SELECT {quote(ID)}{payload} FROM {layout.relation}{where} ORDER BY {quote(ID)}"
@@ -346,21 +399,33 @@ class PgvectorConnector(PostgresConnector):
             sql += f" LIMIT {int(limit)}"
         if query.offset:
             sql += f" OFFSET {int(query.offset)}"
-        return sql, params.values, columns, settings
+        return sql, params.values, columns, effort
 
-    async def _read_with_settings(
-        self, inner: Statement, settings: list[str], deadline: float
+    async def _search(
+        self, inner: Statement, effort: Effort, deadline: float
     ) -> list[tuple[Any, ...]]:
-        """A search with its effort set: one read-only transaction, SET LOCAL, the query."""
+        """A search: the codec and the effort set on this connection if they are not yet,
+        then the prepared query alone (see the module's docstring)."""
         pool = self._require_pool()
         async with self._acquire(pool, inner, deadline) as conn:
-            try:
-                with self._errors(inner, deadline):
-                    setup = "; ".join([_set_timeout(inner.timeout, local=True), *settings])
-                    await conn.execute(f"BEGIN READ ONLY; {setup}")
-                    records = await conn.fetch(inner.text, *inner.params)
-            finally:
-                await _rollback(conn)
+            raw = conn._con  # the connection behind the pool's proxy, as _reset receives it
+            with self._errors(inner, deadline):
+                if raw not in self._codec:
+                    await register_vector_codec(conn)
+                    self._codec.add(raw)
+                setup = []
+                if self._effort.get(raw) != effort:
+                    self._effort.pop(raw, None)  # unknown until the SETs are through
+                    setup.append(effort_sql(effort))
+                timeout_kept = inner.timeout == self._default_timeout
+                if not timeout_kept:  # a session setting: the pool's reset puts it back
+                    setup.append(_set_timeout(inner.timeout, local=False))
+                if setup:
+                    await conn.execute("; ".join(setup))
+                    self._effort[raw] = effort
+                records = await conn.fetch(inner.text, *inner.params)
+                if timeout_kept:
+                    self._clean.add(raw)
         return [tuple(r) for r in records]
 
     # -- writes ----------------------------------------------------------------------------

@@ -84,6 +84,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT_S = 30.0
 CLIENT_GRACE_S = 1.0
+LAYOUT_CACHE_SIZE = 1024
 _METRICS = {"Cosine": "cosine", "Dot": "dot", "Euclid": "l2", "Manhattan": "manhattan"}
 _DISTANCES = {"cosine": "Cosine", "dot": "Dot", "l2": "Euclid"}
 
@@ -273,6 +274,8 @@ class QdrantConnector:
         self._local = bool(config.path)
         self._limiter = anyio.CapacityLimiter(1 if self._local else config.pool_size)
         self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
+        # local mode: layouts by collection (see _collection_layout)
+        self._layouts: dict[str, Layout] = {}
 
     async def open(self) -> None:
         if self._client is not None:
@@ -356,11 +359,23 @@ class QdrantConnector:
             raise QueryTimedOut(db, statement.timeout)
 
     async def _collection_layout(self, collection: str) -> Layout:
+        """The collection's vector layout. In local mode it is kept: the folder is locked to
+        this process, so only this connector's own create/drop can change it (and they drop
+        it), and each search saves a worker-thread hop. A server's collections can be
+        recreated by anyone: asked every time."""
+        cached = self._layouts.get(collection)
+        if cached is not None:
+            return cached
         try:
             info = await self._call("get_collection", collection_name=collection)
         except (ValueError, KeyError) as exc:
             raise QueryFailed(self.config.name, f"no collection {collection!r}") from exc
-        return _layout(info)
+        layout = _layout(info)
+        if self._local:
+            if len(self._layouts) >= LAYOUT_CACHE_SIZE:
+                self._layouts.clear()
+            self._layouts[collection] = layout
+        return layout
 
     def _server_timeout(self, statement: Statement) -> dict[str, Any]:
         return {} if self._local else {"timeout": max(1, int(statement.timeout))}
@@ -507,6 +522,8 @@ class QdrantConnector:
 
         timeout = self._server_timeout(statement)
         intent = query.intent
+        if intent in ("create_collection", "drop_collection"):
+            self._layouts.pop(collection, None)
         if intent == "create_collection":
             assert query.dimension is not None and query.metric is not None
             distance = qm.Distance(_DISTANCES[query.metric])

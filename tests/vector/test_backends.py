@@ -3,6 +3,7 @@ fetch, scroll, count, writes, links and the refusals that must leave data unchan
 
 from __future__ import annotations
 
+import anyio
 import numpy as np
 import pytest
 
@@ -118,8 +119,6 @@ async def test_metric_dot_and_l2_scores(backend: Backend, pgvector_server: str) 
     """A collection whose metric is inner product: scores are inner products, exact."""
     q = query_vector(3)
     if backend.kind == "pgvector":
-        import anyio
-
         from tests.vector.conftest import load_pgvector
 
         await anyio.to_thread.run_sync(load_pgvector, pgvector_server, "items_ip", "vector_ip_ops")
@@ -292,3 +291,47 @@ async def test_create_search_and_drop_a_collection(backend: Backend) -> None:
         await backend.write({"intent": "create_collection", "dimension": 4}, "fresh")
     await backend.write({"intent": "drop_collection"}, "fresh")
     assert "fresh" not in {t.name for t in await backend.connector.discover()}
+
+
+async def test_pgvector_search_effort_stays_with_its_search(pgvector_server: str) -> None:
+    """ef/probes are session settings sent only when they change (one round trip per search),
+    so a search that leaves them out, and a later caller, must see the defaults again: one
+    connection in the pool, read after each search with SHOW."""
+    from connectors import registry
+    from tests.vector.conftest import config, load_pgvector
+
+    await anyio.to_thread.run_sync(load_pgvector, pgvector_server)
+    connector = registry.create(
+        config("pgvector", host=pgvector_server, user="postgres", database="postgres", pool_size=1)
+    )
+    await connector.open()
+    backend = Backend("pgvector", connector, lambda: None, lambda: {})
+    pool = connector._require_pool()  # type: ignore[attr-defined]
+
+    async def show() -> tuple[str, str, str]:
+        async with pool.acquire() as conn:  # the one connection, before the pool resets it
+            return (
+                await conn.fetchval("SHOW ivfflat.probes"),
+                await conn.fetchval("SHOW hnsw.ef_search"),
+                await conn.fetchval("SHOW statement_timeout"),
+            )
+
+    try:
+        q = query_vector(3)
+        want = [i for i, _ in brute_force(q, 5, "cosine", None)]
+        base = {"intent": "search", "vector": q, "limit": 5}
+        await backend.rows(base)  # loads pgvector's library: its settings exist from then on
+        defaults = await show()
+        assert defaults[:2] == ("1", "40")  # pgvector's own defaults
+        for _ in range(2):  # the second time, the connection already has them
+            rows = await backend.rows({**base, "probes": 3, "ef": 50})
+            assert [r["id"] for r in rows] == want
+        assert (await show())[:2] == ("3", "50")
+        await backend.rows({**base, "probes": 3, "ef": 50})
+        rows = await backend.rows(base)  # the same connection, still with probes 3 before it
+        assert [r["id"] for r in rows] == want
+        assert await show() == defaults
+        await backend.rows({**base, "probes": 2}, timeout=7)
+        assert await show() == defaults  # a non-default timeout: the pool reset it all
+    finally:
+        await connector.close()
