@@ -16,11 +16,10 @@ import pytest
 
 from api.envelopes import DryRunResponse, QuerySuccess
 from api.local import open_service
-from api.service import SafetyBlocked
+from api.service import QueryInvalid, SafetyBlocked
 from connectors import registry
 from connectors.errors import SluiceError
 from engine.config import Config, load_config_text
-from engine.errors import InvalidRequest
 from engine.ir import FederatedQuery
 from tests.plugins import toy
 from tests.servers import PgServer
@@ -142,6 +141,7 @@ async def test_the_language_rewrites_and_the_stages_ask_it(config: Config) -> No
             await session.simple("shelf", "gadgets", "SELECT id FROM gadgets")
         assert bad.value.block.stage == "AST_CHECKER"
         assert bad.value.block.reason == "not a toyql body"
-        with pytest.raises(InvalidRequest) as wrong:
+        with pytest.raises(QueryInvalid) as wrong:  # the client's mistake: 400, not a refusal
             await session.simple("shelf", "gadgets", "get id from gadgets", language="sql")
-        assert "speaks toyql" in str(wrong.value)
+        assert wrong.value.status == 400 and wrong.value.code == "invalid_request"
+        assert wrong.value.block.stage == "PROMPT_GUARD" and "speaks toyql" in str(wrong.value)
