@@ -45,8 +45,8 @@ def baseline_p99(iso: Iso, seconds: float = 1.0) -> float:
     return latencies[int(0.99 * (len(latencies) - 1))]
 
 
-def probe_while(iso: Iso, path: str, body: dict) -> tuple[float, list[float], int]:
-    """(heavy request seconds, probe latencies, heavy status)."""
+def probe_while(iso: Iso, path: str, body: dict) -> tuple[float, list[float], httpx.Response]:
+    """(heavy request seconds, probe latencies, the heavy request's response)."""
     latencies: list[float] = []
     done = threading.Event()
 
@@ -59,15 +59,16 @@ def probe_while(iso: Iso, path: str, body: dict) -> tuple[float, list[float], in
         took = time.perf_counter() - started
         done.set()
     prober.join()
-    return took, latencies, r.status_code
+    return took, latencies, r
 
 
 @pytest.mark.parametrize(("name", "path", "body"), heavy_requests(), ids=lambda v: str(v)[:30])
 def test_another_client_is_not_stalled(iso: Iso, name: str, path: str, body: dict) -> None:
     baseline = STALL_OVER_BASELINE * baseline_p99(iso)
-    took, latencies, status = probe_while(iso, path, body)
+    took, latencies, response = probe_while(iso, path, body)
+    status = response.status_code
     bound = max(MAX_STALL_S, baseline, STALL_SHARE_OF_HEAVY * took)
-    assert status < 500, f"{name}: {status}"
+    assert status < 500, f"{name}: {status} {response.text[:500]}"
     assert latencies, "the probe never ran"
     worst = max(latencies)
     assert worst < bound, (
