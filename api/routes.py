@@ -209,14 +209,23 @@ def _is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
+WATCH_AFTER_S = 0.05  # a query still running this long gets a disconnect watcher
+
+
 async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
     """Run `work`, cancelled if the client disconnects (the body is already read).
 
-    A bare asyncio watcher task, not an anyio task group: the group cost ~200 us a request
-    on the dashboard path (bench/). sluice runs on asyncio only (asyncpg, PyMongo's client)."""
+    The watcher (a task awaiting the server's `receive` for `http.disconnect`) starts only
+    once `work` has run WATCH_AFTER_S: starting and cancelling it was ~7% of a granian
+    worker's samples on the dashboard path (bench/results/dashboard.md), where almost every
+    lookup is answered sooner. A query that is still running then is stopped as before; one
+    whose client leaves earlier finishes first (a few ms of database work at most). A bare
+    asyncio task, not an anyio task group (the group cost ~200 us a request); sluice runs on
+    asyncio only (asyncpg, PyMongo's client)."""
     task = asyncio.current_task()
     assert task is not None
     disconnected = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal disconnected
@@ -225,7 +234,11 @@ async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) 
         disconnected = True
         task.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
         return await work()
     except asyncio.CancelledError:
@@ -233,7 +246,9 @@ async def run_cancellable(request: Request, work: Callable[[], Awaitable[Any]]) 
             raise ApiError(499, "client_closed", "the client closed the connection") from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 # -- handlers ---------------------------------------------------------------------------------
