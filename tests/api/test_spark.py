@@ -45,9 +45,12 @@ def spark_server_http(
     staging.mkdir()
     lite, duck = make_files(folder / "files")
     extra = f"engine:\n  spark:\n    remote: {spark}\n    staging: {staging.as_uri()}\n"
-    srv = start_server(
-        config_text(pg, my, lite, duck, dead_port=free_port(), extra=extra), folder, timeout=60
-    )
+    # a cold Spark server's first job takes 30-40 s on this machine: the request bound of the
+    # other API tests (5 s) would turn the hand-off into a 504 whatever it returns
+    text = config_text(pg, my, lite, duck, dead_port=free_port(), extra=extra)
+    text = text.replace("  query_timeout_seconds: 5\n", "  query_timeout_seconds: 180\n")
+    assert "query_timeout_seconds: 180" in text
+    srv = start_server(text, folder, timeout=60)
     try:
         yield srv, staging
     finally:
