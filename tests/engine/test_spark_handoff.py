@@ -335,11 +335,11 @@ async def test_a_cancelled_request_stops_its_spark_job_and_cleans_up(
         # long enough to be running when cancelled, short enough (seconds) that tasks Spark
         # lets finish after a cancel never hold the test server's two slots for long
         "merge": "SELECT count(*) AS n, sum(i.qty * g.n) AS s FROM i CROSS JOIN "
-        "(SELECT unnest(range(100000)) AS n) g",
+        "(SELECT unnest(range(400000)) AS n) g",
         "engine": "spark",
     }
     started = time.monotonic()
-    with anyio.move_on_after(3) as scope:
+    with anyio.move_on_after(1) as scope:  # a quiet machine finished the merge within 3 s
         await run(heavy, spark=merger, check_schemas=False)
     assert scope.cancelled_caught
     assert time.monotonic() - started < 40  # interrupted, not waited out
