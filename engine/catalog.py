@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 
 from connectors import registry
@@ -52,18 +53,32 @@ class DatabaseState:
         return found
 
 
+def _with_timeout(db: DatabaseConfig, default_timeout: float | None) -> DatabaseConfig:
+    """The settings a connector opens with: a database without its own
+    query_timeout_seconds takes the safety timeout, so its sessions start with the bound
+    GUARDRAILS gives every read and no statement has to set (and reset) it per query."""
+    if db.query_timeout_seconds is not None or default_timeout is None:
+        return db
+    return msgspec.structs.replace(db, query_timeout_seconds=default_timeout)
+
+
 class Catalog:
     """Owns one connector per database; `serve()` keeps them open and their schemas cached."""
 
     def __init__(
-        self, databases: list[DatabaseConfig], *, ttl_seconds: float, max_concurrent_queries: int
+        self,
+        databases: list[DatabaseConfig],
+        *,
+        ttl_seconds: float,
+        max_concurrent_queries: int,
+        default_timeout: float | None = None,
     ) -> None:
         self.ttl = ttl_seconds
         self.states: dict[str, DatabaseState] = {}
         for db in databases:
             self.states[db.name] = DatabaseState(
                 config=db,
-                connector=registry.create(db),
+                connector=registry.create(_with_timeout(db, default_timeout)),
                 limiter=anyio.CapacityLimiter(max_concurrent_queries),
             )
 

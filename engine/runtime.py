@@ -35,6 +35,7 @@ class Runtime:
             config.databases,
             ttl_seconds=server.discovery_ttl_seconds,
             max_concurrent_queries=server.max_concurrent_queries_per_database,
+            default_timeout=config.safety.query_timeout_seconds,
         )
         self.sink = build_sink(config)
         self.store = result_store(config)
