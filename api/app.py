@@ -67,20 +67,20 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime_ = Runtime(config, on_audit_drop=metrics.audit_dropped)
-        responsive_loop()
         try:
-            async with runtime_.running(startup_wait=startup_wait) as runtime:
-                service = app.state.service = QueryService(runtime)
-                app.state.catalog = runtime.catalog
-                runs = app.state.runs = build_run_manager(config, service)
-                metrics.bind(runtime.catalog, runtime.store)
-                async with anyio.create_task_group() as tg:
-                    await tg.start(runs.serve)
-                    heap.settle()
-                    async with mcp.running():
-                        yield
-                    await runs.drain()  # before cancelling: running runs get their grace period
-                    tg.cancel_scope.cancel()
+            with responsive_loop():
+                async with runtime_.running(startup_wait=startup_wait) as runtime:
+                    service = app.state.service = QueryService(runtime)
+                    app.state.catalog = runtime.catalog
+                    runs = app.state.runs = build_run_manager(config, service)
+                    metrics.bind(runtime.catalog, runtime.store)
+                    async with anyio.create_task_group() as tg:
+                        await tg.start(runs.serve)
+                        heap.settle()
+                        async with mcp.running():
+                            yield
+                        await runs.drain()  # before cancelling: running runs get their grace period
+                        tg.cancel_scope.cancel()
         finally:
             metrics.METRICS.process_exited()
 

@@ -193,7 +193,8 @@ class PostgresConnector:
                     yield batch
             return
         pool = self._require_pool()
-        deadline = anyio.current_time() + statement.timeout + CLIENT_GRACE_S
+        # the loop's clock, which anyio.current_time() reads too, without asking sniffio
+        deadline = asyncio.get_running_loop().time() + statement.timeout + CLIENT_GRACE_S
         small = statement.max_rows is not None and statement.max_rows <= statement.batch_size
         if small and statement.readonly:
             # the dashboard path: one asyncio deadline around acquire and query (anyio's

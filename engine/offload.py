@@ -8,14 +8,16 @@ on it stalls every other client for as long (measured before this module: 1-3 s)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import anyio
+import sniffio
 
 T = TypeVar("T")
 
@@ -41,9 +43,21 @@ def cpu_limiter() -> anyio.CapacityLimiter:
     return limiter
 
 
-def responsive_loop() -> None:
-    """Called once by a server process: worker threads hand the GIL back sooner."""
+@contextlib.contextmanager
+def responsive_loop() -> Iterator[None]:
+    """Held by a server process while it serves, entered on its event loop: worker threads
+    hand the GIL back sooner, and the loop's thread tells sniffio it runs asyncio. Every
+    anyio call (a limiter, a cancel scope, `current_time`) asks sniffio which library runs;
+    undeclared, each ask looks up the current asyncio task, ~8% of a lookup's samples on the
+    dashboard path (bench/results/dashboard.md)."""
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+    asyncio.get_running_loop()  # only a thread that runs an asyncio loop declares it
+    previous = sniffio.thread_local.name
+    sniffio.thread_local.name = "asyncio"
+    try:
+        yield
+    finally:
+        sniffio.thread_local.name = previous
 
 
 async def off_loop(func: Callable[..., T], *args: object) -> T:
