@@ -6,7 +6,9 @@
         audit.record({...})               # never blocks; a full queue counts a drop
 
 `record()` puts the entry on a bounded queue; `serve()` batches what is waiting and
-writes it through `anyio.to_thread`, so a slow disk never stalls a request. When the queue is
+writes it through `anyio.to_thread`, so a slow disk never stalls a request. A small entry
+that holds nothing to redact is encoded in `record()` (~10 us): the writer thread then only
+writes, and does not hold the GIL against the event loop while it encodes. When the queue is
 full the entry is dropped and counted, and the next line written says how many were lost.
 On shutdown (cancellation or `close()`) every queued entry is written and the file flushed:
 no entry accepted by `record()` is ever lost; a drop is counted (`on_drop`, a metric).
@@ -108,6 +110,9 @@ class AuditEntry(msgspec.Struct, kw_only=True):
 
 # an entry, or one of the log's own notices (audit_dropped, audit_unencodable)
 Entry = AuditEntry | dict[str, Any]
+# Queries up to this many characters in all are encoded and checked in record(); a larger
+# entry (a big body) is left whole to the writer thread, off the event loop.
+ON_LOOP_QUERY_CHARS = 4096
 
 
 class HasSecrets(Protocol):
@@ -184,7 +189,7 @@ class AuditLog:
         # A deque, not a memory stream: an entry leaves it only in a synchronous take, so a
         # cancelled writer can never hold one it has not written (a stream's receive() can be
         # cancelled after the item was handed over, losing it).
-        self._pending: deque[Entry] = deque()
+        self._pending: deque[Entry | bytes] = deque()  # bytes: a line ready to write
         self._max_pending = max_pending
         self._wake: anyio.Event | None = None  # made in serve(): an Event needs the loop
         self._closed = False
@@ -197,9 +202,28 @@ class AuditLog:
             if self._on_drop is not None:
                 self._on_drop(1)
             return
-        self._pending.append(entry)
+        self._pending.append(self._ready(entry))
         if self._wake is not None:
             self._wake.set()
+
+    def _ready(self, entry: Entry) -> Entry | bytes:
+        """The entry's line, when it is small and holds nothing to redact; else the entry,
+        for the writer thread to encode and redact. The py-spy profile of a lookup showed
+        the writer thread encoding batches while the event loop waited for the GIL: 0.3 ms
+        of a lookup's p99 at one client (bench/results/dashboard.md)."""
+        if not self._fast or (
+            isinstance(entry, AuditEntry)
+            and sum(len(s.query) + len(s.rewritten or "") for s in entry.steps)
+            > ON_LOOP_QUERY_CHARS
+        ):
+            return entry
+        try:
+            raw = _ENCODER.encode(entry)
+        except (TypeError, ValueError, msgspec.EncodeError):
+            return entry  # the writer turns it into an audit_unencodable notice
+        if _may_hold_secret(raw) or any(s in raw for s in self._secret_bytes):
+            return entry
+        return raw + b"\n"
 
     def close(self) -> None:
         """Stop accepting entries; `serve()` writes what is queued and returns."""
@@ -231,13 +255,13 @@ class AuditLog:
             # the writer is going: later record() calls count as drops
             self._closed = True
             with anyio.CancelScope(shield=True):
-                rest: list[Entry] = []
+                rest: list[Entry | bytes] = []
                 while self._pending or self._unreported:
                     rest.extend(self._take())
                 await anyio.to_thread.run_sync(self._finish, fh, rest)
 
-    def _take(self) -> list[Entry]:
-        batch: list[Entry] = []
+    def _take(self) -> list[Entry | bytes]:
+        batch: list[Entry | bytes] = []
         if self._unreported:
             batch.append(
                 {
@@ -253,7 +277,9 @@ class AuditLog:
             batch.append(self._pending.popleft())
         return batch
 
-    def _encode(self, entry: Entry) -> bytes:
+    def _encode(self, entry: Entry | bytes) -> bytes:
+        if isinstance(entry, bytes):
+            return entry
         try:
             return self._encode_redacted(entry)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
@@ -282,11 +308,11 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return self.path.open("ab")
 
-    def _write(self, fh: IO[bytes], entries: list[Entry]) -> None:
+    def _write(self, fh: IO[bytes], entries: list[Entry | bytes]) -> None:
         fh.write(b"".join(self._encode(entry) for entry in entries))
         fh.flush()
 
-    def _finish(self, fh: IO[bytes], entries: list[Entry]) -> None:
+    def _finish(self, fh: IO[bytes], entries: list[Entry | bytes]) -> None:
         try:
             if entries:
                 fh.write(b"".join(self._encode(entry) for entry in entries))

@@ -10,9 +10,19 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from engine.config import load_config_text
-from safety.audit import AuditLog, format_entry, redact, secret_values, tail
+from safety.audit import (
+    ON_LOOP_QUERY_CHARS,
+    AuditEntry,
+    AuditLog,
+    AuditStep,
+    format_entry,
+    redact,
+    secret_values,
+    tail,
+)
 
 CONFIG = load_config_text("""
 databases:
@@ -224,3 +234,40 @@ async def test_odd_values_never_stop_the_writer(tmp_path: Path) -> None:
     assert json.loads(lines[0])["obj"] == "opaque-thing"
     assert json.loads(lines[-1])["request_id"] == "req_000000000003"
     assert len(lines) == 3
+
+
+def _request_entry(query: str) -> AuditEntry:
+    step = AuditStep(
+        step_id=None, database="pg", table="items", language="sql", query=query, rewritten=query
+    )
+    return AuditEntry(
+        request_id="req_000000000001",
+        ts=time.time(),
+        principal="agent",
+        transport="rest/local",
+        client="127.0.0.1",
+        steps=[step],
+        verdicts=[],
+        blocked=None,
+        warnings=[],
+    )
+
+
+@pytest.mark.parametrize("pad", [0, ON_LOOP_QUERY_CHARS], ids=["encoded-in-record", "in-thread"])
+async def test_request_entries_are_redacted_whichever_side_encodes_them(
+    tmp_path: Path, pad: int
+) -> None:
+    path = tmp_path / "a.jsonl"
+    audit = AuditLog(path, config=CONFIG)
+    filler = " " * pad
+    async with anyio.create_task_group() as tg:
+        await tg.start(audit.serve)
+        audit.record(_request_entry(f"SELECT 'pg-s3cret-pw'{filler}"))
+        audit.record(_request_entry(f"SELECT 'postgresql://u:dsn-pass-42@h/db'{filler}"))
+        audit.record(_request_entry(f"SELECT 42{filler}"))
+        tg.cancel_scope.cancel()
+    lines = _lines(path)
+    text = path.read_text()
+    assert len(lines) == 3
+    assert "pg-s3cret-pw" not in text and "dsn-pass-42" not in text
+    assert lines[2]["steps"][0]["query"] == f"SELECT 42{filler}"  # type: ignore[index]
