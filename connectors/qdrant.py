@@ -9,8 +9,10 @@
 
 A server is driven by `AsyncQdrantClient` (cancellation closes the request, Qdrant's own
 `timeout` is sent with every call). The local mode is pure Python over numpy: its calls are
-CPU work, so they run on a synchronous client in a worker thread, one at a time (the local
-store is not thread-safe), and the event loop only waits.
+CPU work, so they run on a synchronous client in worker threads and the event loop only
+waits. Reads run side by side, one per core (the local store's reads change nothing, and
+numpy releases the GIL while it scores); a write runs alone, once every read has finished
+(writes change the store's arrays in place).
 
 Bodies are the `vector` language (connectors/vector_query.py), compiled to Qdrant's typed
 filter models (never text): equality -> `MatchValue` (`HasIdCondition` on `id`), `$in` ->
@@ -261,6 +263,13 @@ class QdrantSettings(ServerSettings, tag="qdrant", frozen=True):
         return msgspec.structs.replace(self, path=str((base / self.path).resolve()))
 
 
+# the client's calls that only read a local store (every other call writes)
+LOCAL_READS = frozenset(
+    {"get_collections", "get_collection", "collection_exists", "query_points", "retrieve"}
+    | {"scroll", "count"}
+)
+
+
 class QdrantConnector:
     """A Qdrant server (async client) or the embedded local mode (sync client in a thread)."""
 
@@ -272,7 +281,10 @@ class QdrantConnector:
         self.config = config
         self._client: Any = None
         self._local = bool(config.path)
-        self._limiter = anyio.CapacityLimiter(1 if self._local else config.pool_size)
+        # local mode: one token per concurrent read; a write holds them all (_exclusive)
+        readers = (os.cpu_count() or 2) if self._local else config.pool_size
+        self._limiter = anyio.CapacityLimiter(readers)
+        self._write_lock = anyio.Lock()
         self._default_timeout = config.query_timeout_seconds or DEFAULT_TIMEOUT_S
         # local mode: layouts by collection (see _collection_layout)
         self._layouts: dict[str, Layout] = {}
@@ -326,7 +338,27 @@ class QdrantConnector:
         fn: Callable[..., Any] = getattr(self._client, method)
         if not self._local:
             return await fn(**kwargs)
-        return await anyio.to_thread.run_sync(lambda: fn(**kwargs), limiter=self._limiter)
+        if method in LOCAL_READS:
+            return await anyio.to_thread.run_sync(lambda: fn(**kwargs), limiter=self._limiter)
+        async with self._exclusive():
+            return await anyio.to_thread.run_sync(lambda: fn(**kwargs))
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """Every read token, so a local-mode write runs alone. Writers queue on a lock
+        first, so two never hold part of the tokens each; the limiter is fair, so reads
+        that arrive after a waiting write wait for it."""
+        async with self._write_lock:
+            borrowers: list[object] = []
+            try:
+                for _ in range(int(self._limiter.total_tokens)):
+                    borrower = object()
+                    await self._limiter.acquire_on_behalf_of(borrower)
+                    borrowers.append(borrower)
+                yield
+            finally:
+                for borrower in borrowers:
+                    self._limiter.release_on_behalf_of(borrower)
 
     async def ping(self) -> None:
         try:
