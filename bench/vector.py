@@ -511,7 +511,8 @@ def write_markdown(out: dict[str, Any], note: str) -> str:
         "# Vector search: sluice vs each backend's own client",
         "",
         f"`python -m bench.vector` (bench/vector.py), run ending {out['when']}, "
-        "on 2 cores **shared by 7 agents**: absolute times are noisy, the ratios are side by "
+        "on 2 cores that the bench process, both servers and the backend share (the load "
+        "average below says what else ran): the ratios are side by "
         f"side in one run ({out['rounds']} interleaved slices per cell: client, in-process, "
         "thin, sluice, client, ...). Load average (1 min) after each backend: "
         + ", ".join(f"{b} {out['load_' + b]:.1f}" for b in out["cells"]) + ".",
