@@ -28,6 +28,7 @@ LINKED_JOIN = "LINKED_JOIN"  # events (PostgreSQL) -> linked orders (MariaDB) ->
 LINKED_JOIN_100K = "LINKED_JOIN_100K"
 LINKED_JOIN_1M = "LINKED_JOIN_1M"
 FANOUT_8_STEPS = "FANOUT_8_STEPS"  # eight independent steps in one federated query
+SAFETY_PIPELINE = "SAFETY_PIPELINE"  # the five stages over one query, in process
 
 _PACKAGES = (
     "sluice",

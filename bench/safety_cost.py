@@ -32,7 +32,6 @@ from safety import pipeline
 from safety.types import CheckRequest, Step
 
 RUNNER = "sluice"
-SAFETY_PIPELINE = "SAFETY_PIPELINE"
 
 
 def bench_config() -> Config:
@@ -106,7 +105,7 @@ def run(calls: int = 5000, *, record: bool = True) -> list[dict[str, Any]]:
     for mode, metrics in measure(calls).items():
         metrics["load_avg_1m"] = load_avg()
         if record:
-            line = results.record(RUNNER, SAFETY_PIPELINE, metrics, params={"mode": mode})
+            line = results.record(RUNNER, results.SAFETY_PIPELINE, metrics, params={"mode": mode})
             emit(line)
             out.append(line)
         else:

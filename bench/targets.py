@@ -150,8 +150,8 @@ def evaluate(lines: list[dict[str, Any]]) -> list[Target]:
     else:
         out.append(Target("linked child starts before its parent ends", "-", "-", None))
 
-    safety = _find(lines, "sluice", "SAFETY_PIPELINE", mode="cached")
-    unc = _find(lines, "sluice", "SAFETY_PIPELINE", mode="uncached")
+    safety = _find(lines, "sluice", results.SAFETY_PIPELINE, mode="cached")
+    unc = _find(lines, "sluice", results.SAFETY_PIPELINE, mode="uncached")
     if safety:
         m = safety[-1]["metrics"]
         tail = f"; uncached {unc[-1]['metrics']['median_us']:.0f} us" if unc else ""
