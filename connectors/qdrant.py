@@ -265,8 +265,15 @@ class QdrantSettings(ServerSettings, tag="qdrant", frozen=True):
 
 # the client's calls that only read a local store (every other call writes)
 LOCAL_READS = frozenset(
-    {"get_collections", "get_collection", "collection_exists", "query_points", "retrieve"}
-    | {"scroll", "count"}
+    {
+        "get_collections",
+        "get_collection",
+        "collection_exists",
+        "query_points",
+        "retrieve",
+        "scroll",
+        "count",
+    }
 )
 
 

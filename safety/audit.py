@@ -211,19 +211,17 @@ class AuditLog:
         for the writer thread to encode and redact. The py-spy profile of a lookup showed
         the writer thread encoding batches while the event loop waited for the GIL: 0.3 ms
         of a lookup's p99 at one client (bench/results/dashboard.md)."""
-        if not self._fast or (
+        if (
             isinstance(entry, AuditEntry)
             and sum(len(s.query) + len(s.rewritten or "") for s in entry.steps)
             > ON_LOOP_QUERY_CHARS
         ):
             return entry
         try:
-            raw = _ENCODER.encode(entry)
+            line = self._plain_line(entry)
         except (TypeError, ValueError, msgspec.EncodeError):
             return entry  # the writer turns it into an audit_unencodable notice
-        if _may_hold_secret(raw) or any(s in raw for s in self._secret_bytes):
-            return entry
-        return raw + b"\n"
+        return entry if line is None else line
 
     def close(self) -> None:
         """Stop accepting entries; `serve()` writes what is queued and returns."""
@@ -291,16 +289,21 @@ class AuditLog:
             }
             return _ENCODER.encode(notice) + b"\n"
 
-    def _encode_redacted(self, entry: Entry) -> bytes:
-        # Most entries hold nothing to redact: encode once and search the bytes, instead of
-        # walking every value (redact() cost ~60 us per simple query, on the event loop).
+    def _plain_line(self, entry: Entry) -> bytes | None:
+        """The entry's line when it holds nothing to redact, else None. Most entries hold
+        nothing: encode once and search the bytes, instead of walking every value (redact()
+        cost ~60 us per simple query)."""
+        if not self._fast:
+            return None
         raw = _ENCODER.encode(entry)
-        if (
-            self._fast
-            and not _may_hold_secret(raw)
-            and not any(s in raw for s in self._secret_bytes)
-        ):
-            return raw + b"\n"
+        if _may_hold_secret(raw) or any(s in raw for s in self._secret_bytes):
+            return None
+        return raw + b"\n"
+
+    def _encode_redacted(self, entry: Entry) -> bytes:
+        line = self._plain_line(entry)
+        if line is not None:
+            return line
         plain = msgspec.to_builtins(entry) if isinstance(entry, AuditEntry) else entry
         return _ENCODER.encode(redact(plain, self._secrets)) + b"\n"
 

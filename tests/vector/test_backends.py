@@ -3,16 +3,12 @@ fetch, scroll, count, writes, links and the refusals that must leave data unchan
 
 from __future__ import annotations
 
-import json
 import threading
-from typing import Any
 
 import anyio
 import numpy as np
 import pytest
 
-from connectors import registry
-from connectors.base import Connector, Statement
 from connectors.errors import QueryFailed
 from connectors.vector_query import InvalidVectorQuery, parse
 from tests.vector.conftest import (
@@ -21,13 +17,10 @@ from tests.vector.conftest import (
     POINTS,
     TABLE,
     Backend,
-    batch_dicts,
     brute_force,
     close,
-    config,
     link,
     matches,
-    qdrant_points,
 )
 
 FILTERS = [
@@ -346,13 +339,11 @@ async def test_pgvector_search_effort_stays_with_its_search(pgvector_server: str
         await connector.close()
 
 
-async def test_qdrant_local_reads_run_side_by_side_and_writes_alone() -> None:
+@pytest.mark.parametrize("backend", ["qdrant"], indirect=True)
+async def test_qdrant_local_reads_run_side_by_side_and_writes_alone(backend: Backend) -> None:
     """Local mode: two searches meet inside the store at once (a barrier both must reach),
     and no write ever runs while a read or another write is inside it."""
-    connector = registry.create(config("qdrant", path=":memory:"))
-    await connector.open()
-    client = connector._client  # type: ignore[attr-defined]
-    await anyio.to_thread.run_sync(qdrant_points, client)
+    client = backend.connector._client  # type: ignore[attr-defined]
     inside = {"reads": 0, "writes": 0}
     overlaps: list[str] = []
     guard = threading.Lock()
@@ -379,37 +370,22 @@ async def test_qdrant_local_reads_run_side_by_side_and_writes_alone() -> None:
     client.query_points = instrumented("query_points", write=False)
     client.count = instrumented("count", write=False)
     client.upsert = instrumented("upsert", write=True)
-    try:
-        before = await _count(connector)
-        upserts = [
-            {"intent": "upsert", "points": [{"id": 5000 + i, "vector": query_vector(i)}]}
-            for i in range(4)
-        ]
-        async with anyio.create_task_group() as tg:
-            for i in range(8):
-                body = {"intent": "search", "vector": query_vector(100 + i), "limit": 5}
-                tg.start_soon(_search, connector, body)
-            for body in upserts:
-                tg.start_soon(_write, connector, body)
-        assert not met.broken, "two searches never ran at once"
-        assert overlaps == []
-        assert await _count(connector) == before + 4
-    finally:
-        await connector.close()
+    count = {"intent": "count"}
+    [before] = await backend.rows(count)
 
+    async def search(seed: int) -> None:
+        body = {"intent": "search", "vector": query_vector(seed), "limit": 5}
+        assert len(await backend.rows(body)) == 5
 
-async def _search(connector: Connector, body: dict[str, Any]) -> None:
-    statement = Statement(json.dumps(body), options={"collection": TABLE})
-    rows = [r async for b in connector.stream(statement) for r in batch_dicts(b)]
-    assert len(rows) == 5
+    async def upsert(i: int) -> None:
+        point = {"id": 5000 + i, "vector": query_vector(i)}
+        assert await backend.write({"intent": "upsert", "points": [point]}) == 1
 
-
-async def _write(connector: Connector, body: dict[str, Any]) -> None:
-    statement = Statement(json.dumps(body), readonly=False, options={"collection": TABLE})
-    assert await connector.execute_write(statement) == 1
-
-
-async def _count(connector: Connector) -> int:
-    statement = Statement(json.dumps({"intent": "count"}), options={"collection": TABLE})
-    rows = [r async for b in connector.stream(statement) for r in batch_dicts(b)]
-    return int(next(iter(rows[0].values())))
+    async with anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(search, 100 + i)
+        for i in range(4):
+            tg.start_soon(upsert, i)
+    assert not met.broken, "two searches never ran at once"
+    assert overlaps == []
+    assert await backend.rows(count) == [{"count": before["count"] + 4}]
